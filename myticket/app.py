@@ -1,0 +1,109 @@
+"""The aiohttp application: factory, middlewares, and one cleanup context per resource."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from .config import Settings, mask_password
+from .ingest import GroupCommitIngest
+from .metrics import Metrics
+from .migrate import migration_ids
+from .repository import Repository
+from .routes import ApiError, setup_routes
+from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, TICKET_ID
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _route_label(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by route, method and final status, and time it."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        request.app[METRICS].observe_request(
+            route=_route_label(request),
+            method=request.method,
+            status=status,
+            seconds=time.perf_counter() - started,
+        )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes JSON `{"error": ...}`; unexpected ones hide their internals."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {name: value for name, value in exc.headers.items() if name in ("Allow", "Retry-After")}
+        return web.json_response({"error": exc.reason.lower()}, status=exc.status, headers=headers)
+    except Exception:
+        log.exception(
+            "unexpected error on %s %s (ticket %s)", request.method, request.path, request.get(TICKET_ID, "none")
+        )
+        return web.json_response({"error": "internal error"}, status=500)
+
+
+async def repository_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.database_url is not None, "the CLI resolves the database before building the app"
+    log.info("connecting to %s", mask_password(settings.database_url))
+    app[REPOSITORY] = await Repository.connect(settings.database_url)
+    yield
+    await app[REPOSITORY].close()
+
+
+async def ingest_context(app: web.Application) -> AsyncIterator[None]:
+    """Group commit into the repository; on shutdown, waits for every admitted ticket."""
+    settings = app[SETTINGS]
+    repository = app[REPOSITORY]
+    metrics = app[METRICS]
+
+    async def store_batch(tickets):
+        await repository.store_tickets(tickets=tickets)
+
+    ingest = GroupCommitIngest(
+        store_batch,
+        batch_max_size=settings.batch_max_size,
+        max_waiting=settings.max_waiting_tickets,
+        on_batch_stored=lambda size: metrics.batch_size.add({}, size),
+    )
+    app[INGEST] = ingest
+    yield
+    await ingest.close()
+
+
+async def init_app(settings: Settings) -> web.Application:
+    """Build the application; `web.run_app` accepts the coroutine directly."""
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware],
+        # The body limit is enforced by the ticket handler (413 before reading past it);
+        # aiohttp's own limit is set to the same value for any other handler.
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[EXPECTED_MIGRATIONS] = migration_ids()
+    app.cleanup_ctx.append(repository_context)
+    app.cleanup_ctx.append(ingest_context)
+    setup_routes(app)
+    return app

@@ -1,0 +1,115 @@
+"""HTTP handlers. They stay thin: read the request, call ingest or the repository, answer."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from .ingest import Overloaded, ShuttingDown
+from .repository import DatabaseUnavailable, IncomingTicket
+from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, TICKET_ID
+
+log = logging.getLogger(__name__)
+
+# Seconds a sender is asked to wait before retrying, by cause.
+RETRY_AFTER_OVERLOADED = 1
+RETRY_AFTER_UNAVAILABLE = 5
+
+
+class ApiError(Exception):
+    """An answer other than success: the error middleware turns it into JSON."""
+
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/ping", ping)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/ticket", post_ticket)
+
+
+async def ping(request: web.Request) -> web.Response:
+    """Liveness: answers without touching the database."""
+    return web.Response(text="pong")
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: the database answers and every shipped migration is applied."""
+    try:
+        applied = await request.app[REPOSITORY].applied_migrations()
+    except DatabaseUnavailable as exc:
+        raise ApiError(503, f"database unavailable: {exc}", retry_after=RETRY_AFTER_UNAVAILABLE) from exc
+    missing = sorted(request.app[EXPECTED_MIGRATIONS] - applied)
+    if missing:
+        raise ApiError(503, f"migrations not applied: {', '.join(missing)}", retry_after=RETRY_AFTER_UNAVAILABLE)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, headers = request.app[METRICS].render(request.headers.getall("Accept", []))
+    return web.Response(body=body, headers=headers)
+
+
+async def read_body_within(request: web.Request, limit: int) -> bytes:
+    """The whole body, or 413 as soon as it is known to exceed `limit` bytes.
+
+    A declared Content-Length over the limit is refused before reading anything;
+    a chunked body is read at most one chunk past the limit.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"body of {request.content_length} bytes is over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def post_ticket(request: web.Request) -> web.Response:
+    """Store the exact body durably, then answer 202 with its delivery id."""
+    app = request.app
+    metrics = app[METRICS]
+    try:
+        body = await read_body_within(request, app[SETTINGS].max_body_bytes)
+    except ApiError:
+        metrics.refuse("too_large")
+        raise
+    if not body:
+        metrics.refuse("empty_body")
+        raise ApiError(400, "empty body: expected a ticket (header lines, a blank line, then CSV)")
+    ticket = IncomingTicket(
+        id=str(uuid.uuid4()),
+        received_at=datetime.now(timezone.utc),
+        content_type=request.headers.get("Content-Type"),
+        body=body,
+    )
+    request[TICKET_ID] = ticket.id
+    try:
+        await app[INGEST].submit(ticket)
+    except Overloaded:
+        metrics.refuse("overloaded")
+        raise ApiError(503, "too many tickets waiting for storage", retry_after=RETRY_AFTER_OVERLOADED) from None
+    except ShuttingDown:
+        metrics.refuse("shutting_down")
+        raise ApiError(503, "service is shutting down", retry_after=RETRY_AFTER_OVERLOADED) from None
+    except DatabaseUnavailable as exc:
+        metrics.refuse("database_unavailable")
+        log.warning("ticket %s not stored: %s", ticket.id, exc)
+        raise ApiError(503, "storage unavailable, ticket not stored", retry_after=RETRY_AFTER_UNAVAILABLE) from None
+    metrics.tickets_accepted.inc({})
+    log.debug("ticket %s stored (%d bytes)", ticket.id, len(body))
+    return web.json_response({"id": ticket.id}, status=202)

@@ -1,0 +1,100 @@
+"""Shared fixtures: a real PostgreSQL server (embedded, started here), a migrated test
+database emptied before each test, and an aiohttp test client on a fresh app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg2
+import pytest
+from psycopg2 import sql as pgsql
+
+from myticket.app import init_app
+from myticket.config import Settings
+from myticket.embedded import EmbeddedPostgres
+from myticket.migrate import apply_migrations
+from myticket.repository import load_queries
+
+TESTS_DIR = Path(__file__).resolve().parent
+SUPPORT_QUERIES = load_queries(TESTS_DIR / "sql")
+PROJECT_ROOT = TESTS_DIR.parent
+REFERENCE_TICKET = (PROJECT_ROOT / "bench" / "ticket.txt").read_bytes()
+
+
+def url_for_database(server_url: str, name: str) -> str:
+    return urlsplit(server_url)._replace(path=f"/{name}").geturl()
+
+
+def create_empty_database(server_url: str, name: str) -> str:
+    """Drop and create database `name` on the server; return its URL."""
+    conn = psycopg2.connect(server_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
+            cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    finally:
+        conn.close()
+    return url_for_database(server_url, name)
+
+
+class Db:
+    """Synchronous access for assertions, through named queries only."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn = psycopg2.connect(url)
+        self.conn.autocommit = True
+
+    def rows(self, name: str, params: dict | None = None) -> list[tuple]:
+        with self.conn.cursor() as cur:
+            cur.execute(SUPPORT_QUERIES[name], params)
+            return cur.fetchall() if cur.description is not None else []
+
+    def value(self, name: str, params: dict | None = None):
+        rows = self.rows(name, params)
+        return rows[0][0] if rows else None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server for the session: MYTICKET_TEST_DATABASE_URL, or an embedded one."""
+    external = os.environ.get("MYTICKET_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pgdata")
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url: str) -> str:
+    url = create_empty_database(pg_server_url, "myticket_test")
+    apply_migrations(url)
+    return url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Db]:
+    database = Db(database_url)
+    database.rows("reset_tables")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path)
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings, db: Db):
+    return await aiohttp_client(await init_app(settings))

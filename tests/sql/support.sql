@@ -1,0 +1,20 @@
+-- name: reset_tables
+-- Empties every table the service writes, between tests.
+TRUNCATE tickets RESTART IDENTITY CASCADE;
+
+-- name: count_tickets
+-- How many deliveries are stored.
+SELECT count(*) FROM tickets;
+
+-- name: ticket_delivery
+-- One stored delivery, as the tests check it byte for byte.
+SELECT id::text, body, content_type, status FROM tickets WHERE id = %(id)s;
+
+-- name: stored_ids
+-- The ids of every stored delivery.
+SELECT id::text FROM tickets;
+
+
+-- name: applied_migration_ids
+-- Every row yoyo wrote for an applied migration (one per migration when all is well).
+SELECT migration_id FROM _yoyo_migration ORDER BY migration_id;

@@ -1,0 +1,39 @@
+"""/metrics exposes what the test's own requests did."""
+
+from __future__ import annotations
+
+import re
+
+from .conftest import REFERENCE_TICKET
+
+
+def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """The value of one Prometheus sample in the text format, or None when absent."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.match(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>[^}]*)\})? (?P<value>\S+)$", line)
+        if not match or match["name"] != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
+        if found == (labels or {}):
+            return float(match["value"])
+    return None
+
+
+async def test_metrics_count_accepted_refused_and_requests(client, db):
+    for _ in range(3):
+        assert (await client.post("/ticket", data=REFERENCE_TICKET)).status == 202
+    assert (await client.post("/ticket", data=b"")).status == 400
+    assert (await client.get("/ping")).status == 200
+
+    response = await client.get("/metrics")
+    assert response.status == 200
+    text = await response.text()
+
+    assert sample(text, "myticket_tickets_accepted_total") == 3
+    assert sample(text, "myticket_tickets_refused_total", {"reason": "empty_body"}) == 1
+    assert sample(text, "myticket_http_requests_total", {"route": "/ticket", "method": "POST", "status": "202"}) == 3
+    assert sample(text, "myticket_http_requests_total", {"route": "/ticket", "method": "POST", "status": "400"}) == 1
+    assert sample(text, "myticket_http_requests_total", {"route": "/ping", "method": "GET", "status": "200"}) == 1
+    assert sample(text, "myticket_http_request_duration_seconds_count", {"route": "/ticket"}) == 4
