@@ -1,0 +1,202 @@
+"""The ticket parser: bytes in, a ParsedTicket or a TicketParseError out. No I/O.
+
+The format (see bench/ticket.txt): `Key: Value` header lines (Order, VAT, Total), one
+or more blank lines, then CSV with a header row naming the columns product,
+product_id and price. Data quality is not guaranteed, so the parser tolerates what it
+can read without guessing (line endings, BOM, whitespace, column order, extra columns,
+decimal commas, cp1252) and rejects what it cannot, saying on which line and why.
+Money is Decimal, never float.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+# numeric(12,2): ten digits before the point.
+MAX_AMOUNT = Decimal("9999999999.99")
+REQUIRED_COLUMNS = ("product", "product_id", "price")
+KNOWN_HEADERS = {"order": "Order", "vat": "VAT", "total": "Total"}
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_AMOUNT = re.compile(r"^\+?(?P<units>\d+)(?:[.,](?P<cents>\d+))?$")
+
+
+class TicketParseError(ValueError):
+    """The body is not a ticket we can read; the message says where and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TicketLine:
+    line_number: int
+    product_id: str
+    name: str
+    price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedTicket:
+    order_ref: str | None
+    vat: Decimal | None
+    total: Decimal | None
+    # Every header as written (first spelling of each key), unknown keys included.
+    headers: dict[str, str]
+    lines: tuple[TicketLine, ...]
+    warnings: tuple[str, ...]
+    encoding: str
+
+
+def parse_amount(raw: str, *, what: str) -> Decimal:
+    """A non-negative amount with at most two decimals: `2`, `14.90`, ` 4 `, `14,90`."""
+    text = raw.strip()
+    if not text:
+        raise TicketParseError(f"{what} is empty")
+    match = _AMOUNT.match(text)
+    if match is None:
+        if text.startswith("-"):
+            raise TicketParseError(f'{what} "{text}" is negative')
+        raise TicketParseError(f'{what} "{text}" is not a number')
+    cents = match["cents"] or ""
+    if len(cents) > 2:
+        raise TicketParseError(f'{what} "{text}" has more than 2 decimals')
+    try:
+        amount = Decimal(f"{match['units']}.{cents or '0'}")
+    except InvalidOperation:  # pragma: no cover - the pattern only lets digits through
+        raise TicketParseError(f'{what} "{text}" is not a number') from None
+    if amount > MAX_AMOUNT:
+        raise TicketParseError(f'{what} "{text}" is too large')
+    return amount.quantize(Decimal("0.01"))
+
+
+def _decode(body: bytes) -> tuple[str, str]:
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    try:
+        return body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return body.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError as exc:
+        raise TicketParseError(
+            f"body is neither UTF-8 nor cp1252 text (byte 0x{body[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def _csv_fields(line: str, line_number: int) -> list[str]:
+    try:
+        return next(csv.reader([line], skipinitialspace=True, strict=True))
+    except csv.Error as exc:
+        raise TicketParseError(f"line {line_number}: malformed CSV ({exc})") from None
+    except StopIteration:
+        return []
+
+
+def _column_positions(fields: list[str]) -> dict[str, int] | None:
+    """Positions of the required columns when `fields` is a CSV header row, else None."""
+    positions: dict[str, int] = {}
+    for index, field in enumerate(fields):
+        positions.setdefault(field.strip().lower(), index)
+    if all(column in positions for column in REQUIRED_COLUMNS):
+        return {column: positions[column] for column in REQUIRED_COLUMNS}
+    return None
+
+
+def parse_ticket(body: bytes) -> ParsedTicket:
+    """Parse one ticket body, or raise TicketParseError naming the line at fault."""
+    text, encoding = _decode(body)
+    if "\x00" in text:
+        line_number = text.count("\n", 0, text.index("\x00")) + 1
+        raise TicketParseError(f"line {line_number}: NUL byte in the ticket")
+    lines = _LINE_BREAK.split(text)
+    warnings: list[str] = []
+    if encoding != "utf-8":
+        warnings.append(f"body is not UTF-8; decoded as {encoding}")
+
+    index = 0
+    while index < len(lines) and not lines[index].strip():
+        index += 1
+
+    headers: dict[str, str] = {}
+    values: dict[str, str] = {}
+    columns: dict[str, int] | None = None
+    while index < len(lines) and lines[index].strip():
+        line = lines[index].strip()
+        key, colon, value = line.partition(":")
+        if not colon:
+            columns = _column_positions(_csv_fields(line, index + 1))
+            if columns is None:
+                raise TicketParseError(f'line {index + 1}: header line "{line}" is not "Key: Value"')
+            warnings.append("no blank line between the header and the product section")
+            break
+        key = key.strip()
+        if not key:
+            raise TicketParseError(f'line {index + 1}: header line "{line}" has no key')
+        if key.lower() in values:
+            warnings.append(f"line {index + 1}: header {key} repeated; the last value is used")
+        else:
+            headers[key] = value.strip()
+        values[key.lower()] = value.strip()
+        index += 1
+
+    if columns is None:
+        while index < len(lines) and not lines[index].strip():
+            index += 1
+        if index >= len(lines):
+            raise TicketParseError("no product section (expected a blank line then a CSV header)")
+        header_fields = _csv_fields(lines[index].strip(), index + 1)
+        columns = _column_positions(header_fields)
+        if columns is None:
+            found = {field.strip().lower() for field in header_fields}
+            missing = [column for column in REQUIRED_COLUMNS if column not in found]
+            raise TicketParseError(
+                f"line {index + 1}: CSV header has no {', '.join(missing)} column"
+                f"{'s' if len(missing) > 1 else ''} (expected product,product_id,price)"
+            )
+    index += 1
+
+    ticket_lines: list[TicketLine] = []
+    for offset, raw_line in enumerate(lines[index:]):
+        line_number = index + offset + 1
+        if not raw_line.strip():
+            continue
+        fields = _csv_fields(raw_line.strip(), line_number)
+        row = {column: fields[position].strip() if position < len(fields) else "" for column, position in columns.items()}
+        for column in REQUIRED_COLUMNS:
+            if column != "price" and not row[column]:
+                raise TicketParseError(f"line {line_number}: missing {column}")
+        price = parse_amount(row["price"], what=f"line {line_number}: price")
+        ticket_lines.append(TicketLine(line_number, row["product_id"], row["product"], price))
+    if not ticket_lines:
+        raise TicketParseError("the product section has no product lines")
+
+    amounts: dict[str, Decimal | None] = {}
+    for key in ("vat", "total"):
+        amounts[key] = parse_amount(values[key], what=KNOWN_HEADERS[key]) if key in values else None
+    order_ref = values.get("order") or None
+    for key, label in KNOWN_HEADERS.items():
+        if not values.get(key):
+            warnings.append(f"no {label} header")
+
+    line_sum = sum((line.price for line in ticket_lines), Decimal("0.00"))
+    total = amounts["total"]
+    if total is not None and total != line_sum:
+        warnings.append(f"Total {total} differs from the sum of the line prices {line_sum}")
+    seen: dict[str, int] = {}
+    for line in ticket_lines:
+        seen[line.product_id] = seen.get(line.product_id, 0) + 1
+    for product_id, count in seen.items():
+        if count > 1:
+            warnings.append(f"product_id {product_id} appears {count} times")
+
+    return ParsedTicket(
+        order_ref=order_ref,
+        vat=amounts["vat"],
+        total=total,
+        headers=headers,
+        lines=tuple(ticket_lines),
+        warnings=tuple(warnings),
+        encoding=encoding,
+    )

@@ -1,0 +1,207 @@
+"""The parser is pure: these tests need no database."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from myticket.parser import TicketParseError, parse_amount, parse_ticket
+
+from .conftest import REFERENCE_TICKET
+
+REFERENCE_LINES = [("aZde", "Formule(s) midi", Decimal("14.90")), ("IZ8z", "Café", Decimal("2.00"))]
+
+
+def lines_of(ticket):
+    return [(line.product_id, line.name, line.price) for line in ticket.lines]
+
+
+def test_reference_ticket():
+    ticket = parse_ticket(REFERENCE_TICKET)
+
+    assert ticket.order_ref == "123456"
+    assert ticket.vat == Decimal("3.10")
+    assert ticket.total == Decimal("16.90")
+    assert lines_of(ticket) == REFERENCE_LINES
+    assert [line.line_number for line in ticket.lines] == [6, 7]
+    assert ticket.warnings == ()
+    assert ticket.encoding == "utf-8"
+    assert ticket.headers == {"Order": "123456", "VAT": "3.10", "Total": "16.90"}
+
+
+# Variants of the reference ticket that must parse to the same data.
+TOLERATED = {
+    "crlf": REFERENCE_TICKET.replace(b"\n", b"\r\n"),
+    "cr": REFERENCE_TICKET.replace(b"\n", b"\r"),
+    "utf8-bom": b"\xef\xbb\xbf" + REFERENCE_TICKET,
+    "surrounding-whitespace": b"\n \n" + REFERENCE_TICKET.replace(b"Order: ", b"  Order :  ") + b"\n\n  \n",
+    "several-blank-lines": REFERENCE_TICKET.replace(b"16.90\n\n", b"16.90\n\n\n \n\n"),
+    "case-insensitive-keys": REFERENCE_TICKET.replace(b"Order:", b"ORDER:").replace(b"VAT:", b"vat:"),
+    "columns-in-any-order": (
+        b"Order: 123456\nVAT: 3.10\nTotal: 16.90\n\nPrice,Product_ID,PRODUCT\n"
+        b"14.90,aZde,Formule(s) midi\n2,IZ8z,Caf\xc3\xa9\n"
+    ),
+    "extra-columns": (
+        b"Order: 123456\nVAT: 3.10\nTotal: 16.90\n\nproduct,qty,product_id,price,note\n"
+        b"Formule(s) midi,1,aZde,14.90,x\nCaf\xc3\xa9,1,IZ8z,2,\n"
+    ),
+    "quoted-fields-and-decimal-comma": (
+        b'Order: 123456\nVAT: 3.10\nTotal: 16.90\n\nproduct,product_id,price\n'
+        b'"Formule(s) midi","aZde","14,90"\n"Caf\xc3\xa9",IZ8z, 2 \n'
+    ),
+    "unknown-header-kept": REFERENCE_TICKET.replace(b"Total: 16.90\n", b"Total: 16.90\nCashier: Ana\n"),
+}
+
+
+@pytest.mark.parametrize("body", TOLERATED.values(), ids=TOLERATED.keys())
+def test_tolerated_variants_parse_like_the_reference(body):
+    ticket = parse_ticket(body)
+
+    assert ticket.order_ref == "123456"
+    assert (ticket.vat, ticket.total) == (Decimal("3.10"), Decimal("16.90"))
+    assert lines_of(ticket) == REFERENCE_LINES
+    assert ticket.warnings == ()
+
+
+def test_unknown_headers_are_kept():
+    ticket = parse_ticket(TOLERATED["unknown-header-kept"])
+    assert ticket.headers["Cashier"] == "Ana"
+
+
+def test_header_value_may_contain_colons():
+    ticket = parse_ticket(REFERENCE_TICKET.replace(b"Order: 123456", b"Order: 2024:11:26-0042"))
+    assert ticket.order_ref == "2024:11:26-0042"
+
+
+def test_quoted_field_with_comma_and_doubled_quotes():
+    body = b'Order: 1\nTotal: 3.50\n\nproduct,product_id,price\n"Pain, ""tradition""",PT1,3.50\n'
+    ticket = parse_ticket(body)
+    assert lines_of(ticket) == [("PT1", 'Pain, "tradition"', Decimal("3.50"))]
+
+
+def test_cp1252_body_is_decoded_with_a_warning():
+    ticket = parse_ticket(REFERENCE_TICKET.decode("utf-8").encode("cp1252"))
+
+    assert lines_of(ticket) == REFERENCE_LINES
+    assert ticket.encoding == "cp1252"
+    assert ticket.warnings == ("body is not UTF-8; decoded as cp1252",)
+
+
+@pytest.mark.parametrize(
+    ("body", "warning"),
+    [
+        (REFERENCE_TICKET.replace(b"16.90", b"17.00"), "Total 17.00 differs from the sum of the line prices 16.90"),
+        (REFERENCE_TICKET.replace(b"Order: 123456\n", b""), "no Order header"),
+        (REFERENCE_TICKET.replace(b"VAT: 3.10\n", b""), "no VAT header"),
+        (REFERENCE_TICKET + b"Caf\xc3\xa9,IZ8z,2.10\n", "product_id IZ8z appears 2 times"),
+        (REFERENCE_TICKET.replace(b"16.90\n\n", b"16.90\n"), "no blank line between the header and the product section"),
+        (REFERENCE_TICKET.replace(b"VAT: 3.10\n", b"VAT: 3.10\nvat: 3.20\n"), "line 3: header vat repeated; the last value is used"),
+    ],
+    ids=["total-mismatch", "no-order", "no-vat", "repeated-product", "no-blank-line", "repeated-header"],
+)
+def test_warnings_never_reject(body, warning):
+    ticket = parse_ticket(body)
+    assert warning in ticket.warnings
+    assert ticket.lines
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (REFERENCE_TICKET.replace(b"2\n", b"abc\n"), 'line 7: price "abc" is not a number'),
+        (REFERENCE_TICKET.replace(b",2\n", b",-2\n"), 'line 7: price "-2" is negative'),
+        (REFERENCE_TICKET.replace(b",2\n", b",\n"), "line 7: price is empty"),
+        (REFERENCE_TICKET.replace(b",2\n", b",2.005\n"), 'line 7: price "2.005" has more than 2 decimals'),
+        (REFERENCE_TICKET.replace(b",2\n", b",99999999999\n"), 'line 7: price "99999999999" is too large'),
+        (REFERENCE_TICKET.replace(b",aZde,", b",,"), "line 6: missing product_id"),
+        (REFERENCE_TICKET.replace(b"Formule(s) midi,", b","), "line 6: missing product"),
+        (REFERENCE_TICKET.replace(b"IZ8z,2\n", b"\n"), "line 7: missing product_id"),
+        (b"Order: 1\nVAT: 1\nTotal: 2\n", "no product section (expected a blank line then a CSV header)"),
+        (b"Order: 1\nTotal: 2\n\n\n  \n", "no product section (expected a blank line then a CSV header)"),
+        (b"Order: 1\n\nproduct,product_id,price\n", "the product section has no product lines"),
+        (b"Order: 1\n\nproduct,id,price\nA,B,1\n", "line 3: CSV header has no product_id column"),
+        (b"Order: 1\nthis is not a header\n\nproduct,product_id,price\nA,B,1\n", 'line 2: header line "this is not a header" is not "Key: Value"'),
+        (b"Order: 1\n: 5\n\nproduct,product_id,price\nA,B,1\n", 'line 2: header line ": 5" has no key'),
+        (REFERENCE_TICKET.replace(b"VAT: 3.10", b"VAT: three"), 'VAT "three" is not a number'),
+        (REFERENCE_TICKET.replace(b"Total: 16.90", b"Total:"), "Total is empty"),
+        (b"Order: 1\n\nproduct,product_id,price\n\"A,B,1\n", "line 4: malformed CSV"),
+        (REFERENCE_TICKET.replace(b"Caf\xc3\xa9", b"Ca\x00f"), "line 7: NUL byte in the ticket"),
+        (b"Order: \x81\x8d\x8f\n", "body is neither UTF-8 nor cp1252 text (byte 0x81 at offset 7)"),
+        (b"", "no product section (expected a blank line then a CSV header)"),
+    ],
+    ids=[
+        "price-not-number", "price-negative", "price-empty", "price-3-decimals", "price-too-large",
+        "missing-product-id", "missing-product", "short-row", "no-product-section", "only-blank-lines",
+        "no-lines", "missing-column", "bad-header-line", "header-without-key", "vat-not-number",
+        "total-empty", "bad-quotes", "nul-byte", "not-text", "empty",
+    ],
+)
+def test_rejections_say_where_and_why(body, message):
+    with pytest.raises(TicketParseError) as raised:
+        parse_ticket(body)
+    assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("raw", "amount"),
+    [("2", "2.00"), ("14.90", "14.90"), (" 4 ", "4.00"), ("14,90", "14.90"), ("+1.5", "1.50"), ("0", "0.00")],
+)
+def test_amounts_are_decimals(raw, amount):
+    value = parse_amount(raw, what="price")
+    assert isinstance(value, Decimal)
+    assert value == Decimal(amount)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_give_a_ticket_or_a_parse_error(body):
+    try:
+        ticket = parse_ticket(body)
+    except TicketParseError as exc:
+        assert str(exc)
+    else:
+        assert ticket.lines
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from([b"\n", b"\r\n", b"\r", b",", b":", b'"', b" ", b"Order", b"price", b"product",
+                                 b"product_id", b"1", b".", b"\xc3\xa9", b"\xe9", b"\x00", b"-"]), max_size=60))
+def test_ticket_shaped_noise_gives_a_ticket_or_a_parse_error(parts):
+    try:
+        parse_ticket(b"".join(parts))
+    except TicketParseError:
+        pass
+
+
+text_field = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters='\x85"'),
+    min_size=1, max_size=20,
+).map(str.strip).filter(bool)
+price = st.decimals(min_value=0, max_value=Decimal("99999.99"), places=2, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    order=st.text(alphabet="ABCDEFGHIJ0123456789-:/", min_size=1, max_size=20),
+    vat=price,
+    lines=st.lists(st.tuples(text_field, text_field, price), min_size=1, max_size=8),
+    newline=st.sampled_from(["\n", "\r\n"]),
+)
+def test_generated_tickets_parse_back_to_what_generated_them(order, vat, lines, newline):
+    total = sum((line_price for _, _, line_price in lines), Decimal("0.00"))
+    rows = [f"Order: {order}", f"VAT: {vat}", f"Total: {total}", "", "product,product_id,price"]
+    for name, product_id, line_price in lines:
+        quoted = ",".join('"' + field.replace('"', '""') + '"' for field in (name, product_id))
+        rows.append(f"{quoted},{line_price}")
+    body = newline.join(rows).encode("utf-8")
+
+    ticket = parse_ticket(body)
+
+    assert ticket.order_ref == order.strip()
+    assert ticket.vat == vat
+    assert ticket.total == total
+    assert lines_of(ticket) == [(product_id, name, line_price) for name, product_id, line_price in lines]
+    assert not any(warning.startswith("Total") for warning in ticket.warnings)
