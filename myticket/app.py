@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,9 +13,10 @@ from .config import Settings, mask_password
 from .ingest import GroupCommitIngest
 from .metrics import Metrics
 from .migrate import migration_ids
-from .repository import Repository
-from .routes import ApiError, setup_routes
-from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, TICKET_ID
+from .repository import DatabaseUnavailable, Repository
+from .routes import RETRY_AFTER_UNAVAILABLE, ApiError, setup_routes
+from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, TICKET_ID, WORKER
+from .worker import TicketWorker
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
+    except DatabaseUnavailable as exc:
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        return web.json_response(
+            {"error": "database unavailable"}, status=503, headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -92,6 +99,17 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
     await ingest.close()
 
 
+async def worker_context(app: web.Application) -> AsyncIterator[None]:
+    """The ticket worker as a background task; on shutdown it finishes its batch."""
+    worker = TicketWorker(app[REPOSITORY], app[METRICS])
+    app[WORKER] = worker
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop), name="ticket-worker")
+    yield
+    stop.set()
+    await task
+
+
 async def init_app(settings: Settings) -> web.Application:
     """Build the application; `web.run_app` accepts the coroutine directly."""
     app = web.Application(
@@ -105,5 +123,7 @@ async def init_app(settings: Settings) -> web.Application:
     app[EXPECTED_MIGRATIONS] = migration_ids()
     app.cleanup_ctx.append(repository_context)
     app.cleanup_ctx.append(ingest_context)
+    if settings.run_worker:
+        app.cleanup_ctx.append(worker_context)
     setup_routes(app)
     return app

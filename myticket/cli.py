@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
+from datetime import datetime, timezone
 from collections.abc import Iterator, Sequence
 
 from .config import ConfigError, Settings, configure_logging, load_settings, mask_password
@@ -43,9 +46,61 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from the environment: see README.md.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="apply migrations, then serve HTTP")
+    serve = commands.add_parser("serve", help="apply migrations, then serve HTTP (and run the worker)")
+    serve.add_argument("--no-worker", action="store_true", help="do not process tickets in this process")
     commands.add_parser("migrate", help="apply the database migrations and exit")
+    commands.add_parser("worker", help="process pending tickets until SIGTERM, without serving HTTP")
+    reprocess = commands.add_parser("reprocess", help="put tickets back to pending so the worker parses them again")
+    reprocess.add_argument(
+        "--status", choices=REQUEUEABLE_STATUSES, default="rejected", help="which tickets (default: rejected)"
+    )
+    reprocess.add_argument(
+        "--since", type=_iso_datetime, default=None, metavar="ISO-DATE",
+        help="only tickets received at or after this date or time (UTC unless it says otherwise)",
+    )
     return parser
+
+
+# Processed tickets are not requeued: their lines are already counted in the catalogue.
+REQUEUEABLE_STATUSES = ("rejected", "duplicate")
+
+
+def _iso_datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date or date-time") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+async def _run_worker(settings: Settings) -> None:
+    from .metrics import Metrics
+    from .repository import Repository
+    from .worker import TicketWorker
+
+    assert settings.database_url is not None
+    repository = await Repository.connect(settings.database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stop.set)
+    try:
+        log.info("worker started")
+        await TicketWorker(repository, Metrics()).run(stop)
+        log.info("worker stopped")
+    finally:
+        await repository.close()
+
+
+async def _reprocess(settings: Settings, *, status: str, since: datetime | None) -> int:
+    from .repository import Repository
+
+    assert settings.database_url is not None
+    repository = await Repository.connect(settings.database_url)
+    try:
+        return await repository.requeue(status=status, since=since)
+    finally:
+        await repository.close()
 
 
 def _serve(settings: Settings) -> None:
@@ -74,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .embedded import EmbeddedPostgresError
     from .migrate import apply_migrations
+    from .repository import DatabaseUnavailable
 
     try:
         with resolved_database(settings) as settings:
@@ -81,9 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("database %s", mask_password(settings.database_url))
             apply_migrations(settings.database_url)
             if args.command == "serve":
-                _serve(settings)
+                _serve(dataclasses.replace(settings, run_worker=not args.no_worker))
+            elif args.command == "worker":
+                asyncio.run(_run_worker(settings))
+            elif args.command == "reprocess":
+                count = asyncio.run(_reprocess(settings, status=args.status, since=args.since))
+                print(f"{count} {args.status} tickets put back to pending")
     except EmbeddedPostgresError as exc:
         print(f"myticket: embedded PostgreSQL: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseUnavailable as exc:
+        print(f"myticket: database unavailable: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -45,6 +45,8 @@ class Settings:
     # wait for a commit before POST /ticket answers 503 (bounded memory).
     batch_max_size: int = 256
     max_waiting_tickets: int = 20_000
+    # Whether `serve` also runs the ticket worker (`--no-worker` turns it off).
+    run_worker: bool = True
 
     @property
     def pgdata_dir(self) -> Path:

@@ -9,11 +9,15 @@ transaction, and multi-statement work uses `cursor.begin()`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,9 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached or refused the work; the caller may retry later."""
 
 
+_CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, OSError, asyncio.TimeoutError)
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingTicket:
     """One delivery as received: what POST /ticket stores before acknowledging."""
@@ -40,6 +47,119 @@ class IncomingTicket:
     received_at: datetime
     content_type: str | None
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTicket:
+    """A pending ticket locked by a worker's transaction."""
+
+    id: str
+    seq: int
+    received_at: datetime
+    body: bytes
+
+
+@dataclass(slots=True)
+class TicketOutcome:
+    """What processing decided for one ticket: processed, rejected or duplicate."""
+
+    id: str
+    status: str
+    digest: bytes | None = None
+    order_ref: str | None = None
+    vat: Decimal | None = None
+    total: Decimal | None = None
+    headers: dict[str, str] | None = None
+    warnings: Sequence[str] = ()
+    error: str | None = None
+    encoding: str | None = None
+    duplicate_of: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LineRow:
+    ticket_id: str
+    line_number: int
+    product_id: str
+    name: str
+    price: Decimal
+
+
+@dataclass(slots=True)
+class ProductSighting:
+    """One batch's view of a product: merged into the catalogue by upsert_products."""
+
+    product_id: str
+    name: str
+    price: Decimal
+    first_seen_at: datetime
+    last_seen_at: datetime
+    last_ticket_seq: int
+    times_seen: int = 1
+
+
+class ClaimedBatch:
+    """Pending tickets locked in one open transaction; `save` writes their results in it."""
+
+    def __init__(self, cursor, queries: dict[str, str], tickets: list[ClaimedTicket]) -> None:
+        self._cursor = cursor
+        self._queries = queries
+        self.tickets = tickets
+
+    async def first_tickets_for(self, *, digests: dict[bytes, str]) -> dict[bytes, str]:
+        """Register digest -> candidate ticket id; return digest -> the ticket that was first."""
+        if not digests:
+            return {}
+        await self._cursor.execute(
+            self._queries["register_processed_bodies"],
+            {"digests": list(digests), "ticket_ids": list(digests.values())},
+        )
+        await self._cursor.execute(self._queries["first_tickets_with_bodies"], {"digests": list(digests)})
+        return {bytes(digest): ticket_id for digest, ticket_id in await self._cursor.fetchall()}
+
+    async def save(
+        self, *, outcomes: Sequence[TicketOutcome], lines: Sequence[LineRow], products: Sequence[ProductSighting]
+    ) -> None:
+        if lines:
+            await self._cursor.execute(
+                self._queries["insert_ticket_lines"],
+                {
+                    "ticket_ids": [line.ticket_id for line in lines],
+                    "line_numbers": [line.line_number for line in lines],
+                    "product_ids": [line.product_id for line in lines],
+                    "names": [line.name for line in lines],
+                    "prices": [line.price for line in lines],
+                },
+            )
+        if products:
+            await self._cursor.execute(
+                self._queries["upsert_products"],
+                {
+                    "product_ids": [product.product_id for product in products],
+                    "names": [product.name for product in products],
+                    "prices": [product.price for product in products],
+                    "first_seen": [product.first_seen_at for product in products],
+                    "last_seen": [product.last_seen_at for product in products],
+                    "last_ticket_seqs": [product.last_ticket_seq for product in products],
+                    "times_seen": [product.times_seen for product in products],
+                },
+            )
+        await self._cursor.execute(
+            self._queries["record_outcomes"],
+            {
+                "ids": [outcome.id for outcome in outcomes],
+                "statuses": [outcome.status for outcome in outcomes],
+                "order_refs": [outcome.order_ref for outcome in outcomes],
+                "vats": [outcome.vat for outcome in outcomes],
+                "totals": [outcome.total for outcome in outcomes],
+                "headers": [json.dumps(outcome.headers) if outcome.headers is not None else None for outcome in outcomes],
+                "warnings": [json.dumps(list(outcome.warnings)) for outcome in outcomes],
+                "errors": [outcome.error for outcome in outcomes],
+                "encodings": [outcome.encoding for outcome in outcomes],
+                "digests": [outcome.digest for outcome in outcomes],
+                "duplicate_of": [outcome.duplicate_of for outcome in outcomes],
+            },
+        )
 
 
 def load_queries(sql_dir: Path = SQL_DIR) -> dict[str, str]:
@@ -60,9 +180,10 @@ def load_queries(sql_dir: Path = SQL_DIR) -> dict[str, str]:
 class Repository:
     """Named queries over an aiopg pool."""
 
-    def __init__(self, pool: aiopg.Pool, queries: dict[str, str]) -> None:
+    def __init__(self, pool: aiopg.Pool, queries: dict[str, str], database_url: str) -> None:
         self._pool = pool
         self._queries = queries
+        self._database_url = database_url
 
     @classmethod
     async def connect(cls, database_url: str, *, max_connections: int = 10) -> Repository:
@@ -77,7 +198,7 @@ class Repository:
             )
         except (psycopg2.Error, OSError) as exc:
             raise DatabaseUnavailable(str(exc).strip()) from exc
-        return cls(pool, load_queries())
+        return cls(pool, load_queries(), database_url)
 
     async def close(self) -> None:
         self._pool.close()
@@ -91,7 +212,7 @@ class Repository:
                     if cur.description is None:
                         return []
                     return await cur.fetchall()
-        except (psycopg2.OperationalError, psycopg2.InterfaceError, OSError, TimeoutError) as exc:
+        except _CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"{name}: {str(exc).strip() or type(exc).__name__}") from exc
 
     async def store_tickets(self, *, tickets: Sequence[IncomingTicket]) -> int:
@@ -107,6 +228,100 @@ class Repository:
         )
         return rows[0][0]
 
+    @contextlib.asynccontextmanager
+    async def claim_pending(self, *, limit: int) -> AsyncIterator[ClaimedBatch]:
+        """Lock up to `limit` pending tickets; commit what `save` wrote on exit, roll back on error."""
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.cursor() as cur:
+                    async with cur.begin():
+                        await cur.execute(self._queries["claim_pending_tickets"], {"limit": limit})
+                        tickets = [
+                            ClaimedTicket(ticket_id, seq, received_at, bytes(body))
+                            for ticket_id, seq, received_at, body in await cur.fetchall()
+                        ]
+                        yield ClaimedBatch(cur, self._queries, tickets)
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"claim_pending: {str(exc).strip() or type(exc).__name__}") from exc
+
+    async def record_failed_attempt(self, *, ticket_id: str, error: str, max_attempts: int) -> str | None:
+        """Count one unexpected failure; return the ticket's status afterwards."""
+        rows = await self._fetch(
+            "record_failed_attempt", {"id": ticket_id, "error": error, "max_attempts": max_attempts}
+        )
+        return rows[0][0] if rows else None
+
+    async def count_pending(self) -> int:
+        return (await self._fetch("count_pending"))[0][0]
+
+    async def requeue(self, *, status: str, since: datetime | None) -> int:
+        return (await self._fetch("requeue_tickets", {"status": status, "since": since}))[0][0]
+
+    @contextlib.asynccontextmanager
+    async def ticket_notifications(self) -> AsyncIterator[asyncio.Queue]:
+        """A dedicated LISTEN connection; yields its queue of wake-ups."""
+        try:
+            conn = await aiopg.connect(self._database_url, enable_hstore=False, timeout=10)
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"listen: {str(exc).strip()}") from exc
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(self._queries["listen_tickets"])
+            yield conn.notifies
+        finally:
+            conn.close()
+
+    async def ticket(self, *, ticket_id: str) -> dict[str, Any] | None:
+        rows = await self._fetch("ticket_by_id", {"id": ticket_id})
+        if not rows:
+            return None
+        (
+            ticket_id, status, received_at, content_type, body_bytes, processed_at, order_ref, vat, total,
+            headers, warnings, error, encoding, duplicate_of, attempts,
+        ) = rows[0]
+        lines = await self._fetch("lines_of_ticket", {"id": ticket_id})
+        return {
+            "id": ticket_id,
+            "status": status,
+            "received_at": received_at,
+            "content_type": content_type,
+            "body_bytes": body_bytes,
+            "processed_at": processed_at,
+            "order_ref": order_ref,
+            "vat": vat,
+            "total": total,
+            "headers": headers,
+            "warnings": list(warnings),
+            "error": error,
+            "text_encoding": encoding,
+            "duplicate_of": duplicate_of,
+            "attempts": attempts,
+            "lines": [
+                {"line_number": number, "product_id": product_id, "name": name, "price": price}
+                for number, product_id, name, price in lines
+            ],
+        }
+
+    async def products(self, *, limit: int, after: str | None) -> list[dict[str, Any]]:
+        rows = await self._fetch("products_page", {"limit": limit, "after": after})
+        return [_product(row) for row in rows]
+
+    async def product(self, *, product_id: str) -> dict[str, Any] | None:
+        rows = await self._fetch("product_by_id", {"product_id": product_id})
+        return _product(rows[0]) if rows else None
+
     async def applied_migrations(self) -> set[str]:
         rows = await self._fetch("applied_migrations")
         return {row[0] for row in rows}
+
+
+def _product(row: tuple) -> dict[str, Any]:
+    product_id, name, price, first_seen_at, last_seen_at, times_seen = row
+    return {
+        "product_id": product_id,
+        "name": name,
+        "price": price,
+        "first_seen_at": first_seen_at,
+        "last_seen_at": last_seen_at,
+        "times_seen": times_seen,
+    }

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import uuid
 from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
 
 from aiohttp import web
 
@@ -34,6 +38,21 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/ticket", post_ticket)
+    app.router.add_get("/tickets/{ticket_id}", get_ticket)
+    app.router.add_get("/products", list_products)
+    app.router.add_get("/products/{product_id}", get_product)
+
+
+def _json_value(value: Any) -> Any:
+    """Money as a string ("14.90", never a float), times as ISO 8601."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+json_dumps = functools.partial(json.dumps, default=_json_value, ensure_ascii=False)
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -113,3 +132,42 @@ async def post_ticket(request: web.Request) -> web.Response:
     metrics.tickets_accepted.inc({})
     log.debug("ticket %s stored (%d bytes)", ticket.id, len(body))
     return web.json_response({"id": ticket.id}, status=202)
+
+
+async def get_ticket(request: web.Request) -> web.Response:
+    """A ticket's status, error, warnings, parsed header and lines."""
+    raw_id = request.match_info["ticket_id"]
+    try:
+        ticket_id = str(uuid.UUID(raw_id))
+    except ValueError:
+        raise ApiError(404, f"no ticket {raw_id}") from None
+    ticket = await request.app[REPOSITORY].ticket(ticket_id=ticket_id)
+    if ticket is None:
+        raise ApiError(404, f"no ticket {ticket_id}")
+    return web.json_response(ticket, dumps=json_dumps)
+
+
+MAX_PAGE_SIZE = 1000
+
+
+async def list_products(request: web.Request) -> web.Response:
+    """The catalogue ordered by product_id: `?limit=` (1-1000, default 100) and `?after=<product_id>`."""
+    raw_limit = request.query.get("limit", "100")
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise ApiError(400, f"limit {raw_limit!r} is not an integer") from None
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ApiError(400, f"limit must be between 1 and {MAX_PAGE_SIZE}")
+    after = request.query.get("after") or None
+    products = await request.app[REPOSITORY].products(limit=limit, after=after)
+    next_after = products[-1]["product_id"] if len(products) == limit else None
+    return web.json_response({"products": products, "next_after": next_after}, dumps=json_dumps)
+
+
+async def get_product(request: web.Request) -> web.Response:
+    product_id = request.match_info["product_id"]
+    product = await request.app[REPOSITORY].product(product_id=product_id)
+    if product is None:
+        raise ApiError(404, f"no product {product_id}")
+    return web.json_response(product, dumps=json_dumps)

@@ -11,12 +11,14 @@ if TYPE_CHECKING:
     from .ingest import GroupCommitIngest
     from .metrics import Metrics
     from .repository import Repository
+    from .worker import TicketWorker
 
 SETTINGS = web.AppKey("settings", "Settings")
 METRICS = web.AppKey("metrics", "Metrics")
 REPOSITORY = web.AppKey("repository", "Repository")
 INGEST = web.AppKey("ingest", "GroupCommitIngest")
 EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
+WORKER = web.AppKey("worker", "TicketWorker")
 
 # The delivery id of the ticket a request carries, for log lines about that request.
 TICKET_ID = web.RequestKey("ticket_id", str)

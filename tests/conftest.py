@@ -3,6 +3,7 @@ database emptied before each test, and an aiohttp test client on a fresh app."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +99,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def client(aiohttp_client, settings: Settings, db: Db):
     return await aiohttp_client(await init_app(settings))
+
+
+@pytest.fixture
+async def quiet_app(aiohttp_client, settings: Settings, db: Db):
+    """An app without its own worker, so the test drives processing itself."""
+    return await aiohttp_client(await init_app(dataclasses.replace(settings, run_worker=False)))

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
+
+from myticket.typedefs import METRICS, REPOSITORY
+from myticket.worker import TicketWorker
 
 from .conftest import REFERENCE_TICKET
+from .helpers import post, settled, ticket_with
 
 
 def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
@@ -37,3 +42,28 @@ async def test_metrics_count_accepted_refused_and_requests(client, db):
     assert sample(text, "myticket_http_requests_total", {"route": "/ticket", "method": "POST", "status": "400"}) == 1
     assert sample(text, "myticket_http_requests_total", {"route": "/ping", "method": "GET", "status": "200"}) == 1
     assert sample(text, "myticket_http_request_duration_seconds_count", {"route": "/ticket"}) == 4
+
+
+async def test_metrics_count_processing_outcomes_backlog_and_lag(client):
+    await settled(client, await post(client, REFERENCE_TICKET))
+    await settled(client, await post(client, b"not a ticket"))
+
+    text = await (await client.get("/metrics")).text()
+
+    assert sample(text, "myticket_tickets_processed_total", {"outcome": "processed"}) == 1
+    assert sample(text, "myticket_tickets_processed_total", {"outcome": "rejected"}) == 1
+    assert sample(text, "myticket_processing_lag_seconds_count") == 2
+
+
+async def test_backlog_gauge_follows_pending_tickets(quiet_app):
+    app = quiet_app.server.app
+    worker = TicketWorker(app[REPOSITORY], app[METRICS])
+    now = datetime.now(timezone.utc)
+    await app[REPOSITORY].store_tickets(tickets=[ticket_with(str(n), "P", "N", "1", received_at=now) for n in range(3)])
+
+    await worker.refresh_backlog(force=True)
+    assert sample(await (await quiet_app.get("/metrics")).text(), "myticket_pending_tickets") == 3
+
+    await worker.drain()
+    await worker.refresh_backlog(force=True)
+    assert sample(await (await quiet_app.get("/metrics")).text(), "myticket_pending_tickets") == 0

@@ -1,6 +1,6 @@
 -- name: reset_tables
 -- Empties every table the service writes, between tests.
-TRUNCATE tickets RESTART IDENTITY CASCADE;
+TRUNCATE tickets, products RESTART IDENTITY CASCADE;
 
 -- name: count_tickets
 -- How many deliveries are stored.
@@ -18,3 +18,15 @@ SELECT id::text FROM tickets;
 -- name: applied_migration_ids
 -- Every row yoyo wrote for an applied migration (one per migration when all is well).
 SELECT migration_id FROM _yoyo_migration ORDER BY migration_id;
+
+-- name: status_counts
+-- How many tickets are in each status.
+SELECT status, count(*) FROM tickets GROUP BY status ORDER BY status;
+
+-- name: count_lines
+-- How many ticket lines are stored.
+SELECT count(*) FROM ticket_lines;
+
+-- name: sum_times_seen
+-- The catalogue's total of sightings.
+SELECT coalesce(sum(times_seen), 0) FROM products;

@@ -1,0 +1,17 @@
+DROP TABLE processed_bodies;
+DROP TABLE products;
+DROP TABLE ticket_lines;
+DROP INDEX tickets_status_received_idx;
+ALTER TABLE tickets
+    DROP CONSTRAINT tickets_status_check,
+    DROP COLUMN order_ref,
+    DROP COLUMN vat,
+    DROP COLUMN total,
+    DROP COLUMN headers,
+    DROP COLUMN warnings,
+    DROP COLUMN error,
+    DROP COLUMN text_encoding,
+    DROP COLUMN processed_at,
+    DROP COLUMN attempts,
+    DROP COLUMN body_sha256,
+    DROP COLUMN duplicate_of;

@@ -1,0 +1,215 @@
+"""The worker: turns pending tickets into outcomes, lines and catalogue entries.
+
+It runs off the request path, so a slow or failing parse never delays or loses an
+acknowledgement. Each batch is claimed with `FOR UPDATE SKIP LOCKED` and written in
+one transaction: a ticket is processed completely or not at all, several workers
+never process the same ticket, and a worker that dies mid-batch leaves its tickets
+pending. A batch that fails unexpectedly is retried one ticket at a time, and a ticket
+that keeps failing is rejected after `max_attempts`, so it never blocks the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from datetime import datetime, timezone
+
+import psycopg2
+
+from .metrics import Metrics
+from .parser import ParsedTicket, TicketParseError, parse_ticket
+from .repository import (
+    ClaimedTicket,
+    DatabaseUnavailable,
+    LineRow,
+    ProductSighting,
+    Repository,
+    TicketOutcome,
+)
+
+log = logging.getLogger(__name__)
+
+BACKLOG_REFRESH_SECONDS = 1.0
+
+
+def merge_sighting(sightings: dict[str, ProductSighting], ticket: ClaimedTicket, product_id: str, name, price) -> None:
+    """Fold one ticket's product into the batch's view; the latest received ticket wins."""
+    current = sightings.get(product_id)
+    if current is None:
+        sightings[product_id] = ProductSighting(
+            product_id, name, price, ticket.received_at, ticket.received_at, ticket.seq
+        )
+        return
+    current.times_seen += 1
+    current.first_seen_at = min(current.first_seen_at, ticket.received_at)
+    if (ticket.received_at, ticket.seq) > (current.last_seen_at, current.last_ticket_seq):
+        current.name, current.price = name, price
+        current.last_seen_at, current.last_ticket_seq = ticket.received_at, ticket.seq
+
+
+def processed_outcome(ticket: ClaimedTicket, parsed: ParsedTicket, digest: bytes) -> TicketOutcome:
+    return TicketOutcome(
+        id=ticket.id,
+        status="processed",
+        digest=digest,
+        order_ref=parsed.order_ref,
+        vat=parsed.vat,
+        total=parsed.total,
+        headers=parsed.headers,
+        warnings=parsed.warnings,
+        encoding=parsed.encoding,
+    )
+
+
+class TicketWorker:
+    def __init__(
+        self,
+        repository: Repository,
+        metrics: Metrics,
+        *,
+        batch_size: int = 200,
+        max_attempts: int = 3,
+        idle_poll_seconds: float = 1.0,
+    ) -> None:
+        self._repository = repository
+        self._metrics = metrics
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.idle_poll_seconds = idle_poll_seconds
+        self._claimed_ids: list[str] = []
+        self._backlog_refreshed_at = 0.0
+        # Set while the worker waits for a wake-up with nothing left to do.
+        self.idle = asyncio.Event()
+
+    async def process_batch(self, *, limit: int) -> int:
+        """Claim and process up to `limit` pending tickets in one transaction; return how many."""
+        async with self._repository.claim_pending(limit=limit) as batch:
+            self._claimed_ids = [ticket.id for ticket in batch.tickets]
+            if not batch.tickets:
+                return 0
+            outcomes: dict[str, TicketOutcome] = {}
+            parsed: list[tuple[ClaimedTicket, ParsedTicket, bytes]] = []
+            first_in_batch: dict[bytes, str] = {}
+            for ticket in batch.tickets:
+                digest = hashlib.sha256(ticket.body).digest()
+                try:
+                    result = parse_ticket(ticket.body)
+                except TicketParseError as exc:
+                    outcomes[ticket.id] = TicketOutcome(ticket.id, "rejected", digest=digest, error=str(exc))
+                    log.info("ticket %s rejected: %s", ticket.id, exc)
+                    continue
+                parsed.append((ticket, result, digest))
+                first_in_batch.setdefault(digest, ticket.id)
+
+            first_ticket = await batch.first_tickets_for(digests=first_in_batch)
+            lines: list[LineRow] = []
+            sightings: dict[str, ProductSighting] = {}
+            for ticket, result, digest in parsed:
+                original = first_ticket[digest]
+                if original != ticket.id:
+                    outcome = processed_outcome(ticket, result, digest)
+                    outcome.status, outcome.duplicate_of = "duplicate", original
+                    outcomes[ticket.id] = outcome
+                    continue
+                outcomes[ticket.id] = processed_outcome(ticket, result, digest)
+                last_of_each: dict[str, tuple[str, object]] = {}
+                for line in result.lines:
+                    lines.append(LineRow(ticket.id, line.line_number, line.product_id, line.name, line.price))
+                    last_of_each[line.product_id] = (line.name, line.price)
+                for product_id, (name, price) in last_of_each.items():
+                    merge_sighting(sightings, ticket, product_id, name, price)
+
+            await batch.save(
+                outcomes=list(outcomes.values()),
+                lines=lines,
+                products=sorted(sightings.values(), key=lambda sighting: sighting.product_id),
+            )
+            tickets = batch.tickets
+        self._count_outcomes(tickets, outcomes)
+        return len(tickets)
+
+    def _count_outcomes(self, tickets: list[ClaimedTicket], outcomes: dict[str, TicketOutcome]) -> None:
+        now = datetime.now(timezone.utc)
+        for ticket in tickets:
+            self._metrics.tickets_processed.inc({"outcome": outcomes[ticket.id].status})
+            self._metrics.processing_lag.add({}, (now - ticket.received_at).total_seconds())
+
+    async def drain(self) -> int:
+        """Process until no pending ticket is left; return how many were handled."""
+        handled = 0
+        one_at_a_time = 0
+        while True:
+            limit = 1 if one_at_a_time else self.batch_size
+            try:
+                count = await self.process_batch(limit=limit)
+            except DatabaseUnavailable:
+                raise
+            except Exception as exc:
+                if limit > 1:
+                    log.warning("batch of %d failed (%s: %s); retrying one ticket at a time",
+                                len(self._claimed_ids), type(exc).__name__, exc)
+                    one_at_a_time = len(self._claimed_ids)
+                    continue
+                await self._record_failure(exc)
+                continue
+            handled += count
+            one_at_a_time = max(0, one_at_a_time - count)
+            if count == 0 or (count < limit and not one_at_a_time):
+                return handled
+
+    async def _record_failure(self, exc: Exception) -> None:
+        if not self._claimed_ids:
+            raise exc
+        ticket_id = self._claimed_ids[0]
+        error = f"processing failed {self.max_attempts} times: {type(exc).__name__}: {exc}"
+        status = await self._repository.record_failed_attempt(
+            ticket_id=ticket_id, error=error, max_attempts=self.max_attempts
+        )
+        log.warning("ticket %s failed to process (%s: %s); now %s", ticket_id, type(exc).__name__, exc, status)
+        if status == "rejected":
+            self._metrics.tickets_processed.inc({"outcome": "rejected"})
+
+    async def refresh_backlog(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._backlog_refreshed_at >= BACKLOG_REFRESH_SECONDS:
+            self._backlog_refreshed_at = now
+            self._metrics.pending_backlog.set({}, await self._repository.count_pending())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process until `stop` is set, waking on NOTIFY or every `idle_poll_seconds`."""
+        while not stop.is_set():
+            try:
+                async with self._repository.ticket_notifications() as wakeups:
+                    while not stop.is_set():
+                        await self.drain()
+                        await self.refresh_backlog()
+                        await self._wait_for_wakeup(wakeups, stop)
+            except (DatabaseUnavailable, psycopg2.Error) as exc:
+                log.warning("worker paused, database unavailable: %s", exc)
+                await _wait_or_stop(stop, self.idle_poll_seconds)
+
+    async def _wait_for_wakeup(self, wakeups, stop: asyncio.Event) -> None:
+        if wakeups.empty():
+            waiting = asyncio.ensure_future(wakeups.get())
+            self.idle.set()
+            try:
+                await _wait_or_stop(stop, self.idle_poll_seconds, waiting)
+            finally:
+                self.idle.clear()
+            if not waiting.done():
+                waiting.cancel()
+            elif waiting.exception() is not None:
+                raise waiting.exception()
+        while not wakeups.empty():
+            wakeups.get_nowait()
+
+
+async def _wait_or_stop(stop: asyncio.Event, timeout: float, *others: asyncio.Future) -> None:
+    """Return when `stop` is set, any of `others` is done, or after `timeout` seconds."""
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({stopping, *others}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()

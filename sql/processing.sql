@@ -1,0 +1,126 @@
+-- name: listen_tickets
+-- Subscribes a worker's connection to the one-per-batch wake-up of insert_tickets.
+LISTEN myticket_tickets;
+
+-- name: claim_pending_tickets
+-- Locks the oldest pending tickets for this worker's transaction; tickets another
+-- worker holds are skipped, so no ticket is processed twice. A worker that dies
+-- before committing releases its lock, leaving the tickets pending.
+SELECT id::text, seq, received_at, body
+FROM tickets
+WHERE status = 'pending'
+ORDER BY seq
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: register_processed_bodies
+-- Records the digest of each body about to be processed; a digest already there
+-- belongs to an earlier ticket, of which this one is a duplicate. Sorted, so two
+-- workers inserting the same digests wait for each other instead of deadlocking.
+INSERT INTO processed_bodies (body_sha256, ticket_id)
+SELECT * FROM unnest(%(digests)s::bytea[], %(ticket_ids)s::uuid[]) ORDER BY 1
+ON CONFLICT (body_sha256) DO NOTHING;
+
+-- name: first_tickets_with_bodies
+-- Which ticket each digest was first processed as.
+SELECT body_sha256, ticket_id::text
+FROM processed_bodies
+WHERE body_sha256 = ANY(%(digests)s::bytea[]);
+
+-- name: insert_ticket_lines
+-- The lines of processed tickets, with the price each product had on that ticket.
+INSERT INTO ticket_lines (ticket_id, line_number, product_id, name, price)
+SELECT *
+FROM unnest(
+    %(ticket_ids)s::uuid[],
+    %(line_numbers)s::integer[],
+    %(product_ids)s::text[],
+    %(names)s::text[],
+    %(prices)s::numeric[]
+);
+
+-- name: upsert_products
+-- Merges one batch's sightings into the catalogue, in product_id order so that
+-- concurrent workers lock rows in the same order. Name and price follow the most
+-- recently received ticket, compared by (received_at, seq).
+INSERT INTO products AS p
+    (product_id, name, price, first_seen_at, last_seen_at, last_ticket_seq, times_seen)
+SELECT *
+FROM unnest(
+    %(product_ids)s::text[],
+    %(names)s::text[],
+    %(prices)s::numeric[],
+    %(first_seen)s::timestamptz[],
+    %(last_seen)s::timestamptz[],
+    %(last_ticket_seqs)s::bigint[],
+    %(times_seen)s::bigint[]
+)
+ORDER BY 1
+ON CONFLICT (product_id) DO UPDATE SET
+    name = CASE WHEN (excluded.last_seen_at, excluded.last_ticket_seq) > (p.last_seen_at, p.last_ticket_seq)
+                THEN excluded.name ELSE p.name END,
+    price = CASE WHEN (excluded.last_seen_at, excluded.last_ticket_seq) > (p.last_seen_at, p.last_ticket_seq)
+                 THEN excluded.price ELSE p.price END,
+    last_ticket_seq = CASE WHEN (excluded.last_seen_at, excluded.last_ticket_seq) > (p.last_seen_at, p.last_ticket_seq)
+                           THEN excluded.last_ticket_seq ELSE p.last_ticket_seq END,
+    last_seen_at = GREATEST(p.last_seen_at, excluded.last_seen_at),
+    first_seen_at = LEAST(p.first_seen_at, excluded.first_seen_at),
+    times_seen = p.times_seen + excluded.times_seen;
+
+-- name: record_outcomes
+-- Writes each ticket's outcome (processed, rejected or duplicate) in one statement.
+-- Warnings travel as one JSON array per ticket, as SQL arrays must be rectangular.
+UPDATE tickets AS t
+SET status = u.status,
+    order_ref = u.order_ref,
+    vat = u.vat,
+    total = u.total,
+    headers = u.headers,
+    warnings = ARRAY(SELECT jsonb_array_elements_text(u.warnings)),
+    error = u.error,
+    text_encoding = u.text_encoding,
+    body_sha256 = u.body_sha256,
+    duplicate_of = u.duplicate_of,
+    processed_at = now()
+FROM unnest(
+    %(ids)s::uuid[],
+    %(statuses)s::text[],
+    %(order_refs)s::text[],
+    %(vats)s::numeric[],
+    %(totals)s::numeric[],
+    %(headers)s::jsonb[],
+    %(warnings)s::jsonb[],
+    %(errors)s::text[],
+    %(encodings)s::text[],
+    %(digests)s::bytea[],
+    %(duplicate_of)s::uuid[]
+) AS u (id, status, order_ref, vat, total, headers, warnings, error, text_encoding, body_sha256, duplicate_of)
+WHERE t.id = u.id;
+
+-- name: record_failed_attempt
+-- Counts an unexpected processing failure; at the bound the ticket is rejected with
+-- the error, so one bad ticket never blocks the queue.
+UPDATE tickets
+SET attempts = attempts + 1,
+    status = CASE WHEN attempts + 1 >= %(max_attempts)s THEN 'rejected' ELSE status END,
+    error = CASE WHEN attempts + 1 >= %(max_attempts)s THEN %(error)s ELSE error END,
+    processed_at = CASE WHEN attempts + 1 >= %(max_attempts)s THEN now() ELSE processed_at END
+WHERE id = %(id)s AND status = 'pending'
+RETURNING status;
+
+-- name: count_pending
+-- The backlog, for the pending-tickets gauge.
+SELECT count(*) FROM tickets WHERE status = 'pending';
+
+-- name: requeue_tickets
+-- Puts tickets of one status (optionally received since a date) back to pending so
+-- that the worker parses them again, and wakes the workers once.
+WITH requeued AS (
+    UPDATE tickets
+    SET status = 'pending', attempts = 0, error = NULL, warnings = '{}',
+        processed_at = NULL, duplicate_of = NULL
+    WHERE status = %(status)s
+      AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
+    RETURNING 1
+)
+SELECT count(*), pg_notify('myticket_tickets', '') FROM requeued;

@@ -1,0 +1,34 @@
+"""Helpers shared by the test modules."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from myticket.repository import IncomingTicket
+
+from .waiting import wait_until
+
+
+async def settled(client, ticket_id: str) -> dict:
+    """The ticket once the worker has processed it."""
+    result: dict = {}
+
+    async def done() -> bool:
+        response = await client.get(f"/tickets/{ticket_id}")
+        result.update(await response.json())
+        return result["status"] != "pending"
+
+    await wait_until(done, timeout=15, what=f"ticket {ticket_id} to be processed")
+    return result
+
+
+async def post(client, body: bytes) -> str:
+    response = await client.post("/ticket", data=body)
+    assert response.status == 202
+    return (await response.json())["id"]
+
+
+def ticket_with(order: str, product_id: str, name: str, price: str, *, received_at: datetime) -> IncomingTicket:
+    body = f"Order: {order}\nTotal: {price}\n\nproduct,product_id,price\n{name},{product_id},{price}\n".encode()
+    return IncomingTicket(str(uuid.uuid4()), received_at, "text/plain", body)
