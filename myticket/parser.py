@@ -86,6 +86,9 @@ def _decode(body: bytes) -> tuple[str, str]:
 
 
 def _csv_fields(line: str, line_number: int) -> list[str]:
+    if '"' not in line:
+        # Without quotes CSV is a plain split (csv.reader costs ten times more).
+        return [field.lstrip() for field in line.split(",")]
     try:
         return next(csv.reader([line], skipinitialspace=True, strict=True))
     except csv.Error as exc:

@@ -106,6 +106,13 @@ class ClaimedBatch:
         self._queries = queries
         self.tickets = tickets
 
+    async def first_tickets_with(self, *, digests: set[bytes]) -> dict[bytes, str]:
+        """digest -> the ticket first processed with that body, for digests processed before."""
+        if not digests:
+            return {}
+        await self._cursor.execute(self._queries["first_tickets_with_bodies"], {"digests": list(digests)})
+        return {bytes(digest): ticket_id for digest, ticket_id in await self._cursor.fetchall()}
+
     async def first_tickets_for(self, *, digests: dict[bytes, str]) -> dict[bytes, str]:
         """Register digest -> candidate ticket id; return digest -> the ticket that was first."""
         if not digests:
@@ -114,52 +121,64 @@ class ClaimedBatch:
             self._queries["register_processed_bodies"],
             {"digests": list(digests), "ticket_ids": list(digests.values())},
         )
-        await self._cursor.execute(self._queries["first_tickets_with_bodies"], {"digests": list(digests)})
-        return {bytes(digest): ticket_id for digest, ticket_id in await self._cursor.fetchall()}
+        return await self.first_tickets_with(digests=set(digests))
 
     async def save(
         self, *, outcomes: Sequence[TicketOutcome], lines: Sequence[LineRow], products: Sequence[ProductSighting]
     ) -> None:
+        """Write lines, catalogue merges and outcomes; each statement takes one JSON array."""
         if lines:
-            await self._cursor.execute(
-                self._queries["insert_ticket_lines"],
+            rows = [
                 {
-                    "ticket_ids": [line.ticket_id for line in lines],
-                    "line_numbers": [line.line_number for line in lines],
-                    "product_ids": [line.product_id for line in lines],
-                    "names": [line.name for line in lines],
-                    "prices": [line.price for line in lines],
-                },
-            )
+                    "ticket_id": line.ticket_id,
+                    "line_number": line.line_number,
+                    "product_id": line.product_id,
+                    "name": line.name,
+                    "price": str(line.price),
+                }
+                for line in lines
+            ]
+            await self._cursor.execute(self._queries["insert_ticket_lines"], {"rows": _json(rows)})
         if products:
-            await self._cursor.execute(
-                self._queries["upsert_products"],
+            rows = [
                 {
-                    "product_ids": [product.product_id for product in products],
-                    "names": [product.name for product in products],
-                    "prices": [product.price for product in products],
-                    "first_seen": [product.first_seen_at for product in products],
-                    "last_seen": [product.last_seen_at for product in products],
-                    "last_ticket_seqs": [product.last_ticket_seq for product in products],
-                    "times_seen": [product.times_seen for product in products],
-                },
-            )
-        await self._cursor.execute(
-            self._queries["record_outcomes"],
+                    "product_id": product.product_id,
+                    "name": product.name,
+                    "price": str(product.price),
+                    "first_seen_at": product.first_seen_at.isoformat(),
+                    "last_seen_at": product.last_seen_at.isoformat(),
+                    "last_ticket_seq": product.last_ticket_seq,
+                    "times_seen": product.times_seen,
+                }
+                for product in products
+            ]
+            await self._cursor.execute(self._queries["upsert_products"], {"rows": _json(rows)})
+        rows = [
             {
-                "ids": [outcome.id for outcome in outcomes],
-                "statuses": [outcome.status for outcome in outcomes],
-                "order_refs": [outcome.order_ref for outcome in outcomes],
-                "vats": [outcome.vat for outcome in outcomes],
-                "totals": [outcome.total for outcome in outcomes],
-                "headers": [json.dumps(outcome.headers) if outcome.headers is not None else None for outcome in outcomes],
-                "warnings": [json.dumps(list(outcome.warnings)) for outcome in outcomes],
-                "errors": [outcome.error for outcome in outcomes],
-                "encodings": [outcome.encoding for outcome in outcomes],
-                "digests": [outcome.digest for outcome in outcomes],
-                "duplicate_of": [outcome.duplicate_of for outcome in outcomes],
-            },
-        )
+                "id": outcome.id,
+                "status": outcome.status,
+                "order_ref": outcome.order_ref,
+                "vat": _money(outcome.vat),
+                "total": _money(outcome.total),
+                "headers": outcome.headers,
+                "warnings": list(outcome.warnings),
+                "error": outcome.error,
+                "text_encoding": outcome.encoding,
+                "body_sha256": outcome.digest.hex() if outcome.digest is not None else None,
+                "duplicate_of": outcome.duplicate_of,
+            }
+            for outcome in outcomes
+        ]
+        await self._cursor.execute(self._queries["record_outcomes"], {"rows": _json(rows)})
+
+
+def _money(amount: Decimal | None) -> str | None:
+    """Decimal as a JSON string, so no float ever carries money."""
+    return None if amount is None else str(amount)
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
 
 
 def load_queries(sql_dir: Path = SQL_DIR) -> dict[str, str]:

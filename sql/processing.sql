@@ -29,15 +29,12 @@ WHERE body_sha256 = ANY(%(digests)s::bytea[]);
 
 -- name: insert_ticket_lines
 -- The lines of processed tickets, with the price each product had on that ticket.
+-- Rows travel as one JSON array: one parameter to adapt instead of one per value,
+-- which was most of the worker's CPU.
 INSERT INTO ticket_lines (ticket_id, line_number, product_id, name, price)
-SELECT *
-FROM unnest(
-    %(ticket_ids)s::uuid[],
-    %(line_numbers)s::integer[],
-    %(product_ids)s::text[],
-    %(names)s::text[],
-    %(prices)s::numeric[]
-);
+SELECT ticket_id, line_number, product_id, name, price
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+    AS r (ticket_id uuid, line_number integer, product_id text, name text, price numeric);
 
 -- name: upsert_products
 -- Merges one batch's sightings into the catalogue, in product_id order so that
@@ -45,17 +42,11 @@ FROM unnest(
 -- recently received ticket, compared by (received_at, seq).
 INSERT INTO products AS p
     (product_id, name, price, first_seen_at, last_seen_at, last_ticket_seq, times_seen)
-SELECT *
-FROM unnest(
-    %(product_ids)s::text[],
-    %(names)s::text[],
-    %(prices)s::numeric[],
-    %(first_seen)s::timestamptz[],
-    %(last_seen)s::timestamptz[],
-    %(last_ticket_seqs)s::bigint[],
-    %(times_seen)s::bigint[]
-)
-ORDER BY 1
+SELECT product_id, name, price, first_seen_at, last_seen_at, last_ticket_seq, times_seen
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+    AS r (product_id text, name text, price numeric, first_seen_at timestamptz,
+          last_seen_at timestamptz, last_ticket_seq bigint, times_seen bigint)
+ORDER BY product_id
 ON CONFLICT (product_id) DO UPDATE SET
     name = CASE WHEN (excluded.last_seen_at, excluded.last_ticket_seq) > (p.last_seen_at, p.last_ticket_seq)
                 THEN excluded.name ELSE p.name END,
@@ -68,8 +59,8 @@ ON CONFLICT (product_id) DO UPDATE SET
     times_seen = p.times_seen + excluded.times_seen;
 
 -- name: record_outcomes
--- Writes each ticket's outcome (processed, rejected or duplicate) in one statement.
--- Warnings travel as one JSON array per ticket, as SQL arrays must be rectangular.
+-- Writes each ticket's outcome (processed, rejected or duplicate) in one statement,
+-- from one JSON array of outcome records.
 UPDATE tickets AS t
 SET status = u.status,
     order_ref = u.order_ref,
@@ -79,22 +70,12 @@ SET status = u.status,
     warnings = ARRAY(SELECT jsonb_array_elements_text(u.warnings)),
     error = u.error,
     text_encoding = u.text_encoding,
-    body_sha256 = u.body_sha256,
+    body_sha256 = decode(u.body_sha256, 'hex'),
     duplicate_of = u.duplicate_of,
     processed_at = now()
-FROM unnest(
-    %(ids)s::uuid[],
-    %(statuses)s::text[],
-    %(order_refs)s::text[],
-    %(vats)s::numeric[],
-    %(totals)s::numeric[],
-    %(headers)s::jsonb[],
-    %(warnings)s::jsonb[],
-    %(errors)s::text[],
-    %(encodings)s::text[],
-    %(digests)s::bytea[],
-    %(duplicate_of)s::uuid[]
-) AS u (id, status, order_ref, vat, total, headers, warnings, error, text_encoding, body_sha256, duplicate_of)
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+    AS u (id uuid, status text, order_ref text, vat numeric, total numeric, headers jsonb,
+          warnings jsonb, error text, text_encoding text, body_sha256 text, duplicate_of uuid)
 WHERE t.id = u.id;
 
 -- name: record_failed_attempt
