@@ -30,6 +30,9 @@ test: $(STAMP) ## run the tests (they start their own PostgreSQL unless MYTICKET
 send: ## POST bench/ticket.txt to the running service and print the answer
 	curl -sS -i --data-binary @bench/ticket.txt http://localhost:9098/ticket; echo
 
+bench: $(STAMP) ## load test with hey and distinct tickets, print one table (apt-get install -y hey)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 dev: ## docker compose: PostgreSQL and myticket on :9098 (needs a Docker engine)
 	docker compose up --build -d
 

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from .config import Settings, mask_password
-from .ingest import GroupCommitIngest
+from .ingest import DurableStore, GroupCommitIngest
 from .metrics import Metrics
 from .migrate import migration_ids
 from .repository import DatabaseUnavailable, Repository
+from .spool import Spool, SpoolUnavailable
 from .routes import RETRY_AFTER_UNAVAILABLE, ApiError, setup_routes
-from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, TICKET_ID, WORKER
+from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID, WORKERS
 from .worker import TicketWorker
 
 log = logging.getLogger(__name__)
@@ -80,34 +81,54 @@ async def repository_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def ingest_context(app: web.Application) -> AsyncIterator[None]:
-    """Group commit into the repository; on shutdown, waits for every admitted ticket."""
+    """Group commit into PostgreSQL or the spool, and the spool's replayer.
+
+    On shutdown: refuse new tickets, wait until every admitted one is committed or
+    spooled, make a last replay attempt, then close the spool.
+    """
     settings = app[SETTINGS]
-    repository = app[REPOSITORY]
     metrics = app[METRICS]
-
-    async def store_batch(tickets):
-        await repository.store_tickets(tickets=tickets)
-
+    spool = None
+    if settings.spool_max_bytes > 0:
+        spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes)
+        try:
+            await spool.count()
+        finally:
+            if spool.problem:
+                log.error("spool %s is not usable: %s", spool.path, spool.problem)
+    store = DurableStore(app[REPOSITORY], spool, metrics)
+    app[STORE] = store
+    app[SPOOL] = spool
     ingest = GroupCommitIngest(
-        store_batch,
+        store,
         batch_max_size=settings.batch_max_size,
         max_waiting=settings.max_waiting_tickets,
-        on_batch_stored=lambda size: metrics.batch_size.add({}, size),
+        on_batch_stored=lambda size: metrics.observe(metrics.batch_size, size),
     )
     app[INGEST] = ingest
+    stop_replay = asyncio.Event()
+    replayer = asyncio.create_task(store.replay_forever(stop_replay), name="spool-replayer")
     yield
     await ingest.close()
+    stop_replay.set()
+    await replayer
+    if spool is not None:
+        try:
+            await store.replay()
+        except (DatabaseUnavailable, SpoolUnavailable) as exc:
+            log.warning("spooled tickets left for the next start: %s", exc)
+        await spool.close()
 
 
 async def worker_context(app: web.Application) -> AsyncIterator[None]:
-    """The ticket worker as a background task; on shutdown it finishes its batch."""
-    worker = TicketWorker(app[REPOSITORY], app[METRICS])
-    app[WORKER] = worker
+    """Ticket worker loops as background tasks; on shutdown each finishes its batch."""
+    workers = [TicketWorker(app[REPOSITORY], app[METRICS]) for _ in range(app[SETTINGS].workers)]
+    app[WORKERS] = workers
     stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop), name="ticket-worker")
+    tasks = [asyncio.create_task(worker.run(stop), name=f"ticket-worker-{n}") for n, worker in enumerate(workers)]
     yield
     stop.set()
-    await task
+    await asyncio.gather(*tasks)
 
 
 async def init_app(settings: Settings) -> web.Application:

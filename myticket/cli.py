@@ -17,10 +17,6 @@ from .config import ConfigError, Settings, configure_logging, load_settings, mas
 
 log = logging.getLogger("myticket")
 
-# Seconds that run_app waits for in-flight requests on SIGTERM before cancelling them.
-SHUTDOWN_TIMEOUT_SECONDS = 8
-
-
 @contextlib.contextmanager
 def resolved_database(settings: Settings) -> Iterator[Settings]:
     """Settings with a database URL: DATABASE_URL, or an embedded server we start and stop."""
@@ -48,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="apply migrations, then serve HTTP (and run the worker)")
     serve.add_argument("--no-worker", action="store_true", help="do not process tickets in this process")
+    serve.add_argument(
+        "--processes", type=_positive_count, default=None, metavar="N",
+        help="server processes sharing the port (default: HTTP_PROCESSES, else 1)",
+    )
     commands.add_parser("migrate", help="apply the database migrations and exit")
     commands.add_parser("worker", help="process pending tickets until SIGTERM, without serving HTTP")
     reprocess = commands.add_parser("reprocess", help="put tickets back to pending so the worker parses them again")
@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
 
 # Processed tickets are not requeued: their lines are already counted in the catalogue.
 REQUEUEABLE_STATUSES = ("rejected", "duplicate")
+
+
+def _positive_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def _iso_datetime(text: str) -> datetime:
@@ -85,8 +91,10 @@ async def _run_worker(settings: Settings) -> None:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
     try:
-        log.info("worker started")
-        await TicketWorker(repository, Metrics()).run(stop)
+        log.info("worker started (%d loops)", settings.workers)
+        metrics = Metrics()
+        workers = [TicketWorker(repository, metrics) for _ in range(settings.workers)]
+        await asyncio.gather(*(worker.run(stop) for worker in workers))
         log.info("worker stopped")
     finally:
         await repository.close()
@@ -101,21 +109,6 @@ async def _reprocess(settings: Settings, *, status: str, since: datetime | None)
         return await repository.requeue(status=status, since=since)
     finally:
         await repository.close()
-
-
-def _serve(settings: Settings) -> None:
-    from aiohttp import web
-
-    from .app import init_app
-
-    web.run_app(
-        init_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        access_log=None,  # no per-request log line on the hot path; see /metrics
-        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
-        print=lambda message: log.info("%s", message.strip()),
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("database %s", mask_password(settings.database_url))
             apply_migrations(settings.database_url)
             if args.command == "serve":
-                _serve(dataclasses.replace(settings, run_worker=not args.no_worker))
+                from .server import serve_processes
+
+                processes = args.processes or settings.http_processes
+                return serve_processes(dataclasses.replace(settings, run_worker=not args.no_worker), processes)
             elif args.command == "worker":
                 asyncio.run(_run_worker(settings))
             elif args.command == "reprocess":

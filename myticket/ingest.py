@@ -6,6 +6,7 @@ otherwise: nothing is acknowledged from memory. When nothing is in flight a tick
 flushed at once (no added latency when idle); while flushes are in flight, arrivals
 accumulate and leave together as the next batch. The number of tickets waiting is
 bounded: past it, `submit()` refuses with `Overloaded` instead of queueing without limit.
+`DurableStore` decides where a batch goes: PostgreSQL, or the local spool.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
-from .repository import IncomingTicket
+from .metrics import Metrics
+from .repository import DatabaseUnavailable, IncomingTicket, Repository
+from .spool import Spool, SpoolUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +72,9 @@ class GroupCommitIngest:
         self._waiting += 1
         self._idle.clear()
         self._start_flushes()
-        # Shielded: if the client goes away, the ticket is still committed; only
-        # this wait is abandoned.
-        await asyncio.shield(stored)
+        # If the client goes away and this wait is cancelled, the ticket stays in its
+        # batch and is committed all the same: the batch does not depend on the waiter.
+        await stored
 
     def _start_flushes(self) -> None:
         while self._queue and self._flushes_in_flight < self._max_flushes_in_flight:
@@ -113,3 +116,79 @@ class GroupCommitIngest:
         """Refuse new tickets and wait until every admitted one is stored or failed."""
         self._closing = True
         await self._idle.wait()
+
+
+class DurableStore:
+    """Where a batch goes: PostgreSQL, or the spool while PostgreSQL cannot take it.
+
+    After PostgreSQL refuses a batch, the store is in spool mode: batches go straight
+    to the spool (no waiting on a database that is down) until the replayer has moved
+    everything back and PostgreSQL answers again. With no spool (MYTICKET_SPOOL_MAX_BYTES=0)
+    a refused batch fails, and its requests are answered 503.
+    """
+
+    def __init__(self, repository: Repository, spool: Spool | None, metrics: Metrics, *, replay_batch: int = 500):
+        self._repository = repository
+        self._spool = spool
+        self._metrics = metrics
+        self._replay_batch = replay_batch
+        self.spooling = False
+        self._replay_needed = asyncio.Event()
+
+    async def __call__(self, tickets: Sequence[IncomingTicket]) -> None:
+        if not self.spooling or self._spool is None:
+            try:
+                await self._repository.store_tickets(tickets=tickets)
+                return
+            except DatabaseUnavailable as exc:
+                if self._spool is None:
+                    raise
+                if not self.spooling:
+                    log.warning("PostgreSQL refused a batch (%s); spooling locally until it answers", exc)
+                self.spooling = True
+        await self._spool.write(tickets)
+        self._metrics.count(self._metrics.tickets_spooled, amount=len(tickets))
+        log.debug("spooled %d tickets: %s", len(tickets), [ticket.id for ticket in tickets])
+        self._replay_needed.set()
+
+    async def replay(self) -> int:
+        """Move spooled tickets into PostgreSQL, oldest first; return how many moved.
+
+        A batch is deleted from the spool only after PostgreSQL committed it; replaying
+        the same ids twice is harmless (ON CONFLICT DO NOTHING on the delivery id).
+        """
+        if self._spool is None:
+            return 0
+        moved = 0
+        while True:
+            batch = await self._spool.oldest(self._replay_batch)
+            if not batch:
+                break
+            await self._repository.store_tickets(tickets=batch)
+            await self._spool.delete([ticket.id for ticket in batch])
+            moved += len(batch)
+            self._metrics.count(self._metrics.tickets_replayed, amount=len(batch))
+        if self.spooling:
+            await self._repository.applied_migrations()  # PostgreSQL answers: leave spool mode
+            log.warning("PostgreSQL answers again; spool drained, back to direct writes")
+            self.spooling = False
+        if moved:
+            log.info("replayed %d spooled tickets into PostgreSQL", moved)
+        return moved
+
+    async def replay_forever(self, stop: asyncio.Event, *, interval: float = 1.0) -> None:
+        """Replay at start (a spool left by a crash), after spooling, and every `interval` seconds."""
+        while not stop.is_set():
+            try:
+                await self.replay()
+            except (DatabaseUnavailable, SpoolUnavailable) as exc:
+                log.debug("replay postponed: %s", exc)
+            if self._spool is not None:
+                self._metrics.set_spool(tickets=await self._spool.count(), size=await self._spool.size())
+            self._replay_needed.clear()
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._replay_needed.wait())]
+            try:
+                await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import hashlib
+import hmac
 import json
 import logging
 import uuid
@@ -14,7 +17,8 @@ from aiohttp import web
 
 from .ingest import Overloaded, ShuttingDown
 from .repository import DatabaseUnavailable, IncomingTicket
-from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, TICKET_ID
+from .spool import SpoolUnavailable
+from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +65,32 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: the database answers and every shipped migration is applied."""
+    """Readiness: tickets can be stored durably now.
+
+    200 `ready` when the database answers and every shipped migration is applied;
+    200 `spooling` when the database does not answer but the spool takes tickets;
+    503 when neither can store a ticket.
+    """
+    app = request.app
+    spool = app[SPOOL]
+    spool_state = None
+    if spool is not None:
+        spool_state = {
+            "mode": app[STORE].spooling,
+            "tickets": await spool.count(),
+            "bytes": await spool.size(),
+            "problem": spool.problem,
+        }
     try:
-        applied = await request.app[REPOSITORY].applied_migrations()
+        applied = await app[REPOSITORY].applied_migrations()
     except DatabaseUnavailable as exc:
+        if spool_state is not None and spool_state["problem"] is None and spool_state["bytes"] < spool.max_bytes:
+            return web.json_response({"status": "spooling", "database": f"unavailable: {exc}", "spool": spool_state})
         raise ApiError(503, f"database unavailable: {exc}", retry_after=RETRY_AFTER_UNAVAILABLE) from exc
-    missing = sorted(request.app[EXPECTED_MIGRATIONS] - applied)
+    missing = sorted(app[EXPECTED_MIGRATIONS] - applied)
     if missing:
         raise ApiError(503, f"migrations not applied: {', '.join(missing)}", retry_after=RETRY_AFTER_UNAVAILABLE)
-    return web.json_response({"status": "ready"})
+    return web.json_response({"status": "ready", "spool": spool_state})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -98,15 +119,36 @@ async def read_body_within(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def verify_signature(secret: str, body: bytes, header: str | None) -> None:
+    """X-Signature must be `sha256=` and the hex HMAC-SHA256 of the raw body."""
+    if not header:
+        raise ApiError(401, "missing X-Signature header (sha256=<hex HMAC-SHA256 of the body>)")
+    scheme, _, received = header.strip().partition("=")
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if scheme.lower() != "sha256" or not hmac.compare_digest(received.strip().lower(), expected):
+        raise ApiError(401, "bad signature")
+
+
 async def post_ticket(request: web.Request) -> web.Response:
     """Store the exact body durably, then answer 202 with its delivery id."""
     app = request.app
+    settings = app[SETTINGS]
     metrics = app[METRICS]
     try:
-        body = await read_body_within(request, app[SETTINGS].max_body_bytes)
+        async with asyncio.timeout(settings.read_timeout_seconds):
+            body = await read_body_within(request, settings.max_body_bytes)
     except ApiError:
         metrics.refuse("too_large")
         raise
+    except TimeoutError:
+        metrics.refuse("read_timeout")
+        raise ApiError(408, f"body not received within {settings.read_timeout_seconds:g} seconds") from None
+    if settings.webhook_secret is not None:
+        try:
+            verify_signature(settings.webhook_secret, body, request.headers.get("X-Signature"))
+        except ApiError:
+            metrics.refuse("bad_signature")
+            raise
     if not body:
         metrics.refuse("empty_body")
         raise ApiError(400, "empty body: expected a ticket (header lines, a blank line, then CSV)")
@@ -125,11 +167,11 @@ async def post_ticket(request: web.Request) -> web.Response:
     except ShuttingDown:
         metrics.refuse("shutting_down")
         raise ApiError(503, "service is shutting down", retry_after=RETRY_AFTER_OVERLOADED) from None
-    except DatabaseUnavailable as exc:
-        metrics.refuse("database_unavailable")
+    except (DatabaseUnavailable, SpoolUnavailable) as exc:
+        metrics.refuse("storage_unavailable")
         log.warning("ticket %s not stored: %s", ticket.id, exc)
         raise ApiError(503, "storage unavailable, ticket not stored", retry_after=RETRY_AFTER_UNAVAILABLE) from None
-    metrics.tickets_accepted.inc({})
+    metrics.accept()
     log.debug("ticket %s stored (%d bytes)", ticket.id, len(body))
     return web.json_response({"id": ticket.id}, status=202)
 

@@ -8,7 +8,8 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .config import Settings
-    from .ingest import GroupCommitIngest
+    from .ingest import DurableStore, GroupCommitIngest
+    from .spool import Spool
     from .metrics import Metrics
     from .repository import Repository
     from .worker import TicketWorker
@@ -18,7 +19,9 @@ METRICS = web.AppKey("metrics", "Metrics")
 REPOSITORY = web.AppKey("repository", "Repository")
 INGEST = web.AppKey("ingest", "GroupCommitIngest")
 EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
-WORKER = web.AppKey("worker", "TicketWorker")
+WORKERS = web.AppKey("workers", list)
+STORE = web.AppKey("store", "DurableStore")
+SPOOL = web.AppKey("spool", "Spool | None")
 
 # The delivery id of the ticket a request carries, for log lines about that request.
 TICKET_ID = web.RequestKey("ticket_id", str)

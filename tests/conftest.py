@@ -23,6 +23,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 SUPPORT_QUERIES = load_queries(TESTS_DIR / "sql")
 PROJECT_ROOT = TESTS_DIR.parent
 REFERENCE_TICKET = (PROJECT_ROOT / "bench" / "ticket.txt").read_bytes()
+CP1252_TICKET = "Order: 77\nVAT: 0.50\nTotal: 3.00\n\nproduct,product_id,price\nCafé crème,CC01,3.00\n".encode("cp1252")
 
 
 def url_for_database(server_url: str, name: str) -> str:
@@ -51,6 +52,16 @@ class Db:
         self.conn.autocommit = True
 
     def rows(self, name: str, params: dict | None = None) -> list[tuple]:
+        try:
+            return self._rows(name, params)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            # The server was restarted under this connection (outage tests): reconnect once.
+            self.conn.close()
+            self.conn = psycopg2.connect(self.url)
+            self.conn.autocommit = True
+            return self._rows(name, params)
+
+    def _rows(self, name: str, params: dict | None) -> list[tuple]:
         with self.conn.cursor() as cur:
             cur.execute(SUPPORT_QUERIES[name], params)
             return cur.fetchall() if cur.description is not None else []

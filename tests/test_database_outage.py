@@ -1,7 +1,9 @@
-"""With PostgreSQL down, nothing is acknowledged: 503 + Retry-After, and no row appears later."""
+"""PostgreSQL down: tickets go to the spool (202), or, with no usable spool, get 503 and
+nothing is acknowledged. Spooled tickets reach PostgreSQL once it answers again."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from myticket.config import Settings
 from myticket.embedded import EmbeddedPostgres
 from myticket.migrate import apply_migrations
 
-from .conftest import REFERENCE_TICKET, Db
+from .conftest import CP1252_TICKET, REFERENCE_TICKET, Db
 from .waiting import wait_until
 
 
@@ -25,9 +27,37 @@ def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPos
     server.stop()
 
 
-async def test_database_down_answers_503_and_stores_nothing(aiohttp_client, own_server, tmp_path: Path):
-    client = await aiohttp_client(await init_app(Settings(database_url=own_server.url, data_dir=tmp_path)))
-    assert (await client.get("/ready")).status == 200
+@pytest.fixture
+def own_db(own_server: EmbeddedPostgres) -> Iterator[Db]:
+    db = Db(own_server.url)
+    db.rows("reset_tables")
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def outage_settings(own_server: EmbeddedPostgres, own_db: Db, tmp_path: Path) -> Settings:
+    return Settings(database_url=own_server.url, data_dir=tmp_path, run_worker=False)
+
+
+async def status_of(client, path: str) -> int:
+    return (await client.get(path)).status
+
+
+async def restart_and_wait_ready(client, server: EmbeddedPostgres) -> None:
+    server.start()
+
+    async def ready() -> bool:
+        response = await client.get("/ready")
+        return response.status == 200 and (await response.json())["status"] == "ready"
+
+    await wait_until(ready, timeout=30, what="/ready to report the database back")
+
+
+async def test_without_a_spool_database_down_answers_503_and_stores_nothing(aiohttp_client, own_server, own_db, outage_settings):
+    settings = dataclasses.replace(outage_settings, spool_max_bytes=0)
+    client = await aiohttp_client(await init_app(settings))
+    assert await status_of(client, "/ready") == 200
 
     own_server.stop(mode="immediate")
     try:
@@ -40,18 +70,60 @@ async def test_database_down_answers_503_and_stores_nothing(aiohttp_client, own_
         assert ready.status == 503
         assert "database unavailable" in (await ready.json())["error"]
     finally:
-        own_server.start()
+        await restart_and_wait_ready(client, own_server)
 
-    async def is_ready() -> bool:
-        return (await client.get("/ready")).status == 200
-
-    await wait_until(is_ready, timeout=30, what="/ready to answer 200 after PostgreSQL restarted")
     after = await client.post("/ticket", data=REFERENCE_TICKET)
     assert after.status == 202
-    accepted_id = (await after.json())["id"]
+    assert own_db.rows("stored_ids") == [((await after.json())["id"],)]
 
-    db = Db(own_server.url)
+
+async def test_database_down_spools_then_replays_the_exact_bytes(aiohttp_client, own_server, own_db, outage_settings):
+    client = await aiohttp_client(await init_app(outage_settings))
+
+    own_server.stop(mode="immediate")
     try:
-        assert db.rows("stored_ids") == [(accepted_id,)]
+        answers = [await client.post("/ticket", data=body) for body in (REFERENCE_TICKET, CP1252_TICKET)]
+        assert [answer.status for answer in answers] == [202, 202]
+        ids = [(await answer.json())["id"] for answer in answers]
+
+        ready = await client.get("/ready")
+        assert ready.status == 200
+        state = await ready.json()
+        assert state["status"] == "spooling"
+        assert state["spool"]["mode"] is True and state["spool"]["tickets"] == 2
     finally:
-        db.close()
+        await restart_and_wait_ready(client, own_server)
+
+    async def replayed() -> bool:
+        spool = (await (await client.get("/ready")).json())["spool"]
+        return spool["tickets"] == 0 and spool["mode"] is False
+
+    await wait_until(replayed, timeout=30, what="the spool to be replayed and spool mode to end")
+    assert sorted(row[0] for row in own_db.rows("stored_ids")) == sorted(ids)
+    for ticket_id, body in zip(ids, (REFERENCE_TICKET, CP1252_TICKET)):
+        assert bytes(own_db.rows("ticket_delivery", {"id": ticket_id})[0][1]) == body
+    metrics = await (await client.get("/metrics")).text()
+    assert "myticket_tickets_spooled_total 2" in metrics
+    assert "myticket_tickets_replayed_total 2" in metrics
+
+
+@pytest.mark.parametrize("problem", ["not-writable", "full"])
+async def test_unusable_spool_and_database_down_answer_503_only(aiohttp_client, own_server, own_db, outage_settings, tmp_path, problem):
+    if problem == "not-writable":
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        settings = dataclasses.replace(outage_settings, spool_dir=blocker / "spool")
+    else:
+        settings = dataclasses.replace(outage_settings, spool_max_bytes=1)
+    client = await aiohttp_client(await init_app(settings))
+
+    own_server.stop(mode="immediate")
+    try:
+        answers = [await client.post("/ticket", data=REFERENCE_TICKET) for _ in range(3)]
+        assert [answer.status for answer in answers] == [503, 503, 503]
+        assert all(int(answer.headers["Retry-After"]) > 0 for answer in answers)
+        assert (await client.get("/ready")).status == 503
+    finally:
+        await restart_and_wait_ready(client, own_server)
+
+    assert own_db.value("count_tickets") == 0

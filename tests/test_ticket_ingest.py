@@ -11,9 +11,8 @@ import pytest
 from myticket.app import init_app
 from myticket.typedefs import INGEST
 
-from .conftest import REFERENCE_TICKET
+from .conftest import CP1252_TICKET, REFERENCE_TICKET
 
-CP1252_TICKET = "Order: 77\nVAT: 0.50\nTotal: 3.00\n\nproduct,product_id,price\nCafé crème,CC01,3.00\n".encode("cp1252")
 NUL_TICKET = b"Order: 78\x00\nTotal: 1\n\nproduct,product_id,price\nX\x00Y,id\x00,1\n"
 
 
@@ -119,4 +118,6 @@ async def test_ping_answers_pong_and_ready_answers_200(client):
 
     ready = await client.get("/ready")
     assert ready.status == 200
-    assert await ready.json() == {"status": "ready"}
+    state = await ready.json()
+    assert state["status"] == "ready"
+    assert state["spool"] == {"mode": False, "tickets": 0, "bytes": state["spool"]["bytes"], "problem": None}

@@ -1,0 +1,220 @@
+"""`make bench`: start PostgreSQL and the service, load them, print one table.
+
+Everything runs on this machine: an embedded PostgreSQL with its default durability
+(fsync and synchronous_commit on), the service as `myticket serve`, and the load from
+hey and from bench/loadgen.py. Figures are medians of --repeats runs; compare them as
+ratios within one run, as the machine is shared and noisy. Never part of `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import make_tickets, send_tickets  # noqa: E402
+from myticket.embedded import EmbeddedPostgres  # noqa: E402
+from myticket.migrate import apply_migrations  # noqa: E402
+from myticket.repository import load_queries  # noqa: E402
+
+QUERIES = load_queries(ROOT / "bench" / "sql")
+TICKET = ROOT / "bench" / "ticket.txt"
+
+
+def hey(url: str, *args: str) -> dict:
+    output = subprocess.run(["hey", *args, url], capture_output=True, text=True, check=True).stdout
+    statuses = {int(code): int(count) for code, count in re.findall(r"\[(\d{3})\]\s+(\d+) responses", output)}
+    error_block = output.split("Error distribution:", 1)[1] if "Error distribution:" in output else ""
+    errors = sum(int(n) for n in re.findall(r"\[(\d+)\]", error_block))
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]),
+        "p50": float(re.search(r"50% in ([\d.]+) secs", output)[1]),
+        "p99": float(re.search(r"99% in ([\d.]+) secs", output)[1]),
+        "ok": sum(count for code, count in statuses.items() if 200 <= code < 300),
+        "non2xx": sum(count for code, count in statuses.items() if not 200 <= code < 300),
+        "errors": errors,
+    }
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.conn = psycopg2.connect(url)
+        self.conn.autocommit = True
+
+    def value(self, name: str):
+        with self.conn.cursor() as cur:
+            cur.execute(QUERIES[name])
+            return cur.fetchone()[0]
+
+    def wait_for_empty_backlog(self, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while self.value("count_pending") > 0:
+            if time.monotonic() > deadline:
+                raise SystemExit("the backlog did not drain in time")
+            time.sleep(0.1)
+        return time.monotonic()
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a process and its children, in MiB."""
+    total = 0
+    for candidate in [pid, *_children(pid)]:
+        try:
+            status = Path(f"/proc/{candidate}/status").read_text()
+        except FileNotFoundError:
+            continue
+        total += int(re.search(r"VmHWM:\s+(\d+) kB", status)[1])
+    return total / 1024
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            found.append(int(child))
+            found.extend(_children(int(child)))
+    return found
+
+
+def wait_ready(base: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the service did not become ready")
+
+
+def run_hey_scenario(db: Database, url: str, *args: str) -> dict:
+    db.wait_for_empty_backlog(600)
+    before = db.value("count_tickets")
+    result = hey(url, *args)
+    result["stored"] = db.value("count_tickets") - before
+    return result
+
+
+def run_distinct(db: Database, port: int, count: int, seed: int, concurrency: int) -> dict:
+    db.wait_for_empty_backlog(600)
+    bodies = make_tickets(count, seed=seed)
+    before = db.value("count_tickets")
+    started = time.monotonic()
+    sent = asyncio.run(send_tickets("127.0.0.1", port, bodies, concurrency=concurrency))
+    acked_at = time.monotonic()
+    drained_at = db.wait_for_empty_backlog(900)
+    ok = sum(count for code, count in sent.statuses.items() if 200 <= code < 300)
+    return {
+        "rps": ok / (acked_at - started),
+        "processed_per_s": ok / (drained_at - started),
+        "p50": sent.percentile(0.5),
+        "p99": sent.percentile(0.99),
+        "ok": ok,
+        "non2xx": sum(sent.statuses.values()) - ok,
+        "errors": sent.connection_errors,
+        "stored": db.value("count_tickets") - before,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--distinct", type=int, default=100_000, help="distinct tickets per repeat")
+    parser.add_argument("--processes", type=int, default=1, help="HTTP_PROCESSES of the service")
+    parser.add_argument("--port", type=int, default=9098)
+    parser.add_argument("--concurrency", type=int, default=200, help="clients of the distinct-ticket load")
+    parser.add_argument("--serve-args", default="", help="extra arguments for myticket serve")
+    parser.add_argument("--worker-process", action="store_true", help="also start `myticket worker` (with --serve-args=--no-worker)")
+    parser.add_argument("--uvloop", action="store_true", help="run the service on uvloop (pip install uvloop first)")
+    args = parser.parse_args()
+    if shutil.which("hey") is None:
+        print("bench: hey is missing; install it with: apt-get install -y hey", file=sys.stderr)
+        return 1
+
+    workdir = Path(tempfile.mkdtemp(prefix="myticket-bench-"))
+    server = EmbeddedPostgres(workdir / "pgdata")
+    database_url = server.start()
+    apply_migrations(database_url)
+    env = {
+        **os.environ, "DATABASE_URL": database_url, "HTTP_PORT": str(args.port), "LOG_LEVEL": "WARNING",
+        "HTTP_PROCESSES": str(args.processes), "MYTICKET_DATA_DIR": str(workdir / "data"),
+    }
+    launcher = (
+        ["-c", "import sys, uvloop; uvloop.install(); from myticket.cli import main; sys.exit(main(sys.argv[1:]))"]
+        if args.uvloop else ["-m", "myticket"]
+    )
+    service = subprocess.Popen([sys.executable, *launcher, "serve", *args.serve_args.split()], cwd=ROOT, env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "myticket", "worker"], cwd=ROOT, env=env) if args.worker_process else None
+    base = f"http://127.0.0.1:{args.port}"
+    rows: dict[str, list[dict]] = {}
+    try:
+        wait_ready(base)
+        db = Database(database_url)
+        for repeat in range(args.repeats):
+            print(f"repeat {repeat + 1}/{args.repeats}", file=sys.stderr)
+            scenarios = {
+                "seed: hey -m POST -D bench/ticket.txt": ("-m", "POST", "-D", str(TICKET)),
+                "POST /ticket -n 20000 -c 50": ("-n", "20000", "-c", "50", "-m", "POST", "-D", str(TICKET)),
+                "POST /ticket -n 20000 -c 200": ("-n", "20000", "-c", "200", "-m", "POST", "-D", str(TICKET)),
+                "GET /ping -n 20000 -c 50": ("-n", "20000", "-c", "50"),
+            }
+            for name, hey_args in scenarios.items():
+                url = f"{base}/ping" if "ping" in name else f"{base}/ticket"
+                rows.setdefault(name, []).append(run_hey_scenario(db, url, *hey_args))
+            name = f"distinct tickets x{args.distinct} -c {args.concurrency}"
+            rows.setdefault(name, []).append(
+                run_distinct(db, args.port, args.distinct, seed=repeat + 1, concurrency=args.concurrency)
+            )
+        rss = peak_rss_mib(service.pid)
+    finally:
+        for process in (service, worker):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    ping = statistics.median(result["rps"] for result in rows["GET /ping -n 20000 -c 50"])
+    variant = " ".join(filter(None, [args.serve_args, "+ myticket worker" if args.worker_process else "", "uvloop" if args.uvloop else ""]))
+    print(f"\nmyticket bench: {args.repeats} repeats, medians; {args.processes} HTTP process(es) {variant}; "
+          f"{os.cpu_count()} cores; peak RSS of the service {rss:.0f} MiB\n")
+    print("| scenario | req/s | x /ping | p50 ms | p99 ms | non-2xx | errors | 2xx | rows stored | processed/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, results in rows.items():
+        def median(key: str) -> float:
+            return statistics.median(result[key] for result in results)
+
+        processed = f"{median('processed_per_s'):.0f}" if "processed_per_s" in results[0] else ""
+        stored_ok = all(result["stored"] == result["ok"] for result in results) or "ping" in name
+        print(
+            f"| {name} | {median('rps'):.0f} | {median('rps') / ping:.2f} | {median('p50') * 1000:.1f} "
+            f"| {median('p99') * 1000:.1f} | {median('non2xx'):.0f} | {median('errors'):.0f} | {median('ok'):.0f} "
+            f"| {median('stored'):.0f}{'' if stored_ok else ' (MISMATCH)'} | {processed} |"
+        )
+    mismatches = [name for name, results in rows.items()
+                  if "ping" not in name and any(result["stored"] != result["ok"] for result in results)]
+    if mismatches:
+        print(f"\nrows stored differ from 2xx answered in: {', '.join(mismatches)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
