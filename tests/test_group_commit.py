@@ -1,0 +1,113 @@
+"""Group commit: correctness of batching, never speed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from myticket.app import init_app
+from myticket.ingest import GroupCommitIngest
+from myticket.repository import IncomingTicket
+from myticket.typedefs import INGEST, REPOSITORY
+
+from .conftest import REFERENCE_TICKET
+from .waiting import wait_until
+
+
+async def test_concurrent_posts_are_all_acknowledged_and_stored_once(client, db):
+    bodies = [REFERENCE_TICKET.replace(b"123456", str(n).encode()) for n in range(300)]
+
+    responses = await asyncio.gather(*(client.post("/ticket", data=body) for body in bodies))
+
+    assert [response.status for response in responses] == [202] * 300
+    ids = [(await response.json())["id"] for response in responses]
+    assert len(set(ids)) == 300
+    assert sorted(row[0] for row in db.rows("stored_ids")) == sorted(ids)
+    for ticket_id, body in list(zip(ids, bodies))[::37]:
+        assert bytes(db.rows("ticket_delivery", {"id": ticket_id})[0][1]) == body
+
+
+async def test_a_failing_batch_fails_every_ticket_in_it_and_stores_none(quiet_app, db):
+    repository = quiet_app.server.app[REPOSITORY]
+    ingest = GroupCommitIngest(
+        lambda tickets: repository.store_tickets(tickets=tickets), batch_max_size=100, max_waiting=100,
+        max_flushes_in_flight=1,
+    )
+    now = datetime.now(timezone.utc)
+    tickets = [IncomingTicket(str(uuid.uuid4()), now, None, REFERENCE_TICKET) for _ in range(6)]
+    # An id PostgreSQL refuses makes its whole batch fail: the first ticket leaves alone
+    # (nothing in flight), the five others wait and leave together as the second batch.
+    tickets[3] = dataclasses.replace(tickets[3], id="not-a-uuid")
+
+    results = await asyncio.gather(*(ingest.submit(ticket) for ticket in tickets), return_exceptions=True)
+
+    assert results[0] is None
+    assert all(isinstance(result, Exception) for result in results[1:])
+    assert db.rows("stored_ids") == [(tickets[0].id,)]
+
+
+@pytest.fixture
+async def gated_app(aiohttp_client, settings, db):
+    """An app whose database writes wait for `gate`, with room for two waiting tickets."""
+    client = await aiohttp_client(
+        await init_app(dataclasses.replace(settings, run_worker=False, max_waiting_tickets=2))
+    )
+    repository = client.server.app[REPOSITORY]
+    gate = asyncio.Event()
+    store = repository.store_tickets
+
+    async def gated_store(*, tickets):
+        await gate.wait()
+        return await store(tickets=tickets)
+
+    repository.store_tickets = gated_store
+    return client, gate
+
+
+async def test_backpressure_answers_503_when_too_many_tickets_wait(gated_app, db):
+    client, gate = gated_app
+    ingest = client.server.app[INGEST]
+    first = asyncio.create_task(client.post("/ticket", data=REFERENCE_TICKET))
+    second = asyncio.create_task(client.post("/ticket", data=REFERENCE_TICKET))
+
+    async def two_waiting() -> bool:
+        return ingest.waiting == 2
+
+    await wait_until(two_waiting, timeout=10, what="two tickets waiting for the database")
+    refused = await client.post("/ticket", data=REFERENCE_TICKET)
+    assert refused.status == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert "too many tickets" in (await refused.json())["error"]
+
+    gate.set()
+    assert [(await first).status, (await second).status] == [202, 202]
+    assert db.value("count_tickets") == 2
+
+
+async def test_client_that_disconnects_after_sending_still_gets_its_ticket_committed(gated_app, db):
+    client, gate = gated_app
+    ingest = client.server.app[INGEST]
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"POST /ticket HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(REFERENCE_TICKET) + REFERENCE_TICKET
+    )
+    await writer.drain()
+
+    async def admitted() -> bool:
+        return ingest.waiting == 1
+
+    await wait_until(admitted, timeout=10, what="the ticket to be admitted")
+    writer.close()
+    await writer.wait_closed()
+    gate.set()
+
+    async def committed() -> bool:
+        return db.value("count_tickets") == 1 and ingest.waiting == 0
+
+    await wait_until(committed, timeout=10, what="the abandoned ticket to be committed")
+    assert bytes(db.rows("ticket_delivery", {"id": db.rows("stored_ids")[0][0]})[0][1]) == REFERENCE_TICKET
+
