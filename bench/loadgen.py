@@ -78,10 +78,13 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 async def send_tickets(
     host: str, port: int, bodies: list[bytes], *, concurrency: int, deadline_seconds: float = 600.0,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None, result: SendResult | None = None,
 ) -> SendResult:
-    """POST each body once to /ticket; a body whose connection fails is not retried."""
-    result = SendResult()
+    """POST each body once to /ticket; a body whose connection fails is not retried.
+
+    Pass `result` to watch acknowledgements while the load runs (the fault tests do).
+    """
+    result = result if result is not None else SendResult()
     next_index = iter(range(len(bodies)))
     extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     deadline = time.monotonic() + deadline_seconds

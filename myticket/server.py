@@ -36,6 +36,9 @@ def serve(settings: Settings, *, reuse_port: bool = False, process_index: int = 
         host=settings.http_host,
         port=settings.http_port,
         reuse_port=reuse_port,
+        # aiohttp closes a connection that has not sent a complete request head within
+        # keepalive_timeout: this is also the header read timeout for slow senders.
+        keepalive_timeout=settings.read_timeout_seconds,
         access_log=None,  # no per-request log line on the hot path; see /metrics
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         print=lambda message: log.info("process %d: %s", process_index, message.strip()),

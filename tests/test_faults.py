@@ -1,0 +1,215 @@
+"""Fault tests on real processes: the service as `python -m myticket serve`, its own
+PostgreSQL, distinct tickets from many concurrent clients. Each records every id
+answered 2xx and checks that every one is in `tickets` with its exact bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bench.loadgen import SendResult, make_tickets, send_tickets
+from myticket.embedded import EmbeddedPostgres
+from myticket.migrate import apply_migrations
+
+from .conftest import PROJECT_ROOT, Db
+from .waiting import wait_until
+
+BURST = 5000
+CLIENTS = 64
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("faults") / "pgdata")
+    apply_migrations(server.start())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def db(postgres: EmbeddedPostgres) -> Iterator[Db]:
+    if postgres._running_port() is None:
+        postgres.start()
+    database = Db(postgres.url)
+    database.rows("reset_tables")
+    yield database
+    database.close()
+
+
+class Service:
+    """`python -m myticket serve` in a subprocess, restartable on the same data directory."""
+
+    def __init__(self, database_url: str, data_dir: Path, **extra_env: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ, "DATABASE_URL": database_url, "HTTP_PORT": str(self.port), "HTTP_HOST": "127.0.0.1",
+            "MYTICKET_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", **extra_env,
+        }
+        self.log = data_dir / "service.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        if self.process is not None:
+            await asyncio.to_thread(self.process.wait)  # reap the previous, killed or stopped
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "myticket", "serve"], cwd=PROJECT_ROOT, env=self.env,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        await wait_until(self.ready, timeout=60, what="the service to answer /ready")
+
+    async def ready_state(self) -> dict | None:
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{self.base}/ready", timeout=aiohttp.ClientTimeout(total=5)) as response:
+                    return await response.json() if response.status == 200 else None
+        except aiohttp.ClientError:
+            return None
+
+    async def ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"service exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+        return await self.ready_state() is not None
+
+    async def spool_drained(self) -> bool:
+        state = await self.ready_state()
+        return state is not None and state["status"] == "ready" and state["spool"]["tickets"] == 0
+
+    def signal(self, signal_number: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal_number)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def service(postgres: EmbeddedPostgres, db: Db, tmp_path: Path) -> Iterator[Service]:
+    svc = Service(postgres.url, tmp_path / "data")
+    yield svc
+    svc.stop()
+
+
+async def acked_at_least(result: SendResult, count: int) -> None:
+    async def enough() -> bool:
+        return len(result.acked) >= count
+
+    await wait_until(enough, timeout=60, what=f"{count} acknowledgements")
+
+
+def assert_every_acknowledged_ticket_is_stored(db: Db, result: SendResult, bodies: list[bytes]) -> None:
+    assert result.acked, "the test acknowledged nothing, so it proves nothing"
+    stored = {row[0] for row in db.rows("stored_ids")}
+    missing = [ticket_id for ticket_id in result.acked.values() if ticket_id not in stored]
+    assert missing == []
+    for index, ticket_id in list(result.acked.items())[::97]:
+        assert bytes(db.rows("ticket_delivery", {"id": ticket_id})[0][1]) == bodies[index]
+
+
+def send_in_background(service: Service, bodies: list[bytes], result: SendResult) -> asyncio.Task:
+    return asyncio.create_task(
+        send_tickets("127.0.0.1", service.port, bodies, concurrency=CLIENTS, deadline_seconds=120, result=result)
+    )
+
+
+async def test_kill_9_in_the_middle_of_a_burst_loses_no_acknowledged_ticket(service, db):
+    await service.start()
+    bodies = make_tickets(BURST, seed=101)
+    result = SendResult()
+    sending = send_in_background(service, bodies, result)
+
+    await acked_at_least(result, BURST // 4)
+    service.signal(signal.SIGKILL)
+    await sending
+    assert result.connection_errors > 0, "the kill should have cut some requests"
+
+    await service.start()
+    assert_every_acknowledged_ticket_is_stored(db, result, bodies)
+
+
+async def test_postgres_stopped_during_a_burst_spools_without_5xx_then_replays(service, postgres, db):
+    await service.start()
+    bodies = make_tickets(BURST, seed=102)
+    result = SendResult()
+    sending = send_in_background(service, bodies, result)
+
+    await acked_at_least(result, BURST // 5)
+    await asyncio.to_thread(postgres.stop, "immediate")
+    acked_before_outage_ended = len(result.acked)
+    await acked_at_least(result, acked_before_outage_ended + BURST // 5)  # spooled while it is down
+    await asyncio.to_thread(postgres.start)
+    await sending
+
+    assert [status for status in result.statuses if status >= 500] == []
+    assert sum(result.statuses.values()) == BURST
+    await wait_until(service.spool_drained, timeout=60, what="the spool to be replayed")
+    assert_every_acknowledged_ticket_is_stored(db, result, bodies)
+
+
+async def test_unwritable_spool_with_postgres_down_acknowledges_nothing(postgres, db, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the spool directory cannot be created under a file")
+    service = Service(postgres.url, tmp_path / "data", MYTICKET_SPOOL_DIR=str(blocker / "spool"))
+    await service.start()
+    try:
+        await asyncio.to_thread(postgres.stop, "immediate")
+        bodies = make_tickets(300, seed=103)
+        result = await send_tickets("127.0.0.1", service.port, bodies, concurrency=CLIENTS, deadline_seconds=60)
+
+        assert result.acked == {}
+        assert dict(result.statuses) == {503: 300}
+    finally:
+        await asyncio.to_thread(postgres.start)
+        service.stop()
+    assert db.value("count_tickets") == 0
+
+
+async def test_sigterm_during_a_burst_exits_0_within_10_seconds_and_keeps_every_ticket(service, db):
+    await service.start()
+    bodies = make_tickets(BURST, seed=104)
+    result = SendResult()
+    sending = send_in_background(service, bodies, result)
+
+    await acked_at_least(result, BURST // 4)
+    service.signal(signal.SIGTERM)
+    exit_code = await asyncio.to_thread(service.process.wait, 10)
+    await sending
+
+    assert exit_code == 0
+    assert_every_acknowledged_ticket_is_stored(db, result, bodies)
+
+
+async def test_kill_9_while_spooling_loses_nothing_after_restart(service, postgres, db):
+    await service.start()
+    await asyncio.to_thread(postgres.stop, "immediate")
+    bodies = make_tickets(2000, seed=105)
+    result = SendResult()
+    sending = send_in_background(service, bodies, result)
+
+    await acked_at_least(result, 500)
+    service.signal(signal.SIGKILL)
+    await sending
+    await asyncio.to_thread(postgres.start)
+
+    await service.start()
+    await wait_until(service.spool_drained, timeout=60, what="the spool left by the killed service to be replayed")
+    assert_every_acknowledged_ticket_is_stored(db, result, bodies)
