@@ -146,7 +146,9 @@ async def test_kill_9_in_the_middle_of_a_burst_loses_no_acknowledged_ticket(serv
     assert_every_acknowledged_ticket_is_stored(db, result, bodies)
 
 
-async def test_postgres_stopped_during_a_burst_spools_without_5xx_then_replays(service, postgres, db):
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-processes-sharing-the-spool"])
+async def test_postgres_stopped_during_a_burst_spools_without_5xx_then_replays(service, postgres, db, processes):
+    service.env["HTTP_PROCESSES"] = str(processes)
     await service.start()
     bodies = make_tickets(BURST, seed=102)
     result = SendResult()
@@ -183,7 +185,9 @@ async def test_unwritable_spool_with_postgres_down_acknowledges_nothing(postgres
     assert db.value("count_tickets") == 0
 
 
-async def test_sigterm_during_a_burst_exits_0_within_10_seconds_and_keeps_every_ticket(service, db):
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-processes"])
+async def test_sigterm_during_a_burst_exits_0_within_10_seconds_and_keeps_every_ticket(service, db, processes):
+    service.env["HTTP_PROCESSES"] = str(processes)
     await service.start()
     bodies = make_tickets(BURST, seed=104)
     result = SendResult()
