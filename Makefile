@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test send dev bench clean
+.PHONY: help install run test send dev bench profile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -30,8 +31,15 @@ test: $(STAMP) ## run the tests (they start their own PostgreSQL unless MYTICKET
 send: ## POST bench/ticket.txt to the running service and print the answer
 	curl -sS -i --data-binary @bench/ticket.txt http://localhost:9098/ticket; echo
 
-bench: $(STAMP) ## load test with hey and distinct tickets, print one table (apt-get install -y hey)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## load test with hey and distinct tickets, print one table (needs: apt-get install -y hey)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+profile: $(BENCH_STAMP) ## py-spy profile of POST /ticket under hey: where the CPU goes
+	$(BIN)/python bench/profile.py
 
 dev: ## docker compose: PostgreSQL and myticket on :9098 (needs a Docker engine)
 	docker compose up --build -d

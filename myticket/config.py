@@ -75,40 +75,33 @@ class Settings:
         return self.spool_dir if self.spool_dir is not None else self.data_dir / "spool"
 
 
-def _positive_int(environ: Mapping[str, str], name: str, default: int, *, maximum: int | None = None) -> int:
+def _raw(environ: Mapping[str, str], name: str) -> str | None:
+    """The variable's value, or None when it is unset or blank."""
     raw = environ.get(name)
-    if raw is None or raw.strip() == "":
+    return raw.strip() if raw is not None and raw.strip() else None
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 1, maximum: int | None = None) -> int:
+    raw = _raw(environ, name)
+    if raw is None:
         return default
     try:
-        value = int(raw.strip())
+        value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not an integer") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: {value} must be greater than 0")
+    if value < minimum:
+        raise ConfigError(f"{name}: {value} is below the minimum of {minimum}")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name}: {value} is above the maximum of {maximum}")
     return value
 
 
-def _non_negative_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not an integer") from None
-    if value < 0:
-        raise ConfigError(f"{name}: {value} must not be negative")
-    return value
-
-
 def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
+    raw = _raw(environ, name)
+    if raw is None:
         return default
     try:
-        value = float(raw.strip())
+        value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
     if not 0 < value <= 3600:
@@ -139,16 +132,16 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     return Settings(
         database_url=_database_url(environ),
         http_host=environ.get("HTTP_HOST", "").strip() or "0.0.0.0",
-        http_port=_positive_int(environ, "HTTP_PORT", 9098, maximum=65535),
-        max_body_bytes=_positive_int(environ, "MYTICKET_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        http_port=_integer(environ, "HTTP_PORT", 9098, maximum=65535),
+        max_body_bytes=_integer(environ, "MYTICKET_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
         data_dir=data_dir,
         log_level=log_level,
-        batch_max_size=_positive_int(environ, "MYTICKET_BATCH_MAX_SIZE", 256, maximum=5000),
-        max_waiting_tickets=_positive_int(environ, "MYTICKET_MAX_WAITING_TICKETS", 20_000),
-        http_processes=_positive_int(environ, "HTTP_PROCESSES", 1, maximum=64),
-        workers=_positive_int(environ, "MYTICKET_WORKERS", 2, maximum=64),
+        batch_max_size=_integer(environ, "MYTICKET_BATCH_MAX_SIZE", 256, maximum=5000),
+        max_waiting_tickets=_integer(environ, "MYTICKET_MAX_WAITING_TICKETS", 20_000),
+        http_processes=_integer(environ, "HTTP_PROCESSES", 1, maximum=64),
+        workers=_integer(environ, "MYTICKET_WORKERS", 2, maximum=64),
         spool_dir=Path(environ["MYTICKET_SPOOL_DIR"].strip()) if environ.get("MYTICKET_SPOOL_DIR", "").strip() else None,
-        spool_max_bytes=_non_negative_int(environ, "MYTICKET_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES),
+        spool_max_bytes=_integer(environ, "MYTICKET_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES, minimum=0),
         webhook_secret=environ.get("MYTICKET_WEBHOOK_SECRET") or None,
         read_timeout_seconds=_positive_seconds(environ, "MYTICKET_READ_TIMEOUT_SECONDS", 30.0),
     )

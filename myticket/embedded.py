@@ -94,6 +94,9 @@ class EmbeddedPostgres:
         lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
         return int(lines[3])
 
+    def is_running(self) -> bool:
+        return self._running_port() is not None
+
     def start(self) -> str:
         """Initialise pgdata if new, start (or adopt) the server; return its URL."""
         self.pgdata.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,24 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
+def private_server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[EmbeddedPostgres]:
+    """A migrated server of a test module's own, which its tests may stop and start."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp(name) / "pgdata")
+    apply_migrations(server.start())
+    yield server
+    server.stop()
+
+
+def emptied_database(server: EmbeddedPostgres) -> Iterator[Db]:
+    """Db on `server` (started again if a test left it stopped), with its tables emptied."""
+    if not server.is_running():
+        server.start()
+    database = Db(server.url)
+    database.rows("reset_tables")
+    yield database
+    database.close()
+
+
 @pytest.fixture(scope="session")
 def database_url(pg_server_url: str) -> str:
     url = create_empty_database(pg_server_url, "myticket_test")

@@ -49,7 +49,10 @@ def test_values_are_read():
     [
         ("HTTP_PORT", "abc", "HTTP_PORT: 'abc' is not an integer"),
         ("HTTP_PORT", "70000", "HTTP_PORT: 70000 is above the maximum of 65535"),
-        ("MYTICKET_MAX_BODY_BYTES", "0", "MYTICKET_MAX_BODY_BYTES: 0 must be greater than 0"),
+        ("MYTICKET_MAX_BODY_BYTES", "0", "MYTICKET_MAX_BODY_BYTES: 0 is below the minimum of 1"),
+        ("MYTICKET_SPOOL_MAX_BYTES", "-1", "MYTICKET_SPOOL_MAX_BYTES: -1 is below the minimum of 0"),
+        ("MYTICKET_READ_TIMEOUT_SECONDS", "soon", "MYTICKET_READ_TIMEOUT_SECONDS: 'soon' is not a number of seconds"),
+        ("HTTP_PROCESSES", "0", "HTTP_PROCESSES: 0 is below the minimum of 1"),
         ("DATABASE_URL", "mysql://db/x", "DATABASE_URL: scheme must be postgresql://"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL: 'LOUD' is not one of"),
     ],

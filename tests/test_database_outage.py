@@ -12,27 +12,20 @@ import pytest
 from myticket.app import init_app
 from myticket.config import Settings
 from myticket.embedded import EmbeddedPostgres
-from myticket.migrate import apply_migrations
 
-from .conftest import CP1252_TICKET, REFERENCE_TICKET, Db
+from .conftest import CP1252_TICKET, REFERENCE_TICKET, Db, emptied_database, private_server
 from .waiting import wait_until
 
 
 @pytest.fixture(scope="module")
 def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
     """A server of this module's own, so stopping it does not disturb other tests."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("outage") / "pgdata")
-    apply_migrations(server.start())
-    yield server
-    server.stop()
+    yield from private_server(tmp_path_factory, "outage")
 
 
 @pytest.fixture
 def own_db(own_server: EmbeddedPostgres) -> Iterator[Db]:
-    db = Db(own_server.url)
-    db.rows("reset_tables")
-    yield db
-    db.close()
+    yield from emptied_database(own_server)
 
 
 @pytest.fixture

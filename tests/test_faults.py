@@ -18,9 +18,8 @@ import pytest
 
 from bench.loadgen import SendResult, make_tickets, send_tickets
 from myticket.embedded import EmbeddedPostgres
-from myticket.migrate import apply_migrations
 
-from .conftest import PROJECT_ROOT, Db
+from .conftest import PROJECT_ROOT, Db, emptied_database, private_server
 from .waiting import wait_until
 
 BURST = 5000
@@ -35,20 +34,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("faults") / "pgdata")
-    apply_migrations(server.start())
-    yield server
-    server.stop()
+    yield from private_server(tmp_path_factory, "faults")
 
 
 @pytest.fixture
 def db(postgres: EmbeddedPostgres) -> Iterator[Db]:
-    if postgres._running_port() is None:
-        postgres.start()
-    database = Db(postgres.url)
-    database.rows("reset_tables")
-    yield database
-    database.close()
+    yield from emptied_database(postgres)
 
 
 class Service:
@@ -125,46 +116,55 @@ def assert_every_acknowledged_ticket_is_stored(db: Db, result: SendResult, bodie
         assert bytes(db.rows("ticket_delivery", {"id": ticket_id})[0][1]) == bodies[index]
 
 
-def send_in_background(service: Service, bodies: list[bytes], result: SendResult) -> asyncio.Task:
-    return asyncio.create_task(
-        send_tickets("127.0.0.1", service.port, bodies, concurrency=CLIENTS, deadline_seconds=120, result=result)
-    )
+class Burst:
+    """Distinct tickets sent in the background by CLIENTS concurrent clients."""
+
+    def __init__(self, service: Service, count: int, *, seed: int) -> None:
+        self.bodies = make_tickets(count, seed=seed)
+        self.result = SendResult()
+        self.sending = asyncio.create_task(
+            send_tickets(
+                "127.0.0.1", service.port, self.bodies, concurrency=CLIENTS, deadline_seconds=120, result=self.result
+            )
+        )
+
+    async def acked_at_least(self, count: int) -> None:
+        await acked_at_least(self.result, count)
+
+    async def finished(self) -> SendResult:
+        return await self.sending
 
 
 async def test_kill_9_in_the_middle_of_a_burst_loses_no_acknowledged_ticket(service, db):
     await service.start()
-    bodies = make_tickets(BURST, seed=101)
-    result = SendResult()
-    sending = send_in_background(service, bodies, result)
+    burst = Burst(service, BURST, seed=101)
 
-    await acked_at_least(result, BURST // 4)
+    await burst.acked_at_least(BURST // 4)
     service.signal(signal.SIGKILL)
-    await sending
+    result = await burst.finished()
     assert result.connection_errors > 0, "the kill should have cut some requests"
 
     await service.start()
-    assert_every_acknowledged_ticket_is_stored(db, result, bodies)
+    assert_every_acknowledged_ticket_is_stored(db, result, burst.bodies)
 
 
 @pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-processes-sharing-the-spool"])
 async def test_postgres_stopped_during_a_burst_spools_without_5xx_then_replays(service, postgres, db, processes):
     service.env["HTTP_PROCESSES"] = str(processes)
     await service.start()
-    bodies = make_tickets(BURST, seed=102)
-    result = SendResult()
-    sending = send_in_background(service, bodies, result)
+    burst = Burst(service, BURST, seed=102)
 
-    await acked_at_least(result, BURST // 5)
+    await burst.acked_at_least(BURST // 5)
     await asyncio.to_thread(postgres.stop, "immediate")
-    acked_before_outage_ended = len(result.acked)
-    await acked_at_least(result, acked_before_outage_ended + BURST // 5)  # spooled while it is down
+    acked_before_the_outage = len(burst.result.acked)
+    await burst.acked_at_least(acked_before_the_outage + BURST // 5)  # spooled while it is down
     await asyncio.to_thread(postgres.start)
-    await sending
+    result = await burst.finished()
 
     assert [status for status in result.statuses if status >= 500] == []
     assert sum(result.statuses.values()) == BURST
     await wait_until(service.spool_drained, timeout=60, what="the spool to be replayed")
-    assert_every_acknowledged_ticket_is_stored(db, result, bodies)
+    assert_every_acknowledged_ticket_is_stored(db, result, burst.bodies)
 
 
 async def test_unwritable_spool_with_postgres_down_acknowledges_nothing(postgres, db, tmp_path):
@@ -189,31 +189,27 @@ async def test_unwritable_spool_with_postgres_down_acknowledges_nothing(postgres
 async def test_sigterm_during_a_burst_exits_0_within_10_seconds_and_keeps_every_ticket(service, db, processes):
     service.env["HTTP_PROCESSES"] = str(processes)
     await service.start()
-    bodies = make_tickets(BURST, seed=104)
-    result = SendResult()
-    sending = send_in_background(service, bodies, result)
+    burst = Burst(service, BURST, seed=104)
 
-    await acked_at_least(result, BURST // 4)
+    await burst.acked_at_least(BURST // 4)
     service.signal(signal.SIGTERM)
     exit_code = await asyncio.to_thread(service.process.wait, 10)
-    await sending
+    result = await burst.finished()
 
     assert exit_code == 0
-    assert_every_acknowledged_ticket_is_stored(db, result, bodies)
+    assert_every_acknowledged_ticket_is_stored(db, result, burst.bodies)
 
 
 async def test_kill_9_while_spooling_loses_nothing_after_restart(service, postgres, db):
     await service.start()
     await asyncio.to_thread(postgres.stop, "immediate")
-    bodies = make_tickets(2000, seed=105)
-    result = SendResult()
-    sending = send_in_background(service, bodies, result)
+    burst = Burst(service, 2000, seed=105)
 
-    await acked_at_least(result, 500)
+    await burst.acked_at_least(500)
     service.signal(signal.SIGKILL)
-    await sending
+    result = await burst.finished()
     await asyncio.to_thread(postgres.start)
 
     await service.start()
     await wait_until(service.spool_drained, timeout=60, what="the spool left by the killed service to be replayed")
-    assert_every_acknowledged_ticket_is_stored(db, result, bodies)
+    assert_every_acknowledged_ticket_is_stored(db, result, burst.bodies)
