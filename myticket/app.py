@@ -14,9 +14,9 @@ from .ingest import DurableStore, GroupCommitIngest
 from .metrics import Metrics
 from .migrate import migration_ids
 from .repository import DatabaseUnavailable, Repository
-from .spool import Spool, SpoolUnavailable
+from .spool import Spool
 from .routes import RETRY_AFTER_UNAVAILABLE, ApiError, setup_routes
-from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID, WORKERS
+from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID
 from .worker import TicketWorker
 
 log = logging.getLogger(__name__)
@@ -84,18 +84,18 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
     """Group commit into PostgreSQL or the spool, and the spool's replayer.
 
     On shutdown: refuse new tickets, wait until every admitted one is committed or
-    spooled, make a last replay attempt, then close the spool.
+    spooled, stop the replayer between two batches, then close the spool. What is
+    still spooled is replayed at the next start: a long replay must not hold up a
+    shutdown that has 10 seconds.
     """
     settings = app[SETTINGS]
     metrics = app[METRICS]
     spool = None
     if settings.spool_max_bytes > 0:
         spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes)
-        try:
-            await spool.count()
-        finally:
-            if spool.problem:
-                log.error("spool %s is not usable: %s", spool.path, spool.problem)
+        await spool.count()  # opens (or creates) the file now, so a problem shows at start
+        if spool.problem:
+            log.error("spool %s is not usable: %s", spool.path, spool.problem)
     store = DurableStore(app[REPOSITORY], spool, metrics)
     app[STORE] = store
     app[SPOOL] = spool
@@ -113,17 +113,12 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
     stop_replay.set()
     await replayer
     if spool is not None:
-        try:
-            await store.replay()
-        except (DatabaseUnavailable, SpoolUnavailable) as exc:
-            log.warning("spooled tickets left for the next start: %s", exc)
         await spool.close()
 
 
 async def worker_context(app: web.Application) -> AsyncIterator[None]:
     """Ticket worker loops as background tasks; on shutdown each finishes its batch."""
     workers = [TicketWorker(app[REPOSITORY], app[METRICS]) for _ in range(app[SETTINGS].workers)]
-    app[WORKERS] = workers
     stop = asyncio.Event()
     tasks = [asyncio.create_task(worker.run(stop), name=f"ticket-worker-{n}") for n, worker in enumerate(workers)]
     yield

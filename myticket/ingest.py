@@ -151,8 +151,9 @@ class DurableStore:
         log.debug("spooled %d tickets: %s", len(tickets), [ticket.id for ticket in tickets])
         self._replay_needed.set()
 
-    async def replay(self) -> int:
-        """Move spooled tickets into PostgreSQL, oldest first; return how many moved.
+    async def replay(self, stop: asyncio.Event | None = None) -> int:
+        """Move spooled tickets into PostgreSQL, oldest first, until the spool is empty or
+        `stop` is set; return how many moved.
 
         A batch is deleted from the spool only after PostgreSQL committed it; replaying
         the same ids twice is harmless (ON CONFLICT DO NOTHING on the delivery id).
@@ -160,7 +161,7 @@ class DurableStore:
         if self._spool is None:
             return 0
         moved = 0
-        while True:
+        while stop is None or not stop.is_set():
             batch = await self._spool.oldest(self._replay_batch)
             if not batch:
                 break
@@ -168,7 +169,7 @@ class DurableStore:
             await self._spool.delete([ticket.id for ticket in batch])
             moved += len(batch)
             self._metrics.count(self._metrics.tickets_replayed, amount=len(batch))
-        if self.spooling:
+        if self.spooling and (stop is None or not stop.is_set()):
             await self._repository.applied_migrations()  # PostgreSQL answers: leave spool mode
             log.warning("PostgreSQL answers again; spool drained, back to direct writes")
             self.spooling = False
@@ -180,7 +181,7 @@ class DurableStore:
         """Replay at start (a spool left by a crash), after spooling, and every `interval` seconds."""
         while not stop.is_set():
             try:
-                await self.replay()
+                await self.replay(stop)
             except (DatabaseUnavailable, SpoolUnavailable) as exc:
                 log.debug("replay postponed: %s", exc)
             if self._spool is not None:

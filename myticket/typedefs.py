@@ -12,14 +12,12 @@ if TYPE_CHECKING:
     from .spool import Spool
     from .metrics import Metrics
     from .repository import Repository
-    from .worker import TicketWorker
 
 SETTINGS = web.AppKey("settings", "Settings")
 METRICS = web.AppKey("metrics", "Metrics")
 REPOSITORY = web.AppKey("repository", "Repository")
 INGEST = web.AppKey("ingest", "GroupCommitIngest")
 EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
-WORKERS = web.AppKey("workers", list)
 STORE = web.AppKey("store", "DurableStore")
 SPOOL = web.AppKey("spool", "Spool | None")
 
