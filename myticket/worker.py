@@ -92,6 +92,7 @@ class TicketWorker:
 
     async def process_batch(self, *, limit: int) -> int:
         """Claim and process up to `limit` pending tickets in one transaction; return how many."""
+        self._claimed_ids = []
         async with self._repository.claim_pending(limit=limit) as batch:
             self._claimed_ids = [ticket.id for ticket in batch.tickets]
             if not batch.tickets:
@@ -203,6 +204,10 @@ class TicketWorker:
                             await _wait_or_stop(stop, pause)
             except (DatabaseUnavailable, psycopg2.Error) as exc:
                 log.warning("worker paused, database unavailable: %s", exc)
+                await _wait_or_stop(stop, self.idle_poll_seconds)
+            except Exception:
+                # A bug must not silently end processing for the life of the process.
+                log.exception("worker loop failed; restarting it")
                 await _wait_or_stop(stop, self.idle_poll_seconds)
 
     async def _wait_for_wakeup(self, wakeups, stop: asyncio.Event) -> None:
