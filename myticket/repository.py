@@ -36,7 +36,11 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached or refused the work; the caller may retry later."""
 
 
-_CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, OSError, asyncio.TimeoutError)
+# Errors of the database's state, not of our data: the server is gone, restarting,
+# out of disk, or read-only during a failover. The caller may retry later (or spool).
+_CONNECTION_ERRORS = (
+    psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.InternalError, OSError, asyncio.TimeoutError,
+)
 
 
 @dataclass(frozen=True, slots=True)
