@@ -30,45 +30,37 @@ def _route_label(request: web.Request) -> str:
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every request by route, method and final status, and time it."""
+async def observe_and_answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes JSON `{"error": ...}` (unexpected ones hide their internals),
+    and every request is counted by route, method and final status, and timed.
+
+    One middleware, so the metrics see the status of the JSON error answer itself.
+    """
     started = time.perf_counter()
-    status = 500
     try:
         response = await handler(request)
-        status = response.status
-        return response
-    finally:
-        request.app[METRICS].observe_request(
-            route=_route_label(request),
-            method=request.method,
-            status=status,
-            seconds=time.perf_counter() - started,
-        )
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes JSON `{"error": ...}`; unexpected ones hide their internals."""
-    try:
-        return await handler(request)
     except ApiError as exc:
-        return web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
+        response = web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
     except DatabaseUnavailable as exc:
         log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
-        return web.json_response(
+        response = web.json_response(
             {"error": "database unavailable"}, status=503, headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
         )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         headers = {name: value for name, value in exc.headers.items() if name in ("Allow", "Retry-After")}
-        return web.json_response({"error": exc.reason.lower()}, status=exc.status, headers=headers)
+        response = web.json_response({"error": exc.reason.lower()}, status=exc.status, headers=headers)
     except Exception:
         log.exception(
             "unexpected error on %s %s (ticket %s)", request.method, request.path, request.get(TICKET_ID, "none")
         )
-        return web.json_response({"error": "internal error"}, status=500)
+        response = web.json_response({"error": "internal error"}, status=500)
+    request.app[METRICS].observe_request(
+        route=_route_label(request), method=request.method, status=response.status,
+        seconds=time.perf_counter() - started,
+    )
+    return response
 
 
 async def repository_context(app: web.Application) -> AsyncIterator[None]:
@@ -129,7 +121,7 @@ async def worker_context(app: web.Application) -> AsyncIterator[None]:
 async def init_app(settings: Settings) -> web.Application:
     """Build the application; `web.run_app` accepts the coroutine directly."""
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware],
+        middlewares=[observe_and_answer_errors],
         # The body limit is enforced by the ticket handler (413 before reading past it);
         # aiohttp's own limit is set to the same value for any other handler.
         client_max_size=settings.max_body_bytes,
