@@ -50,7 +50,8 @@ class EmbeddedPostgres:
         self.bin_dir = Path(POSTGRES_BIN_PATH)
         self.pgdata = pgdata.resolve()
         self.port = port
-        self._os_user: str | None = None
+        # PostgreSQL refuses to run as root, and so does pg_ctl (even for `status`).
+        self._os_user: str | None = SERVER_OS_USER if os.geteuid() == 0 else None
 
     @property
     def url(self) -> str:
@@ -84,11 +85,13 @@ class EmbeddedPostgres:
         ensure_folder_permissions(self.bin_dir.parent / "lib", readable)
         entry = pwd.getpwnam(SERVER_OS_USER)
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
-        self._os_user = SERVER_OS_USER
 
     def _running_port(self) -> int | None:
         """The port of a server already running on this pgdata, if any."""
-        status = self._run("pg_ctl", "status", "-D", str(self.pgdata))
+        try:
+            status = self._run("pg_ctl", "status", "-D", str(self.pgdata))
+        except KeyError:  # the server's OS user does not exist yet: no server of ours runs
+            return None
         if status.returncode != 0:
             return None
         lines = (self.pgdata / "postmaster.pid").read_text().splitlines()

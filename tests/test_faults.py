@@ -213,3 +213,23 @@ async def test_kill_9_while_spooling_loses_nothing_after_restart(service, postgr
     await service.start()
     await wait_until(service.spool_drained, timeout=60, what="the spool left by the killed service to be replayed")
     assert_every_acknowledged_ticket_is_stored(db, result, burst.bodies)
+
+
+async def test_sigterm_under_make_run_stops_the_embedded_postgres_and_exits_0(tmp_path):
+    data_dir = tmp_path / "data"
+    service = Service("", data_dir)
+    del service.env["DATABASE_URL"]  # as under `make run`: the service starts its own PostgreSQL
+    await service.start()
+    try:
+        burst = Burst(service, 1000, seed=106)
+        await burst.acked_at_least(200)
+        service.signal(signal.SIGTERM)
+        exit_code = await asyncio.to_thread(service.process.wait, 10)
+        await burst.finished()
+    finally:
+        service.stop()
+
+    assert exit_code == 0
+    embedded = EmbeddedPostgres(data_dir / "pgdata")
+    assert not embedded.is_running()
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
