@@ -29,7 +29,7 @@ AREAS = (
     ("worker (parse, claim, write outcomes)", ("myticket/worker.py", "myticket/parser.py")),
     ("metrics", ("myticket/metrics.py", "aioprometheus")),
     ("group commit and INSERT (aiopg, psycopg2)", ("myticket/ingest.py", "myticket/repository.py", "aiopg")),
-    ("our handler and middlewares", ("myticket/routes.py", "myticket/app.py")),
+    ("our handler and middleware", ("myticket/routes.py", "myticket/app.py")),
     ("aiohttp HTTP parsing and responses", ("aiohttp",)),
     ("asyncio event loop", ("asyncio", "selectors")),
 )
