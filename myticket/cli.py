@@ -10,12 +10,13 @@ import logging
 import os
 import signal
 import sys
-from datetime import datetime, timezone
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 
 from .config import ConfigError, Settings, configure_logging, load_settings, mask_password
 
 log = logging.getLogger("myticket")
+
 
 @contextlib.contextmanager
 def resolved_database(settings: Settings) -> Iterator[Settings]:
@@ -143,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"myticket: embedded PostgreSQL: {exc}", file=sys.stderr)
         return 1
     except DatabaseUnavailable as exc:
-        print(f"myticket: database unavailable: {exc}", file=sys.stderr)
+        print(f"myticket: database unavailable: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     return 0
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import psycopg2
 from yoyo import get_backend, read_migrations
 
-from .repository import PROJECT_ROOT
+from .repository import PROJECT_ROOT, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,10 @@ def migration_ids(migrations_dir: Path = MIGRATIONS_DIR) -> frozenset[str]:
 
 def apply_migrations(database_url: str, *, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply what is missing, under yoyo's lock; return the ids applied by this call."""
-    backend = get_backend(database_url)
+    try:
+        backend = get_backend(database_url)
+    except psycopg2.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to apply migrations: {str(exc).strip()}") from exc
     try:
         migrations = read_migrations(str(migrations_dir))
         with backend.lock(timeout=LOCK_TIMEOUT_SECONDS):

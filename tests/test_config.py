@@ -75,6 +75,18 @@ def test_cli_stops_with_one_line_naming_the_variable():
     ]
 
 
+def test_cli_stops_with_one_line_when_the_database_is_unreachable():
+    env = {**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "LOG_LEVEL": "ERROR"}
+    result = subprocess.run(
+        [sys.executable, "-m", "myticket", "migrate"], cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=60
+    )
+
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("myticket: database unavailable: cannot connect to apply migrations:")
+
+
 def test_password_is_masked_in_logged_urls():
     assert mask_password("postgresql://user:s3cret@db:5432/x") == "postgresql://user:***@db:5432/x"
     assert mask_password("postgresql://user@db/x") == "postgresql://user@db/x"
