@@ -49,8 +49,8 @@ class Spool:
             self.directory.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             try:
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=FULL")
+                connection.execute(self._queries["use_write_ahead_log"])
+                connection.execute(self._queries["sync_fully"])
                 connection.execute(self._queries["create_spool_table"])
             except sqlite3.Error:
                 connection.close()
@@ -59,13 +59,21 @@ class Spool:
         return self._connection
 
     def _size(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            try:
-                total += self.path.with_name(self.path.name + suffix).stat().st_size
-            except OSError:  # not created yet, or not reachable (then `problem` says why)
-                pass
-        return total
+        """Bytes the spooled tickets occupy: pages in use, not the file's length.
+
+        The file keeps its length after a replay deletes its rows (freed pages are
+        reused, not returned), so its length would keep the cap half-spent forever.
+        """
+        try:
+            connection = self._connect()
+            page_size, pages, free_pages = (
+                connection.execute(self._queries[name]).fetchone()[0]
+                for name in ("page_size", "page_count", "free_page_count")
+            )
+        except (sqlite3.Error, OSError):  # not reachable: `problem` says why
+            self._reset()
+            return 0
+        return (pages - free_pages) * page_size
 
     def _write(self, tickets: Sequence[IncomingTicket]) -> None:
         try:
@@ -74,7 +82,7 @@ class Spool:
             if self._size() + incoming > self.max_bytes:
                 raise SpoolUnavailable(f"spool full ({self.max_bytes} bytes, MYTICKET_SPOOL_MAX_BYTES)")
             with connection:  # one transaction, committed (and fsynced) on exit
-                connection.execute("BEGIN IMMEDIATE")
+                connection.execute(self._queries["begin_write"])
                 connection.executemany(
                     self._queries["spool_ticket"],
                     [(t.id, t.received_at.isoformat(), t.content_type, t.body) for t in tickets],
@@ -97,7 +105,7 @@ class Spool:
     def _delete(self, ids: Sequence[str]) -> None:
         connection = self._connect()
         with connection:
-            connection.execute("BEGIN IMMEDIATE")
+            connection.execute(self._queries["begin_write"])
             connection.executemany(self._queries["unspool_ticket"], [(ticket_id,) for ticket_id in ids])
 
     def _count(self) -> int:

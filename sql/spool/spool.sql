@@ -25,3 +25,27 @@ DELETE FROM spooled_tickets WHERE id = ?;
 -- name: count_spooled
 -- How many tickets wait in the spool.
 SELECT count(*) FROM spooled_tickets;
+
+-- name: use_write_ahead_log
+-- WAL: readers and one writer at a time across processes, crash-safe.
+PRAGMA journal_mode=WAL;
+
+-- name: sync_fully
+-- fsync at every commit, so a spooled ticket survives a crash or power loss.
+PRAGMA synchronous=FULL;
+
+-- name: begin_write
+-- Takes the write lock at once, so two processes never deadlock upgrading a read.
+BEGIN IMMEDIATE;
+
+-- name: page_size
+-- Bytes per page, to compute the space the spooled tickets use.
+PRAGMA page_size;
+
+-- name: page_count
+-- Pages in the file, used or free.
+PRAGMA page_count;
+
+-- name: free_page_count
+-- Pages freed by replays, reused before the file grows.
+PRAGMA freelist_count;
