@@ -176,6 +176,11 @@ class ClaimedBatch:
         await self._cursor.execute(self._queries["record_outcomes"], {"rows": _json(rows)})
 
 
+def _unavailable(what: str, exc: BaseException) -> DatabaseUnavailable:
+    """The domain error for a driver error, naming the operation that met it."""
+    return DatabaseUnavailable(f"{what}: {str(exc).strip() or type(exc).__name__}")
+
+
 def _money(amount: Decimal | None) -> str | None:
     """Decimal as a JSON string, so no float ever carries money."""
     return None if amount is None else str(amount)
@@ -220,7 +225,7 @@ class Repository:
                 enable_hstore=False,
             )
         except (psycopg2.Error, OSError) as exc:
-            raise DatabaseUnavailable(str(exc).strip()) from exc
+            raise _unavailable("connect", exc) from exc
         return cls(pool, load_queries(), database_url)
 
     async def close(self) -> None:
@@ -236,7 +241,7 @@ class Repository:
                         return []
                     return await cur.fetchall()
         except _CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(f"{name}: {str(exc).strip() or type(exc).__name__}") from exc
+            raise _unavailable(name, exc) from exc
 
     async def store_tickets(self, *, tickets: Sequence[IncomingTicket]) -> int:
         """Insert a batch in one statement (one commit); return how many rows were new."""
@@ -265,7 +270,7 @@ class Repository:
                         ]
                         yield ClaimedBatch(cur, self._queries, tickets)
         except _CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(f"claim_pending: {str(exc).strip() or type(exc).__name__}") from exc
+            raise _unavailable("claim_pending", exc) from exc
 
     async def record_failed_attempt(self, *, ticket_id: str, error: str, max_attempts: int) -> str | None:
         """Count one unexpected failure; return the ticket's status afterwards."""
@@ -286,7 +291,7 @@ class Repository:
         try:
             conn = await aiopg.connect(self._database_url, enable_hstore=False, timeout=10)
         except _CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(f"listen: {str(exc).strip()}") from exc
+            raise _unavailable("listen", exc) from exc
         try:
             async with conn.cursor() as cur:
                 await cur.execute(self._queries["listen_tickets"])
