@@ -95,6 +95,30 @@ async def test_a_body_sent_slower_than_the_read_timeout_gets_408(aiohttp_client,
     assert db.value("count_tickets") == 0
 
 
+async def raw_post_status(client, request: bytes) -> bytes:
+    """Send `request` in one write, so the body is complete before the handler runs."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(request)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+    writer.close()
+    return head.split(b" ", 2)[1]
+
+
+def chunked_request(body: bytes) -> bytes:
+    return (b"POST /ticket HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+
+
+async def test_a_chunked_body_that_arrived_whole_is_held_to_the_limit(aiohttp_client, settings, db):
+    limit = len(REFERENCE_TICKET)
+    client = await aiohttp_client(await init_app(dataclasses.replace(settings, max_body_bytes=limit, run_worker=False)))
+
+    assert await raw_post_status(client, chunked_request(REFERENCE_TICKET)) == b"202"
+    assert await raw_post_status(client, chunked_request(REFERENCE_TICKET + b"x")) == b"413"
+    assert db.value("count_tickets") == 1
+
+
 def signed(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
