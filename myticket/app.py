@@ -95,6 +95,7 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
         store,
         batch_max_size=settings.batch_max_size,
         max_waiting=settings.max_waiting_tickets,
+        max_flushes_in_flight=settings.flushes_in_flight,
         on_batch_stored=lambda size: metrics.observe(metrics.batch_size, size),
     )
     app[INGEST] = ingest

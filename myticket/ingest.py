@@ -40,7 +40,7 @@ class GroupCommitIngest:
         *,
         batch_max_size: int,
         max_waiting: int,
-        max_flushes_in_flight: int = 2,
+        max_flushes_in_flight: int = 1,
         on_batch_stored: Callable[[int], None] | None = None,
     ) -> None:
         self._store_batch = store_batch

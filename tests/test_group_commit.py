@@ -111,3 +111,39 @@ async def test_client_that_disconnects_after_sending_still_gets_its_ticket_commi
     await wait_until(committed, timeout=10, what="the abandoned ticket to be committed")
     assert bytes(db.rows("ticket_delivery", {"id": db.rows("stored_ids")[0][0]})[0][1]) == REFERENCE_TICKET
 
+
+
+@pytest.mark.parametrize("flushes_in_flight", [1, 3])
+async def test_no_more_batches_are_committed_at_once_than_flushes_in_flight(quiet_app, db, flushes_in_flight):
+    repository = quiet_app.server.app[REPOSITORY]
+    gate = asyncio.Event()
+    in_flight: list[int] = []
+    most_in_flight = 0
+    batch_sizes: list[int] = []
+
+    async def gated_store(tickets):
+        nonlocal most_in_flight
+        in_flight.append(len(tickets))
+        most_in_flight = max(most_in_flight, len(in_flight))
+        batch_sizes.append(len(tickets))
+        await gate.wait()
+        await repository.store_tickets(tickets=tickets)
+        in_flight.pop()
+
+    ingest = GroupCommitIngest(gated_store, batch_max_size=4, max_waiting=100, max_flushes_in_flight=flushes_in_flight)
+    now = datetime.now(timezone.utc)
+    tickets = [IncomingTicket(str(uuid.uuid4()), now, None, REFERENCE_TICKET) for _ in range(20)]
+    submitted = asyncio.gather(*(ingest.submit(ticket) for ticket in tickets))
+
+    async def flushes_started() -> bool:
+        return len(in_flight) == flushes_in_flight
+
+    await wait_until(flushes_started, timeout=10, what=f"{flushes_in_flight} flushes to start")
+    gate.set()
+    await submitted
+
+    assert most_in_flight == flushes_in_flight
+    # Each of the first flushes left at once with one ticket; the rest gathered meanwhile.
+    assert batch_sizes[:flushes_in_flight] == [1] * flushes_in_flight
+    assert max(batch_sizes) == 4 and sum(batch_sizes) == 20
+    assert sorted(row[0] for row in db.rows("stored_ids")) == sorted(ticket.id for ticket in tickets)
