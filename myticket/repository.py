@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiopg
+import orjson
 import psycopg2
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,9 @@ def _money(amount: Decimal | None) -> str | None:
 
 
 def _json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    """Rows as one JSON text parameter. orjson, because the standard encoder was a sixth
+    of the worker's CPU; decoded to str, as psycopg2 would send bytes as bytea."""
+    return orjson.dumps(rows).decode()
 
 
 def load_queries(sql_dir: Path = SQL_DIR) -> dict[str, str]:
