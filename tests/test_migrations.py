@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 
-from myticket.migrate import apply_migrations, migration_ids
+from yoyo import get_backend, read_migrations
+
+from myticket.migrate import MIGRATIONS_DIR, apply_migrations, migration_ids
 
 from .conftest import PROJECT_ROOT, Db, create_empty_database
 
@@ -46,3 +48,19 @@ def test_four_migrate_processes_at_once_all_succeed(pg_server_url):
         assert db.value("count_tickets") == 0
     finally:
         db.close()
+
+
+def test_every_migration_rolls_back_and_applies_again(pg_server_url):
+    url = create_empty_database(pg_server_url, "migrate_rollback")
+    apply_migrations(url)
+
+    backend = get_backend(url)
+    try:
+        migrations = read_migrations(str(MIGRATIONS_DIR))
+        with backend.lock():
+            backend.rollback_migrations(backend.to_rollback(migrations))
+        assert len(backend.to_apply(migrations)) == len(migration_ids())
+    finally:
+        backend.connection.close()
+
+    assert sorted(apply_migrations(url)) == sorted(migration_ids())

@@ -1,6 +1,6 @@
 -- name: reset_tables
 -- Empties every table the service writes, between tests.
-TRUNCATE tickets, products RESTART IDENTITY CASCADE;
+TRUNCATE tickets, ticket_lines, products, processed_bodies RESTART IDENTITY;
 
 -- name: count_tickets
 -- How many deliveries are stored.
