@@ -62,7 +62,7 @@ class Database:
 
     def wait_for_empty_backlog(self, timeout: float) -> float:
         deadline = time.monotonic() + timeout
-        while self.value("count_pending") > 0:
+        while self.value("any_pending"):
             if time.monotonic() > deadline:
                 raise SystemExit("the backlog did not drain in time")
             time.sleep(0.1)

@@ -2,6 +2,8 @@
 -- Deliveries stored so far, compared with the 2xx answers of each load.
 SELECT count(*) FROM tickets;
 
--- name: count_pending
--- Tickets not yet processed; the load waits for zero before measuring the next one.
-SELECT count(*) FROM tickets WHERE status = 'pending';
+-- name: any_pending
+-- Whether a ticket is still unprocessed; the load waits for none before measuring the
+-- next one. EXISTS stops at the first row of the pending index, where count(*) cost
+-- PostgreSQL about 9 ms per poll on a large table, ten polls a second.
+SELECT EXISTS (SELECT 1 FROM tickets WHERE status = 'pending');
