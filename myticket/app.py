@@ -16,7 +16,10 @@ from .migrate import migration_ids
 from .repository import DatabaseUnavailable, Repository
 from .spool import Spool
 from .routes import RETRY_AFTER_UNAVAILABLE, ApiError, setup_routes
-from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID
+from .server import WorkerProcess
+from .typedefs import (
+    EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID, WORKER_PROCESS,
+)
 from .worker import TicketWorker
 
 log = logging.getLogger(__name__)
@@ -119,6 +122,21 @@ async def worker_context(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks)
 
 
+async def worker_process_context(app: web.Application) -> AsyncIterator[None]:
+    """The worker in a child process (MYTICKET_WORKER=process). Told to stop as soon as
+    the shutdown begins, so it finishes its batch while the HTTP requests drain."""
+    worker = WorkerProcess(app[SETTINGS], app[METRICS])
+    worker.start()
+    app[WORKER_PROCESS] = worker
+
+    async def request_stop(_app: web.Application) -> None:
+        worker.request_stop()
+
+    app.on_shutdown.append(request_stop)
+    yield
+    await worker.stop()
+
+
 async def init_app(settings: Settings) -> web.Application:
     """Build the application; `web.run_app` accepts the coroutine directly."""
     app = web.Application(
@@ -133,6 +151,6 @@ async def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(repository_context)
     app.cleanup_ctx.append(ingest_context)
     if settings.run_worker:
-        app.cleanup_ctx.append(worker_context)
+        app.cleanup_ctx.append(worker_context if settings.worker_placement == "inline" else worker_process_context)
     setup_routes(app)
     return app

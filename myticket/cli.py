@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -80,27 +79,6 @@ def _iso_datetime(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
-async def _run_worker(settings: Settings) -> None:
-    from .metrics import Metrics
-    from .repository import Repository
-    from .worker import TicketWorker
-
-    assert settings.database_url is not None
-    repository = await Repository.connect(settings.database_url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signal_number, stop.set)
-    try:
-        log.info("worker started (%d loops)", settings.workers)
-        metrics = Metrics()
-        workers = [TicketWorker(repository, metrics) for _ in range(settings.workers)]
-        await asyncio.gather(*(worker.run(stop) for worker in workers))
-        log.info("worker stopped")
-    finally:
-        await repository.close()
-
-
 async def _reprocess(settings: Settings, *, status: str, since: datetime | None) -> int:
     from .repository import Repository
 
@@ -136,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 processes = args.processes or settings.http_processes
                 return serve_processes(dataclasses.replace(settings, run_worker=not args.no_worker), processes)
             elif args.command == "worker":
-                asyncio.run(_run_worker(settings))
+                from .server import run_worker_loops
+
+                asyncio.run(run_worker_loops(settings))
             elif args.command == "reprocess":
                 count = asyncio.run(_reprocess(settings, status=args.status, since=args.since))
                 print(f"{count} {args.status} tickets put back to pending")

@@ -28,6 +28,7 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_MAX_WAITING_TICKETS",
     "MYTICKET_FLUSHES_IN_FLIGHT",
     "HTTP_PROCESSES",
+    "MYTICKET_WORKER",
     "MYTICKET_WORKERS",
     "MYTICKET_SPOOL_DIR",
     "MYTICKET_SPOOL_MAX_BYTES",
@@ -39,6 +40,9 @@ DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
 
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
+
+
+WORKER_PLACEMENTS = ("process", "inline")
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,11 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     # Longest wait for a request body (and for an idle keep-alive connection).
     read_timeout_seconds: float = 30.0
-    # Whether `serve` also runs the ticket worker (`--no-worker` turns it off).
+    # Whether `serve` also runs the ticket worker (`--no-worker` turns it off), and where:
+    # "process", a child process of the HTTP process, so parsing runs beside the event
+    # loop instead of inside it; or "inline", tasks in the HTTP process's event loop.
     run_worker: bool = True
+    worker_placement: str = "process"
 
     @property
     def pgdata_dir(self) -> Path:
@@ -99,6 +106,16 @@ def _integer(environ: Mapping[str, str], name: str, default: int, *, minimum: in
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name}: {value} is above the maximum of {maximum}")
     return value
+
+
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`; the first is the default."""
+    raw = _raw(environ, name)
+    if raw is None:
+        return choices[0]
+    if raw.lower() not in choices:
+        raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+    return raw.lower()
 
 
 def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
@@ -150,6 +167,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         spool_max_bytes=_integer(environ, "MYTICKET_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES, minimum=0),
         webhook_secret=environ.get("MYTICKET_WEBHOOK_SECRET") or None,
         read_timeout_seconds=_positive_seconds(environ, "MYTICKET_READ_TIMEOUT_SECONDS", 30.0),
+        worker_placement=_choice(environ, "MYTICKET_WORKER", WORKER_PLACEMENTS),
     )
 
 

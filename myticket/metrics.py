@@ -6,7 +6,9 @@ use of aioprometheus stays in this module so that replacing it touches one file.
 
 The hot path never calls aioprometheus: each of its updates serialises the label dict
 to JSON, which cost about a tenth of a POST's CPU. Requests and tickets are tallied in
-plain dicts and published into the collectors when /metrics is rendered.
+plain dicts and published into the collectors when /metrics is rendered. A worker in
+its own process sends the same tallies to the HTTP process (`take_report` there,
+`merge_report` here), so one /metrics shows both.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter as Tally
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aioprometheus import Counter, Gauge, Histogram, Registry
 from aioprometheus import histogram as prometheus_histogram
@@ -42,6 +45,11 @@ class _Observations:
         self.total += value
         self.observations += 1
 
+    def merge(self, other: _Observations) -> None:
+        self.counts = [mine + theirs for mine, theirs in zip(self.counts, other.counts)]
+        self.total += other.total
+        self.observations += other.observations
+
     def publish_into(self, collector: Histogram, labels: dict[str, str]) -> None:
         try:
             target = collector.get_value(labels)
@@ -55,6 +63,15 @@ class _Observations:
             target.buckets[upper_bound] += cumulative
         target.sum += self.total
         target.observations += self.observations
+
+
+@dataclass
+class MetricsReport:
+    """Tallies one process sends another: plain data, so it pickles through a pipe."""
+
+    counts: Tally[tuple[str, Labels]]
+    observations: dict[tuple[str, Labels], _Observations]
+    gauges: dict[str, float]
 
 
 class Metrics:
@@ -120,6 +137,7 @@ class Metrics:
         # Keyed by collector name: aioprometheus collectors define __eq__, not __hash__.
         self._counts: Tally[tuple[str, Labels]] = Tally()
         self._observations: dict[tuple[str, Labels], _Observations] = {}
+        self._gauges: dict[str, float] = {}
 
     def count(self, counter: Counter, labels: Labels = (), amount: int = 1) -> None:
         self._counts[(counter.name, labels)] += amount
@@ -146,11 +164,28 @@ class Metrics:
         self.observe(self.processing_lag, lag_seconds)
 
     def set_backlog(self, pending: int) -> None:
-        self.pending_backlog.set({}, pending)
+        self._gauges[self.pending_backlog.name] = pending
 
     def set_spool(self, *, tickets: int, size: int) -> None:
-        self.spool_tickets.set({}, tickets)
-        self.spool_bytes.set({}, size)
+        self._gauges[self.spool_tickets.name] = tickets
+        self._gauges[self.spool_bytes.name] = size
+
+    def take_report(self) -> MetricsReport:
+        """What was tallied since the last report (gauges: their last values), and reset."""
+        report = MetricsReport(self._counts, self._observations, self._gauges)
+        self._counts, self._observations, self._gauges = Tally(), {}, {}
+        return report
+
+    def merge_report(self, report: MetricsReport) -> None:
+        """Add another process's tallies to this one's, to be published at the next scrape."""
+        self._counts.update(report.counts)
+        for key, theirs in report.observations.items():
+            mine = self._observations.get(key)
+            if mine is None:
+                self._observations[key] = theirs
+            else:
+                mine.merge(theirs)
+        self._gauges.update(report.gauges)
 
     def _publish(self) -> None:
         counts, self._counts = self._counts, Tally()
@@ -159,6 +194,9 @@ class Metrics:
         observations, self._observations = self._observations, {}
         for (name, labels), pending in observations.items():
             pending.publish_into(self.registry.get(name), dict(labels))
+        # Gauges keep their last value: publish without forgetting it.
+        for name, value in self._gauges.items():
+            self.registry.get(name).set({}, value)
 
     def render(self, accept_headers: Sequence[str]) -> tuple[bytes, dict[str, str]]:
         self._publish()

@@ -1,21 +1,31 @@
-"""Running the HTTP server: one process, or N processes sharing one port.
+"""The service's processes: HTTP servers (one, or N sharing one port) and the worker.
 
-With N > 1 each process is started with `spawn` (no event loop or connection is
+With N > 1 each HTTP process is started with `spawn` (no event loop or connection is
 inherited) and binds the port with SO_REUSEPORT, so the kernel spreads connections
-between them. The ticket worker runs in process 0 only. The parent forwards SIGTERM
-and SIGINT to every child, waits for their graceful shutdown, and stops them all if
-one dies, so that a supervisor sees the failure and restarts the service.
+between them. The parent forwards SIGTERM and SIGINT to every child, waits for their
+graceful shutdown, and stops them all if one dies, so that a supervisor sees the
+failure and restarts the service.
+
+The ticket worker belongs to HTTP process 0. By default it runs in a child process of
+its own (`WorkerProcess`), so that parsing and writing outcomes use another core than
+the HTTP event loop; with MYTICKET_WORKER=inline it runs as tasks in that event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
+import os
 import signal
 import time
+from collections.abc import Iterable
+from multiprocessing.connection import Connection
 
 from .config import Settings
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +33,10 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_SECONDS = 8
 # How long the parent waits for children after forwarding a stop signal.
 CHILD_STOP_SECONDS = SHUTDOWN_TIMEOUT_SECONDS + 5
+# How often a worker process sends its metric tallies to its HTTP process.
+WORKER_REPORT_SECONDS = 1.0
+# Pause before a worker process that died is started again.
+WORKER_RESTART_SECONDS = 1.0
 
 
 def serve(settings: Settings, *, reuse_port: bool = False, process_index: int = 0) -> None:
@@ -45,10 +59,11 @@ def serve(settings: Settings, *, reuse_port: bool = False, process_index: int = 
     )
 
 
-def _child(settings: Settings, process_index: int) -> None:
+def _child(settings: Settings, process_index: int, parent_pid: int) -> None:
     from .config import configure_logging
 
     configure_logging(settings.log_level)
+    _stop_when_parent_dies(parent_pid)
     serve(settings, reuse_port=True, process_index=process_index)
 
 
@@ -61,7 +76,9 @@ def serve_processes(settings: Settings, processes: int) -> int:
     children = []
     for index in range(processes):
         child_settings = dataclasses.replace(settings, run_worker=settings.run_worker and index == 0)
-        child = context.Process(target=_child, args=(child_settings, index), name=f"myticket-http-{index}")
+        child = context.Process(
+            target=_child, args=(child_settings, index, os.getpid()), name=f"myticket-http-{index}"
+        )
         child.start()
         children.append(child)
     log.info("started %d server processes on port %d (worker in process 0)", processes, settings.http_port)
@@ -98,3 +115,159 @@ def serve_processes(settings: Settings, processes: int) -> int:
     failed = [child for child in children if child.exitcode not in (0, -signal.SIGTERM)]
     return 0 if stopping and not failed else 1
 
+
+
+async def run_worker_loops(
+    settings: Settings,
+    *,
+    stop_signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT),
+    reports: Connection | None = None,
+) -> None:
+    """The ticket worker without HTTP, until a stop signal: `myticket worker`, and the
+    worker process of `serve`, which sends its metrics through `reports`."""
+    from .repository import Repository
+    from .worker import TicketWorker
+
+    assert settings.database_url is not None
+    repository = await Repository.connect(settings.database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in stop_signals:
+        loop.add_signal_handler(signal_number, stop.set)
+    metrics = Metrics()
+    reporter = asyncio.create_task(_send_reports(metrics, reports, stop)) if reports is not None else None
+    try:
+        log.info("worker started (%d loops, process %d)", settings.workers, os.getpid())
+        workers = [TicketWorker(repository, metrics) for _ in range(settings.workers)]
+        await asyncio.gather(*(worker.run(stop) for worker in workers))
+        log.info("worker stopped")
+    finally:
+        stop.set()
+        if reporter is not None:
+            await reporter
+        await repository.close()
+
+
+async def _send_reports(metrics: Metrics, reports: Connection, stop: asyncio.Event) -> None:
+    """Send the tallies every WORKER_REPORT_SECONDS, and once more when stopping."""
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=WORKER_REPORT_SECONDS)
+        except TimeoutError:
+            pass
+        try:
+            reports.send(metrics.take_report())
+        except OSError:  # the HTTP process is gone: nobody to report to
+            return
+        if stop.is_set():
+            return
+
+
+def _worker_child(settings: Settings, reports: Connection, parent_pid: int) -> None:
+    """Entry point of the worker process (spawned by `WorkerProcess`)."""
+    from .config import configure_logging
+
+    configure_logging(settings.log_level)
+    _stop_when_parent_dies(parent_pid)
+    # Ctrl-C reaches the whole process group; the HTTP process decides when this
+    # process stops (SIGTERM), after its own requests are answered.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.run(run_worker_loops(settings, stop_signals=(signal.SIGTERM,), reports=reports))
+
+
+def _stop_when_parent_dies(parent_pid: int) -> None:
+    """Ask Linux for SIGTERM when the parent dies, even by SIGKILL: no orphaned worker."""
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the worker outlives a killed parent
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class WorkerProcess:
+    """The ticket worker in a child process of an HTTP process, started, watched and
+    stopped from that process's event loop.
+
+    Its metric tallies arrive through a pipe and are merged into this process's
+    metrics, so one /metrics shows both. A worker process that dies is started again
+    after WORKER_RESTART_SECONDS: tickets stay pending in PostgreSQL meanwhile, and
+    intake goes on.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._context = multiprocessing.get_context("spawn")
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._reports: Connection | None = None
+        self._stopping = False
+        self._restart: asyncio.TimerHandle | None = None
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        reports, child_end = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_worker_child, args=(self._settings, child_end, os.getpid()), name="myticket-worker"
+        )
+        process.start()
+        child_end.close()
+        self._process, self._reports = process, reports
+        self.starts += 1
+        loop.add_reader(reports.fileno(), self._receive_reports)
+        loop.add_reader(process.sentinel, self._on_exit)
+        log.info("worker process %d started", process.pid)
+
+    def _receive_reports(self) -> None:
+        assert self._reports is not None
+        try:
+            while self._reports.poll():
+                self._metrics.merge_report(self._reports.recv())
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(self._reports.fileno())
+
+    def _on_exit(self) -> None:
+        assert self._process is not None and self._reports is not None
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._process.sentinel)
+        self._process.join()
+        self._receive_reports()
+        loop.remove_reader(self._reports.fileno())
+        self._reports.close()
+        if self._stopping:
+            return
+        log.error(
+            "worker process %d exited with code %s; starting another in %g s",
+            self._process.pid, self._process.exitcode, WORKER_RESTART_SECONDS,
+        )
+        self._restart = loop.call_later(WORKER_RESTART_SECONDS, self.start)
+
+    def request_stop(self) -> None:
+        """SIGTERM: the worker finishes its current batch and exits."""
+        self._stopping = True
+        if self._restart is not None:
+            self._restart.cancel()
+        if self._process is not None and self._process.is_alive():
+            self._process.terminate()
+
+    async def stop(self) -> None:
+        """Stop the worker process and wait for it (killed after CHILD_STOP_SECONDS)."""
+        self.request_stop()
+        process = self._process
+        if process is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, process.join, CHILD_STOP_SECONDS)
+        if process.is_alive():
+            log.error("worker process %d did not stop in time; killing it", process.pid)
+            process.kill()
+            await loop.run_in_executor(None, process.join)
+        if self._reports is not None and not self._reports.closed:
+            self._on_exit()
+        log.info("worker process %d stopped (exit code %s)", process.pid, process.exitcode)

@@ -122,7 +122,9 @@ def db(database_url: str) -> Iterator[Db]:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path)
+    # The worker as tasks of the app under test, which the tests can watch and await;
+    # the default placement, a worker process, has tests of its own (test_worker_process).
+    return Settings(database_url=database_url, data_dir=tmp_path, worker_placement="inline")
 
 
 @pytest.fixture

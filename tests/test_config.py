@@ -23,6 +23,8 @@ def test_defaults():
     assert settings.max_body_bytes == DEFAULT_MAX_BODY_BYTES == 1024 * 1024
     assert settings.data_dir == Path(".myticket")
     assert settings.log_level == "INFO"
+    assert settings.flushes_in_flight == 1
+    assert (settings.run_worker, settings.worker_placement) == (True, "process")
 
 
 def test_values_are_read():
@@ -34,6 +36,8 @@ def test_values_are_read():
             "MYTICKET_MAX_BODY_BYTES": "2048",
             "MYTICKET_DATA_DIR": "/var/lib/myticket",
             "LOG_LEVEL": "debug",
+            "MYTICKET_FLUSHES_IN_FLIGHT": "3",
+            "MYTICKET_WORKER": "Inline",
         }
     )
 
@@ -42,6 +46,8 @@ def test_values_are_read():
     assert settings.max_body_bytes == 2048
     assert settings.data_dir == Path("/var/lib/myticket")
     assert settings.log_level == "DEBUG"
+    assert settings.flushes_in_flight == 3
+    assert settings.worker_placement == "inline"
 
 
 @pytest.mark.parametrize(
@@ -55,6 +61,8 @@ def test_values_are_read():
         ("HTTP_PROCESSES", "0", "HTTP_PROCESSES: 0 is below the minimum of 1"),
         ("DATABASE_URL", "mysql://db/x", "DATABASE_URL: scheme must be postgresql://"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL: 'LOUD' is not one of"),
+        ("MYTICKET_WORKER", "thread", "MYTICKET_WORKER: 'thread' is not one of process, inline"),
+        ("MYTICKET_FLUSHES_IN_FLIGHT", "17", "MYTICKET_FLUSHES_IN_FLIGHT: 17 is above the maximum of 16"),
     ],
 )
 def test_bad_value_names_the_variable(variable, value, message):

@@ -233,3 +233,106 @@ async def test_sigterm_under_make_run_stops_the_embedded_postgres_and_exits_0(tm
     embedded = EmbeddedPostgres(data_dir / "pgdata")
     assert not embedded.is_running()
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+
+
+def child_processes() -> dict[int, list[tuple[int, bytes]]]:
+    """Live processes by parent pid: (pid, command line) of each child."""
+    children: dict[int, list[tuple[int, bytes]]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append((int(stat.parent.name), cmdline))
+    return children
+
+
+def worker_processes(service_pid: int) -> list[int]:
+    """Spawned worker processes whose parent is `service_pid`."""
+    return [pid for pid, cmdline in child_processes().get(service_pid, []) if b"spawn_main" in cmdline]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, children of children included."""
+    children = child_processes()
+    found, todo = [], [pid]
+    while todo:
+        for child, _ in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def processed_total(service: Service) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{service.base}/metrics") as response:
+            text = await response.text()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+        if line.startswith("myticket_tickets_processed_total{")
+    )
+
+
+async def all_settled(db: Db, count: int) -> None:
+    async def settled() -> bool:
+        statuses = dict(db.rows("status_counts"))
+        return statuses.get("pending", 0) == 0 and sum(statuses.values()) == count
+
+    await wait_until(settled, timeout=60, what=f"{count} tickets to be processed")
+
+
+async def test_the_worker_runs_in_its_own_process_and_its_metrics_reach_the_service(service, db):
+    await service.start()
+    workers = worker_processes(service.process.pid)
+    assert len(workers) == 1 and workers[0] != service.process.pid
+
+    sent = await send_tickets("127.0.0.1", service.port, make_tickets(300, seed=107), concurrency=16)
+    await all_settled(db, 300)
+
+    async def reported() -> bool:
+        return await processed_total(service) == 300
+
+    assert len(sent.acked) == 300
+    await wait_until(reported, timeout=30, what="the worker process's counts in the service's /metrics")
+
+
+async def test_a_killed_worker_process_is_replaced_and_processing_goes_on(service, db):
+    await service.start()
+    [first] = worker_processes(service.process.pid)
+
+    os.kill(first, signal.SIGKILL)
+
+    async def replaced() -> bool:
+        return len(workers := worker_processes(service.process.pid)) == 1 and workers[0] != first
+
+    await wait_until(replaced, timeout=30, what="a new worker process")
+    sent = await send_tickets("127.0.0.1", service.port, make_tickets(100, seed=108), concurrency=8)
+    assert len(sent.acked) == 100
+    await all_settled(db, 100)
+    assert "worker process %d exited" % first in service.log.read_text()
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-processes"])
+async def test_no_process_of_the_service_outlives_it_when_it_is_killed(service, db, processes):
+    service.env["HTTP_PROCESSES"] = str(processes)
+    await service.start()
+    spawned = descendants(service.process.pid)
+    # HTTP processes and the worker process (the resource tracker of `spawn` comes along).
+    assert len(spawned) >= (1 if processes == 1 else processes + 1)
+
+    service.signal(signal.SIGKILL)
+    await asyncio.to_thread(service.process.wait)
+
+    async def all_gone() -> bool:
+        return not any(is_alive(pid) for pid in spawned)
+
+    await wait_until(all_gone, timeout=30, what="the processes the killed service left to stop")
