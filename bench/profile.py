@@ -1,9 +1,10 @@
 """`make profile`: where POST /ticket spends its CPU under hey, from py-spy samples.
 
-Starts PostgreSQL and `myticket serve` as bench/run.py does, records the service with
-py-spy while `hey -n 20000 -c 50` posts the reference ticket, and prints the share of
-samples per area (HTTP machinery, our handler, group commit, the worker, metrics) and
-the hottest functions. The README's "Where the time goes" comes from this script.
+Starts PostgreSQL and `myticket serve` as bench/run.py does, records the service and its
+worker process with py-spy while `hey -n 20000 -c 50` posts the reference ticket, and
+prints the share of samples per process and per area (HTTP machinery, our handler, group
+commit, the worker, metrics) and the hottest functions. The README's "Where the time
+goes" comes from this script.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def main() -> int:
     try:
         wait_ready(f"http://127.0.0.1:{args.port}")
         recorder = subprocess.Popen(
-            [py_spy, "record", "--format", "raw", "--rate", "200", "--output", str(samples), "--pid", str(service.pid)],
+            [py_spy, "record", "--subprocesses", "--format", "raw", "--rate", "200", "--output", str(samples),
+             "--pid", str(service.pid)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         result = hey(f"http://127.0.0.1:{args.port}/ticket", "-n", str(args.requests), "-c", "50",
@@ -82,6 +84,7 @@ def main() -> int:
         service.wait(timeout=30)
         server.stop()
 
+    processes: Counter[str] = Counter()
     areas: Counter[str] = Counter()
     functions: Counter[str] = Counter()
     total = 0
@@ -91,12 +94,17 @@ def main() -> int:
         if frames[-1].startswith(IDLE_LEAVES):
             continue
         total += int(count)
+        # With --subprocesses the outermost frame names the process.
+        processes["worker process" if "spawn_main" in frames[0] else "HTTP process"] += int(count)
         areas[area_of(list(reversed(frames)))] += int(count)
         functions[frames[-1]] += int(count)
     shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"POST /ticket, hey -n {args.requests} -c 50: {result['rps']:.0f} req/s; {total} busy samples of the service\n")
-    print("| area | share of samples |\n| --- | ---: |")
+    print("| process | share of samples |\n| --- | ---: |")
+    for name, count in processes.most_common():
+        print(f"| {name} | {count / total:.0%} |")
+    print("\n| area | share of samples |\n| --- | ---: |")
     for name, count in areas.most_common():
         print(f"| {name} | {count / total:.0%} |")
     print("\nhottest functions (self time):")

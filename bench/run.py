@@ -33,6 +33,10 @@ from myticket.repository import load_queries  # noqa: E402
 
 QUERIES = load_queries(ROOT / "bench" / "sql")
 TICKET = ROOT / "bench" / "ticket.txt"
+BASELINE_SCENARIOS = {
+    "GET /ping -n 20000 -c 50": ("-n", "20000", "-c", "50"),
+    "POST, body read, nothing stored -n 20000 -c 50": ("-n", "20000", "-c", "50", "-m", "POST", "-D", str(TICKET)),
+}
 
 
 def hey(url: str, *args: str) -> dict:
@@ -91,11 +95,11 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def wait_ready(base: str, timeout: float = 60) -> None:
+def wait_ready(base: str, timeout: float = 60, path: str = "/ready") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{base}/ready", timeout=2) as response:
+            with urllib.request.urlopen(f"{base}{path}", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
@@ -161,11 +165,15 @@ def main() -> int:
         if args.uvloop else ["-m", "myticket"]
     )
     service = subprocess.Popen([sys.executable, *launcher, "serve", *args.serve_args.split()], cwd=ROOT, env=env)
+    baseline_port = args.port + 1
+    baseline = subprocess.Popen([sys.executable, str(ROOT / "bench" / "baseline_app.py"), str(baseline_port)])
     worker = subprocess.Popen([sys.executable, "-m", "myticket", "worker"], cwd=ROOT, env=env) if args.worker_process else None
     base = f"http://127.0.0.1:{args.port}"
     rows: dict[str, list[dict]] = {}
+    baseline_rows: dict[str, list[dict]] = {}
     try:
         wait_ready(base)
+        wait_ready(f"http://127.0.0.1:{baseline_port}", path="/ping")
         db = Database(database_url)
         for repeat in range(args.repeats):
             print(f"repeat {repeat + 1}/{args.repeats}", file=sys.stderr)
@@ -178,13 +186,16 @@ def main() -> int:
             for name, hey_args in scenarios.items():
                 url = f"{base}/ping" if "ping" in name else f"{base}/ticket"
                 rows.setdefault(name, []).append(run_hey_scenario(db, url, *hey_args))
+            for name, hey_args in BASELINE_SCENARIOS.items():
+                path = "/ping" if "ping" in name else "/ticket"
+                baseline_rows.setdefault(name, []).append(hey(f"http://127.0.0.1:{baseline_port}{path}", *hey_args))
             name = f"distinct tickets x{args.distinct} -c {args.concurrency}"
             rows.setdefault(name, []).append(
                 run_distinct(db, args.port, args.distinct, seed=repeat + 1, concurrency=args.concurrency)
             )
         rss = peak_rss_mib(service.pid)
     finally:
-        for process in (service, worker):
+        for process in (service, worker, baseline):
             if process is not None:
                 process.terminate()
                 process.wait(timeout=30)
@@ -208,6 +219,14 @@ def main() -> int:
             f"| {median('p99') * 1000:.1f} | {median('non2xx'):.0f} | {median('errors'):.0f} | {median('ok'):.0f} "
             f"| {median('stored'):.0f}{'' if stored_ok else ' (MISMATCH)'} | {processed} |"
         )
+    baseline_ping = statistics.median(result["rps"] for result in baseline_rows["GET /ping -n 20000 -c 50"])
+    print("\nCalibration, same run: bench/baseline_app.py, a bare aiohttp app that stores nothing\n")
+    print("| bare aiohttp | req/s | x its /ping | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: | ---: |")
+    for name, results in baseline_rows.items():
+        rps = statistics.median(result["rps"] for result in results)
+        print(f"| {name} | {rps:.0f} | {rps / baseline_ping:.2f} "
+              f"| {statistics.median(result['p50'] for result in results) * 1000:.1f} "
+              f"| {statistics.median(result['p99'] for result in results) * 1000:.1f} |")
     mismatches = [name for name, results in rows.items()
                   if "ping" not in name and any(result["stored"] != result["ok"] for result in results)]
     if mismatches:
