@@ -36,8 +36,9 @@ AREAS = (
 )
 
 
-# Leaf frames that are waits, not work: the event loop's poll, the idle spool thread.
-IDLE_LEAVES = ("EpollSelector.select", "_worker (concurrent/futures/thread.py")
+# Leaf frames that are waits, not work: the event loop's poll, the idle spool thread,
+# multiprocessing's resource tracker reading its pipe.
+IDLE_LEAVES = ("EpollSelector.select", "_worker (concurrent/futures/thread.py", "main (multiprocessing/resource_tracker.py")
 
 
 def area_of(frames: list[str]) -> str:
@@ -94,8 +95,9 @@ def main() -> int:
         if frames[-1].startswith(IDLE_LEAVES):
             continue
         total += int(count)
-        # With --subprocesses the outermost frame names the process.
-        processes["worker process" if "spawn_main" in frames[0] else "HTTP process"] += int(count)
+        # With --subprocesses the outer frames name the process, then its child if any.
+        process = [frame for frame in frames[:2] if frame.startswith("process ")][-1]
+        processes["worker process" if "spawn_main" in process else "HTTP process"] += int(count)
         areas[area_of(list(reversed(frames)))] += int(count)
         functions[frames[-1]] += int(count)
     shutil.rmtree(workdir, ignore_errors=True)
