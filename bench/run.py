@@ -146,7 +146,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=200, help="clients of the distinct-ticket load")
     parser.add_argument("--serve-args", default="", help="extra arguments for myticket serve")
     parser.add_argument("--worker-process", action="store_true", help="also start `myticket worker` (with --serve-args=--no-worker)")
-    parser.add_argument("--uvloop", action="store_true", help="run the service on uvloop (pip install uvloop first)")
+    parser.add_argument(
+        "--uvloop", action="store_true",
+        help="run the HTTP process on uvloop, for measurement only: with aiopg it does not reconnect after a "
+             "PostgreSQL outage (aiopg issue #909)",
+    )
     args = parser.parse_args()
     if shutil.which("hey") is None:
         print("bench: hey is missing; install it with: apt-get install -y hey", file=sys.stderr)
