@@ -35,8 +35,12 @@ SHUTDOWN_TIMEOUT_SECONDS = 8
 CHILD_STOP_SECONDS = SHUTDOWN_TIMEOUT_SECONDS + 5
 # How often a worker process sends its metric tallies to its HTTP process.
 WORKER_REPORT_SECONDS = 1.0
-# Pause before a worker process that died is started again.
+# Pause before a worker process that died is started again; it doubles with each death
+# that follows a short life (a worker that cannot start must not fill the log every
+# second), up to the maximum.
 WORKER_RESTART_SECONDS = 1.0
+WORKER_RESTART_MAX_SECONDS = 30.0
+WORKER_SHORT_LIFE_SECONDS = 60.0
 
 
 def serve(settings: Settings, *, reuse_port: bool = False, process_index: int = 0) -> None:
@@ -186,14 +190,19 @@ def _stop_when_parent_dies(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def restart_delay(short_lives: int) -> float:
+    """Seconds before restarting a worker that died after `short_lives` short lives in a row."""
+    return min(WORKER_RESTART_MAX_SECONDS, WORKER_RESTART_SECONDS * 2 ** max(0, short_lives - 1))
+
+
 class WorkerProcess:
     """The ticket worker in a child process of an HTTP process, started, watched and
     stopped from that process's event loop.
 
     Its metric tallies arrive through a pipe and are merged into this process's
-    metrics, so one /metrics shows both. A worker process that dies is started again
-    after WORKER_RESTART_SECONDS: tickets stay pending in PostgreSQL meanwhile, and
-    intake goes on.
+    metrics, so one /metrics shows both (a worker killed with SIGKILL loses at most its
+    last second of counts). A worker process that dies is started again after
+    `restart_delay`: tickets stay pending in PostgreSQL meanwhile, and intake goes on.
     """
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
@@ -204,11 +213,8 @@ class WorkerProcess:
         self._reports: Connection | None = None
         self._stopping = False
         self._restart: asyncio.TimerHandle | None = None
-        self.starts = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        self._started_at = 0.0
+        self._short_lives = 0
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -219,7 +225,7 @@ class WorkerProcess:
         process.start()
         child_end.close()
         self._process, self._reports = process, reports
-        self.starts += 1
+        self._started_at = time.monotonic()
         loop.add_reader(reports.fileno(), self._receive_reports)
         loop.add_reader(process.sentinel, self._on_exit)
         log.info("worker process %d started", process.pid)
@@ -242,11 +248,14 @@ class WorkerProcess:
         self._reports.close()
         if self._stopping:
             return
+        short_life = time.monotonic() - self._started_at < WORKER_SHORT_LIFE_SECONDS
+        self._short_lives = self._short_lives + 1 if short_life else 0
+        delay = restart_delay(self._short_lives)
         log.error(
             "worker process %d exited with code %s; starting another in %g s",
-            self._process.pid, self._process.exitcode, WORKER_RESTART_SECONDS,
+            self._process.pid, self._process.exitcode, delay,
         )
-        self._restart = loop.call_later(WORKER_RESTART_SECONDS, self.start)
+        self._restart = loop.call_later(delay, self.start)
 
     def request_stop(self) -> None:
         """SIGTERM: the worker finishes its current batch and exits."""

@@ -18,6 +18,7 @@ import pytest
 
 from bench.loadgen import SendResult, make_tickets, send_tickets
 from myticket.embedded import EmbeddedPostgres
+from myticket.server import restart_delay
 
 from .conftest import PROJECT_ROOT, Db, emptied_database, private_server
 from .waiting import wait_until
@@ -336,3 +337,8 @@ async def test_no_process_of_the_service_outlives_it_when_it_is_killed(service, 
         return not any(is_alive(pid) for pid in spawned)
 
     await wait_until(all_gone, timeout=30, what="the processes the killed service left to stop")
+
+
+@pytest.mark.parametrize(("short_lives", "seconds"), [(0, 1), (1, 1), (2, 2), (3, 4), (5, 16), (6, 30), (40, 30)])
+def test_a_worker_that_keeps_dying_is_restarted_less_and_less_often(short_lives, seconds):
+    assert restart_delay(short_lives) == seconds
