@@ -4,6 +4,10 @@ Everything runs on this machine: an embedded PostgreSQL with its default durabil
 (fsync and synchronous_commit on), the service as `myticket serve`, and the load from
 hey and from bench/loadgen.py. Figures are medians of --repeats runs; compare them as
 ratios within one run, as the machine is shared and noisy. Never part of `make test`.
+
+The CPU columns are the CPU time the service's processes (worker included) and
+PostgreSQL's used during a load, divided by its 2xx answers; for distinct tickets the
+load lasts until the worker has processed them all. They show where the two cores go.
 """
 
 from __future__ import annotations
@@ -95,6 +99,40 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process, plus that of its children it has reaped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used by named process trees (the service, PostgreSQL) so far."""
+
+    def __init__(self, roots: dict[str, list[int]]) -> None:
+        self.roots = roots
+
+    def read(self) -> dict[str, float]:
+        totals = {}
+        for name, pids in self.roots.items():
+            tree = [tree_pid for pid in pids for tree_pid in (pid, *_safe_children(pid))]
+            totals[name] = sum(_cpu_seconds(pid) for pid in tree)
+        return totals
+
+    def per_request(self, before: dict[str, float], count: int) -> dict[str, float]:
+        after = self.read()
+        return {f"{name}_us": (after[name] - before[name]) * 1e6 / max(count, 1) for name in after}
+
+
+def _safe_children(pid: int) -> list[int]:
+    try:
+        return _children(pid)
+    except FileNotFoundError:
+        return []
+
+
 def wait_ready(base: str, timeout: float = 60, path: str = "/ready") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -108,18 +146,22 @@ def wait_ready(base: str, timeout: float = 60, path: str = "/ready") -> None:
     raise SystemExit("the service did not become ready")
 
 
-def run_hey_scenario(db: Database, url: str, *args: str) -> dict:
+def run_hey_scenario(db: Database, meter: CpuMeter, url: str, *args: str) -> dict:
     db.wait_for_empty_backlog(600)
     before = db.value("count_tickets")
+    cpu_before = meter.read()
     result = hey(url, *args)
+    result.update(meter.per_request(cpu_before, result["ok"]))
     result["stored"] = db.value("count_tickets") - before
     return result
 
 
-def run_distinct(db: Database, port: int, count: int, seed: int, concurrency: int) -> dict:
+def run_distinct(db: Database, meter: CpuMeter, port: int, count: int, seed: int, concurrency: int) -> dict:
+    """Send distinct tickets and wait until all are processed; CPU counts intake and processing."""
     db.wait_for_empty_backlog(600)
     bodies = make_tickets(count, seed=seed)
     before = db.value("count_tickets")
+    cpu_before = meter.read()
     started = time.monotonic()
     sent = asyncio.run(send_tickets("127.0.0.1", port, bodies, concurrency=concurrency))
     acked_at = time.monotonic()
@@ -134,6 +176,7 @@ def run_distinct(db: Database, port: int, count: int, seed: int, concurrency: in
         "non2xx": sum(sent.statuses.values()) - ok,
         "errors": sent.connection_errors,
         "stored": db.value("count_tickets") - before,
+        **meter.per_request(cpu_before, ok),
     }
 
 
@@ -179,6 +222,8 @@ def main() -> int:
         wait_ready(base)
         wait_ready(f"http://127.0.0.1:{baseline_port}", path="/ping")
         db = Database(database_url)
+        postmaster = int((workdir / "pgdata" / "postmaster.pid").read_text().split()[0])
+        meter = CpuMeter({"service": [service.pid, *([worker.pid] if worker else [])], "postgres": [postmaster]})
         for repeat in range(args.repeats):
             print(f"repeat {repeat + 1}/{args.repeats}", file=sys.stderr)
             scenarios = {
@@ -189,13 +234,13 @@ def main() -> int:
             }
             for name, hey_args in scenarios.items():
                 url = f"{base}/ping" if "ping" in name else f"{base}/ticket"
-                rows.setdefault(name, []).append(run_hey_scenario(db, url, *hey_args))
+                rows.setdefault(name, []).append(run_hey_scenario(db, meter, url, *hey_args))
             for name, hey_args in BASELINE_SCENARIOS.items():
                 path = "/ping" if "ping" in name else "/ticket"
                 baseline_rows.setdefault(name, []).append(hey(f"http://127.0.0.1:{baseline_port}{path}", *hey_args))
             name = f"distinct tickets x{args.distinct} -c {args.concurrency}"
             rows.setdefault(name, []).append(
-                run_distinct(db, args.port, args.distinct, seed=repeat + 1, concurrency=args.concurrency)
+                run_distinct(db, meter, args.port, args.distinct, seed=repeat + 1, concurrency=args.concurrency)
             )
         rss = peak_rss_mib(service.pid)
     finally:
@@ -210,8 +255,9 @@ def main() -> int:
     variant = " ".join(filter(None, [args.serve_args, "+ myticket worker" if args.worker_process else "", "uvloop" if args.uvloop else ""]))
     print(f"\nmyticket bench: {args.repeats} repeats, medians; {args.processes} HTTP process(es) {variant}; "
           f"{os.cpu_count()} cores; peak RSS of the service {rss:.0f} MiB\n")
-    print("| scenario | req/s | x /ping | p50 ms | p99 ms | non-2xx | errors | 2xx | rows stored | processed/s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| scenario | req/s | x /ping | p50 ms | p99 ms | non-2xx | errors | 2xx | rows stored | processed/s "
+          "| service CPU µs/2xx | PostgreSQL CPU µs/2xx |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, results in rows.items():
         def median(key: str) -> float:
             return statistics.median(result[key] for result in results)
@@ -221,7 +267,8 @@ def main() -> int:
         print(
             f"| {name} | {median('rps'):.0f} | {median('rps') / ping:.2f} | {median('p50') * 1000:.1f} "
             f"| {median('p99') * 1000:.1f} | {median('non2xx'):.0f} | {median('errors'):.0f} | {median('ok'):.0f} "
-            f"| {median('stored'):.0f}{'' if stored_ok else ' (MISMATCH)'} | {processed} |"
+            f"| {median('stored'):.0f}{'' if stored_ok else ' (MISMATCH)'} | {processed} "
+            f"| {median('service_us'):.0f} | {median('postgres_us'):.0f} |"
         )
     baseline_ping = statistics.median(result["rps"] for result in baseline_rows["GET /ping -n 20000 -c 50"])
     print("\nCalibration, same run: bench/baseline_app.py, a bare aiohttp app that stores nothing\n")
