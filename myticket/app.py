@@ -17,9 +17,7 @@ from .repository import DatabaseUnavailable, Repository
 from .spool import Spool
 from .routes import RETRY_AFTER_UNAVAILABLE, ApiError, setup_routes
 from .server import WorkerProcess
-from .typedefs import (
-    EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID, WORKER_PROCESS,
-)
+from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID
 from .worker import TicketWorker
 
 log = logging.getLogger(__name__)
@@ -127,7 +125,6 @@ async def worker_process_context(app: web.Application) -> AsyncIterator[None]:
     the shutdown begins, so it finishes its batch while the HTTP requests drain."""
     worker = WorkerProcess(app[SETTINGS], app[METRICS])
     worker.start()
-    app[WORKER_PROCESS] = worker
 
     async def request_stop(_app: web.Application) -> None:
         worker.request_stop()

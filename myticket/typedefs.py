@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from .spool import Spool
     from .metrics import Metrics
     from .repository import Repository
-    from .server import WorkerProcess
 
 SETTINGS = web.AppKey("settings", "Settings")
 METRICS = web.AppKey("metrics", "Metrics")
@@ -21,7 +20,6 @@ INGEST = web.AppKey("ingest", "GroupCommitIngest")
 EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
 STORE = web.AppKey("store", "DurableStore")
 SPOOL = web.AppKey("spool", "Spool | None")
-WORKER_PROCESS = web.AppKey("worker_process", "WorkerProcess")
 
 # The delivery id of the ticket a request carries, for log lines about that request.
 TICKET_ID = web.RequestKey("ticket_id", str)
