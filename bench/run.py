@@ -37,9 +37,17 @@ from myticket.repository import load_queries  # noqa: E402
 
 QUERIES = load_queries(ROOT / "bench" / "sql")
 TICKET = ROOT / "bench" / "ticket.txt"
+# The hey loads of each repeat: the path they hit and hey's arguments.
+SCENARIOS = {
+    "seed: hey -m POST -D bench/ticket.txt": ("/ticket", ("-m", "POST", "-D", str(TICKET))),
+    "POST /ticket -n 20000 -c 50": ("/ticket", ("-n", "20000", "-c", "50", "-m", "POST", "-D", str(TICKET))),
+    "POST /ticket -n 20000 -c 200": ("/ticket", ("-n", "20000", "-c", "200", "-m", "POST", "-D", str(TICKET))),
+    "GET /ping -n 20000 -c 50": ("/ping", ("-n", "20000", "-c", "50")),
+}
+# The calibration rows against the bare aiohttp app: their label, and the load they repeat.
 BASELINE_SCENARIOS = {
-    "GET /ping -n 20000 -c 50": ("-n", "20000", "-c", "50"),
-    "POST, body read, nothing stored -n 20000 -c 50": ("-n", "20000", "-c", "50", "-m", "POST", "-D", str(TICKET)),
+    "GET /ping -n 20000 -c 50": "GET /ping -n 20000 -c 50",
+    "POST, body read, nothing stored -n 20000 -c 50": "POST /ticket -n 20000 -c 50",
 }
 
 
@@ -80,7 +88,7 @@ class Database:
 def peak_rss_mib(pid: int) -> float:
     """Peak resident memory (VmHWM) of a process and its children, in MiB."""
     total = 0
-    for candidate in [pid, *_children(pid)]:
+    for candidate in _process_tree(pid):
         try:
             status = Path(f"/proc/{candidate}/status").read_text()
         except FileNotFoundError:
@@ -89,13 +97,16 @@ def peak_rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        for child in children:
-            found.append(int(child))
-            found.extend(_children(int(child)))
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it; one that exits meanwhile is left out."""
+    found = [pid]
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        children = [int(child) for task in tasks for child in (task / "children").read_text().split()]
+    except FileNotFoundError:
+        return found
+    for child in children:
+        found.extend(_process_tree(child))
     return found
 
 
@@ -117,20 +128,12 @@ class CpuMeter:
     def read(self) -> dict[str, float]:
         totals = {}
         for name, pids in self.roots.items():
-            tree = [tree_pid for pid in pids for tree_pid in (pid, *_safe_children(pid))]
-            totals[name] = sum(_cpu_seconds(pid) for pid in tree)
+            totals[name] = sum(_cpu_seconds(tree_pid) for pid in pids for tree_pid in _process_tree(pid))
         return totals
 
     def per_request(self, before: dict[str, float], count: int) -> dict[str, float]:
         after = self.read()
         return {f"{name}_us": (after[name] - before[name]) * 1e6 / max(count, 1) for name in after}
-
-
-def _safe_children(pid: int) -> list[int]:
-    try:
-        return _children(pid)
-    except FileNotFoundError:
-        return []
 
 
 def wait_ready(base: str, timeout: float = 60, path: str = "/ready") -> None:
@@ -226,18 +229,11 @@ def main() -> int:
         meter = CpuMeter({"service": [service.pid, *([worker.pid] if worker else [])], "postgres": [postmaster]})
         for repeat in range(args.repeats):
             print(f"repeat {repeat + 1}/{args.repeats}", file=sys.stderr)
-            scenarios = {
-                "seed: hey -m POST -D bench/ticket.txt": ("-m", "POST", "-D", str(TICKET)),
-                "POST /ticket -n 20000 -c 50": ("-n", "20000", "-c", "50", "-m", "POST", "-D", str(TICKET)),
-                "POST /ticket -n 20000 -c 200": ("-n", "20000", "-c", "200", "-m", "POST", "-D", str(TICKET)),
-                "GET /ping -n 20000 -c 50": ("-n", "20000", "-c", "50"),
-            }
-            for name, hey_args in scenarios.items():
-                url = f"{base}/ping" if "ping" in name else f"{base}/ticket"
-                rows.setdefault(name, []).append(run_hey_scenario(db, meter, url, *hey_args))
-            for name, hey_args in BASELINE_SCENARIOS.items():
-                path = "/ping" if "ping" in name else "/ticket"
-                baseline_rows.setdefault(name, []).append(hey(f"http://127.0.0.1:{baseline_port}{path}", *hey_args))
+            for name, (path, hey_args) in SCENARIOS.items():
+                rows.setdefault(name, []).append(run_hey_scenario(db, meter, f"{base}{path}", *hey_args))
+            for label, name in BASELINE_SCENARIOS.items():
+                path, hey_args = SCENARIOS[name]
+                baseline_rows.setdefault(label, []).append(hey(f"http://127.0.0.1:{baseline_port}{path}", *hey_args))
             name = f"distinct tickets x{args.distinct} -c {args.concurrency}"
             rows.setdefault(name, []).append(
                 run_distinct(db, meter, args.port, args.distinct, seed=repeat + 1, concurrency=args.concurrency)
