@@ -34,8 +34,12 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_SPOOL_MAX_BYTES",
     "MYTICKET_WEBHOOK_SECRET",
     "MYTICKET_READ_TIMEOUT_SECONDS",
+    "MYTICKET_EMBEDDED_PORT",
 )
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
+# The embedded PostgreSQL's fixed port: stable across restarts (psql, scripts and a
+# second command find it where it was), and not 5432, where a system PostgreSQL listens.
+DEFAULT_EMBEDDED_PORT = 5499
 
 
 class ConfigError(ValueError):
@@ -77,6 +81,8 @@ class Settings:
     # loop instead of inside it; or "inline", tasks in the HTTP process's event loop.
     run_worker: bool = True
     worker_placement: str = "process"
+    # Port of the embedded PostgreSQL (used only when database_url is None).
+    embedded_port: int = DEFAULT_EMBEDDED_PORT
 
     @property
     def pgdata_dir(self) -> Path:
@@ -168,6 +174,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         webhook_secret=environ.get("MYTICKET_WEBHOOK_SECRET") or None,
         read_timeout_seconds=_positive_seconds(environ, "MYTICKET_READ_TIMEOUT_SECONDS", 30.0),
         worker_placement=_choice(environ, "MYTICKET_WORKER", WORKER_PLACEMENTS),
+        embedded_port=_integer(environ, "MYTICKET_EMBEDDED_PORT", DEFAULT_EMBEDDED_PORT, maximum=65535),
     )
 
 
