@@ -332,9 +332,16 @@ class Repository:
             ],
         }
 
-    async def products(self, *, limit: int, after: str | None) -> list[dict[str, Any]]:
-        rows = await self._fetch("products_page", {"limit": limit, "after": after})
-        return [_product(row) for row in rows]
+    async def products(self, *, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the catalogue and the `after` of the next page, None on the last.
+
+        One row more than `limit` is fetched: only its presence tells a full last page
+        from a page that has a successor.
+        """
+        rows = await self._fetch("products_page", {"limit": limit + 1, "after": after})
+        page = [_product(row) for row in rows[:limit]]
+        next_after = page[-1]["product_id"] if len(rows) > limit else None
+        return page, next_after
 
     async def product(self, *, product_id: str) -> dict[str, Any] | None:
         rows = await self._fetch("product_by_id", {"product_id": product_id})

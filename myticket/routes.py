@@ -215,8 +215,7 @@ async def list_products(request: web.Request) -> web.Response:
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ApiError(400, f"limit must be between 1 and {MAX_PAGE_SIZE}")
     after = request.query.get("after") or None
-    products = await request.app[REPOSITORY].products(limit=limit, after=after)
-    next_after = products[-1]["product_id"] if len(products) == limit else None
+    products, next_after = await request.app[REPOSITORY].products(limit=limit, after=after)
     return web.json_response({"products": products, "next_after": next_after}, dumps=json_dumps)
 
 

@@ -13,7 +13,8 @@ WHERE ticket_id = %(id)s::uuid
 ORDER BY line_number;
 
 -- name: products_page
--- One page of the catalogue, keyset-paginated by product_id.
+-- One page of the catalogue, keyset-paginated by product_id. The caller asks for one row
+-- more than the page holds, to know whether a next page exists.
 SELECT product_id, name, price, first_seen_at, last_seen_at, times_seen
 FROM products
 WHERE %(after)s::text IS NULL OR product_id > %(after)s::text

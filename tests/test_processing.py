@@ -185,6 +185,24 @@ async def test_read_api_paginates_products_and_answers_404_json(quiet_app):
     assert "limit" in (await bad_limit.json())["error"]
 
 
+async def test_a_full_last_page_of_products_has_no_next_page(quiet_app):
+    repository = quiet_app.server.app[REPOSITORY]
+    now = datetime.now(timezone.utc)
+    await repository.store_tickets(
+        tickets=[ticket_with(str(n), f"P{n}", f"N{n}", "1.00", received_at=now) for n in range(4)]
+    )
+    await TicketWorker(repository, Metrics()).drain()
+
+    first = await (await quiet_app.get("/products?limit=2")).json()
+    assert [p["product_id"] for p in first["products"]] == ["P0", "P1"]
+    assert first["next_after"] == "P1"
+    last = await (await quiet_app.get(f"/products?limit=2&after={first['next_after']}")).json()
+    assert [p["product_id"] for p in last["products"]] == ["P2", "P3"]
+    assert last["next_after"] is None
+    whole = await (await quiet_app.get("/products?limit=4")).json()
+    assert len(whole["products"]) == 4 and whole["next_after"] is None
+
+
 async def test_identical_bodies_on_two_workers_give_one_processed_and_the_rest_duplicates(quiet_app, db):
     repository = quiet_app.server.app[REPOSITORY]
     now = datetime.now(timezone.utc)
