@@ -33,7 +33,49 @@ _NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULT
 
 
 class DatabaseUnavailable(Exception):
-    """PostgreSQL could not be reached or refused the work; the caller may retry later."""
+    """PostgreSQL could not be reached or refused the work; the caller may retry later.
+
+    Its message is one line with the driver's detail, for logs; `reason` is a short
+    class of the failure without host, port or driver wording, for answers to clients.
+    """
+
+    @property
+    def reason(self) -> str:
+        return classify_database_failure(self.__cause__)
+
+
+# Substrings of driver messages (lower case), and the short reason each stands for.
+_FAILURE_REASONS = (
+    ("connection refused", "connection refused"),
+    ("could not translate host name", "host name not found"),
+    ("timeout", "timeout"),
+    ("timed out", "timeout"),
+    ("server closed the connection", "connection lost"),
+    ("connection already closed", "connection lost"),
+    ("terminating connection", "server shutting down"),
+    ("database system is shutting down", "server shutting down"),
+    ("database system is starting up", "server starting up"),
+    ("database system is in recovery mode", "server starting up"),
+    ("password authentication failed", "authentication failed"),
+    ("does not exist", "database or role does not exist"),
+    ("too many clients", "too many connections"),
+    ("no space left", "disk full"),
+    ("read-only transaction", "read-only"),
+)
+DATABASE_FAILURE_REASONS = frozenset(reason for _, reason in _FAILURE_REASONS)
+
+
+def classify_database_failure(exc: BaseException | None) -> str:
+    """A short reason for a driver error, or its type name when none is recognised."""
+    if exc is None:
+        return "unknown"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    message = str(exc).lower()
+    for fragment, reason in _FAILURE_REASONS:
+        if fragment in message:
+            return reason
+    return type(exc).__name__
 
 
 # Errors of the database's state, not of our data: the server is gone, restarting,
@@ -177,8 +219,9 @@ class ClaimedBatch:
 
 
 def _unavailable(what: str, exc: BaseException) -> DatabaseUnavailable:
-    """The domain error for a driver error, naming the operation that met it."""
-    return DatabaseUnavailable(f"{what}: {str(exc).strip() or type(exc).__name__}")
+    """The domain error for a driver error, naming the operation that met it, on one
+    line (libpq's messages carry newlines and tabs)."""
+    return DatabaseUnavailable(f"{what}: {' '.join(str(exc).split()) or type(exc).__name__}")
 
 
 def _money(amount: Decimal | None) -> str | None:

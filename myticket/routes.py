@@ -68,8 +68,10 @@ async def ready(request: web.Request) -> web.Response:
     """Readiness: tickets can be stored durably now.
 
     200 `ready` when the database answers and every shipped migration is applied;
-    200 `spooling` when the database does not answer but the spool takes tickets;
-    503 when neither can store a ticket.
+    200 `spooling` when the database does not answer but the spool takes tickets (the
+    next ticket goes to the spool, so `spool.mode` is true);
+    503 when neither can store a ticket. The database's failure is given as a short
+    reason: driver text spans lines and names the database's host and port.
     """
     app = request.app
     spool = app[SPOOL]
@@ -84,9 +86,11 @@ async def ready(request: web.Request) -> web.Response:
     try:
         applied = await app[REPOSITORY].applied_migrations()
     except DatabaseUnavailable as exc:
+        database = f"unavailable: {exc.reason}"
         if spool_state is not None and spool_state["problem"] is None and spool_state["bytes"] < spool.max_bytes:
-            return web.json_response({"status": "spooling", "database": f"unavailable: {exc}", "spool": spool_state})
-        raise ApiError(503, f"database unavailable: {exc}", retry_after=RETRY_AFTER_UNAVAILABLE) from exc
+            spool_state["mode"] = True
+            return web.json_response({"status": "spooling", "database": database, "spool": spool_state})
+        raise ApiError(503, f"database {database}", retry_after=RETRY_AFTER_UNAVAILABLE) from exc
     missing = sorted(app[EXPECTED_MIGRATIONS] - applied)
     if missing:
         raise ApiError(503, f"migrations not applied: {', '.join(missing)}", retry_after=RETRY_AFTER_UNAVAILABLE)

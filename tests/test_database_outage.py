@@ -6,12 +6,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from myticket.app import init_app
 from myticket.config import Settings
 from myticket.embedded import EmbeddedPostgres
+from myticket.repository import DATABASE_FAILURE_REASONS, DatabaseUnavailable
+from myticket.typedefs import REPOSITORY
 
 from .conftest import CP1252_TICKET, REFERENCE_TICKET, Db, emptied_database, private_server
 from .waiting import wait_until
@@ -98,6 +101,35 @@ async def test_database_down_spools_then_replays_the_exact_bytes(aiohttp_client,
     metrics = await (await client.get("/metrics")).text()
     assert "myticket_tickets_spooled_total 2" in metrics
     assert "myticket_tickets_replayed_total 2" in metrics
+
+
+async def test_ready_while_spooling_reports_spool_mode_and_a_short_one_line_reason(aiohttp_client, own_server, own_db, outage_settings):
+    client = await aiohttp_client(await init_app(outage_settings))
+    port = urlsplit(own_server.url).port
+
+    own_server.stop(mode="immediate")
+    try:
+        # No ticket arrived since the database went down: the next one would be spooled.
+        # A pooled connection may fail with another short reason; a new one is refused.
+        for _ in range(2):
+            ready = await client.get("/ready")
+            assert ready.status == 200
+            state = await ready.json()
+            assert state["status"] == "spooling"
+            assert state["spool"]["mode"] is True
+            reason = state["database"].removeprefix("unavailable: ")
+            assert reason in DATABASE_FAILURE_REASONS, state["database"]
+            answer = await ready.text()
+            assert not any(part in answer for part in ("\\n", "\\t", "127.0.0.1", str(port))), answer
+        assert state["database"] == "unavailable: connection refused"
+        # The error itself, as logged, is one line with the driver's detail.
+        with pytest.raises(DatabaseUnavailable) as raised:
+            await client.server.app[REPOSITORY].applied_migrations()
+        assert raised.value.reason == "connection refused"
+        assert "\n" not in str(raised.value) and "\t" not in str(raised.value)
+        assert str(raised.value).startswith("applied_migrations: Connection refused Is the server running")
+    finally:
+        await restart_and_wait_ready(client, own_server)
 
 
 @pytest.mark.parametrize("problem", ["not-writable", "full"])
