@@ -107,6 +107,39 @@ def _column_positions(fields: list[str]) -> dict[str, int] | None:
     return None
 
 
+def _check_header_names(fields: list[str], line_number: int) -> tuple[int, ...]:
+    """Reject a header naming a required column twice (which one holds the value?); return
+    the positions of unnamed columns, whose values would otherwise vanish unseen."""
+    names = [field.strip().lower() for field in fields]
+    for column in REQUIRED_COLUMNS:
+        if names.count(column) > 1:
+            raise TicketParseError(f"line {line_number}: CSV header has {names.count(column)} {column} columns")
+    return tuple(position for position, name in enumerate(names) if not name)
+
+
+def _is_split_decimal(units: str, cents: str, row: str) -> bool:
+    """True when the row ends with `digits,1-2 digits`, unquoted and unspaced: a price
+    written with a decimal comma that the comma delimiter cut in two."""
+    return (
+        units.isascii() and units.isdigit()
+        and 1 <= len(cents) <= 2 and cents.isascii() and cents.isdigit()
+        and row.endswith(f"{units},{cents}")
+    )
+
+
+def _fit_row(fields: list[str], width: int, row: str, line_number: int, price_is_last: bool,
+             warnings: list[str]) -> list[str]:
+    """A row whose field count differs from the header's is never truncated nor padded:
+    the one case with a certain meaning (a split decimal-comma price) is mended with a
+    warning, anything else rejects the ticket."""
+    if len(fields) == width + 1 and price_is_last and _is_split_decimal(fields[-2], fields[-1], row):
+        price = parse_amount(f"{fields[-2]}.{fields[-1]}", what=f"line {line_number}: price")
+        warnings.append(f"line {line_number}: price {fields[-2]},{fields[-1]} has an unquoted decimal comma; read as {price}")
+        return [*fields[:-2], str(price)]
+    noun = "field" if len(fields) == 1 else "fields"
+    raise TicketParseError(f"line {line_number}: {len(fields)} {noun}, the header has {width}")
+
+
 def parse_ticket(body: bytes) -> ParsedTicket:
     """Parse one ticket body, or raise TicketParseError naming the line at fault."""
     text, encoding = _decode(body)
@@ -129,7 +162,8 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         line = lines[index].strip()
         key, colon, value = line.partition(":")
         if not colon:
-            columns = _column_positions(_csv_fields(line, index + 1))
+            header_fields = _csv_fields(line, index + 1)
+            columns = _column_positions(header_fields)
             if columns is None:
                 raise TicketParseError(f'line {index + 1}: header line "{line}" is not "Key: Value"')
             warnings.append("no blank line between the header and the product section")
@@ -158,15 +192,26 @@ def parse_ticket(body: bytes) -> ParsedTicket:
                 f"line {index + 1}: CSV header has no {', '.join(missing)} column"
                 f"{'s' if len(missing) > 1 else ''} (expected product,product_id,price)"
             )
+    unnamed = _check_header_names(header_fields, index + 1)
+    width = len(header_fields)
+    price_is_last = columns["price"] == width - 1
     index += 1
 
     ticket_lines: list[TicketLine] = []
     for offset, raw_line in enumerate(lines[index:]):
         line_number = index + offset + 1
-        if not raw_line.strip():
+        row_text = raw_line.strip()
+        if not row_text:
             continue
-        fields = _csv_fields(raw_line.strip(), line_number)
-        row = {column: fields[position].strip() if position < len(fields) else "" for column, position in columns.items()}
+        fields = _csv_fields(row_text, line_number)
+        if len(fields) != width:
+            fields = _fit_row(fields, width, row_text, line_number, price_is_last, warnings)
+        for position in unnamed:
+            if fields[position].strip():
+                raise TicketParseError(
+                    f'line {line_number}: field {position + 1} "{fields[position].strip()}" is under a column the header leaves unnamed'
+                )
+        row = {column: fields[position].strip() for column, position in columns.items()}
         for column in REQUIRED_COLUMNS:
             if column != "price" and not row[column]:
                 raise TicketParseError(f"line {line_number}: missing {column}")

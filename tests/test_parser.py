@@ -118,7 +118,21 @@ def test_warnings_never_reject(body, warning):
         (REFERENCE_TICKET.replace(b",2\n", b",99999999999\n"), 'line 7: price "99999999999" is too large'),
         (REFERENCE_TICKET.replace(b",aZde,", b",,"), "line 6: missing product_id"),
         (REFERENCE_TICKET.replace(b"Formule(s) midi,", b","), "line 6: missing product"),
-        (REFERENCE_TICKET.replace(b"IZ8z,2\n", b"\n"), "line 7: missing product_id"),
+        (REFERENCE_TICKET.replace(b",IZ8z,2\n", b"\n"), "line 7: 1 field, the header has 3"),
+        (REFERENCE_TICKET + b"Eau,E1\n", "line 8: 2 fields, the header has 3"),
+        (REFERENCE_TICKET.replace(b",2\n", b",1.50,extra,fields\n"), "line 7: 5 fields, the header has 3"),
+        (REFERENCE_TICKET.replace(b",2\n", b",1,50,7\n"), "line 7: 5 fields, the header has 3"),
+        (REFERENCE_TICKET.replace(b",2\n", b",1,500\n"), "line 7: 4 fields, the header has 3"),
+        (REFERENCE_TICKET.replace(b",2\n", b",1a,50\n"), "line 7: 4 fields, the header has 3"),
+        (REFERENCE_TICKET.replace(b",2\n", b",1.5,0\n"), "line 7: 4 fields, the header has 3"),
+        (REFERENCE_TICKET.replace(b",2\n", b",1, 50\n"), "line 7: 4 fields, the header has 3"),
+        (REFERENCE_TICKET.replace(b",2\n", b',"1",50\n'), "line 7: 4 fields, the header has 3"),
+        (REFERENCE_TICKET.replace(b",2\n", b",1,\xd9\xa5\n"), "line 7: 4 fields, the header has 3"),
+        (REFERENCE_TICKET.replace(b",2\n", b",\xd9\xa1,50\n"), "line 7: 4 fields, the header has 3"),
+        (REFERENCE_TICKET.replace(b",2\n", b",2,\n"), "line 7: 4 fields, the header has 3"),
+        (b"Order: 1\n\nproduct,price,product_id\nA,14,90,7\n", "line 4: 4 fields, the header has 3"),
+        (b"Order: 1\n\nproduct,product_id,price,PRICE\nA,B,14,90\n", "line 3: CSV header has 2 price columns"),
+        (b"Order: 1\n\nproduct,product_id,price,\nA,B,14,90\n", 'line 4: field 4 "90" is under a column the header leaves unnamed'),
         (b"Order: 1\nVAT: 1\nTotal: 2\n", "no product section (expected a blank line then a CSV header)"),
         (b"Order: 1\nTotal: 2\n\n\n  \n", "no product section (expected a blank line then a CSV header)"),
         (b"Order: 1\n\nproduct,product_id,price\n", "the product section has no product lines"),
@@ -134,7 +148,11 @@ def test_warnings_never_reject(body, warning):
     ],
     ids=[
         "price-not-number", "price-negative", "price-empty", "price-3-decimals", "price-too-large",
-        "missing-product-id", "missing-product", "short-row", "no-product-section", "only-blank-lines",
+        "missing-product-id", "missing-product", "short-row", "short-row-2-fields", "long-row-words",
+        "long-row-two-extra", "long-row-3-decimals", "long-row-units-not-digits", "long-row-dotted-units",
+        "long-row-spaced-comma", "long-row-quoted-units", "long-row-non-ascii-cents", "long-row-non-ascii-units", "long-row-empty-extra",
+        "long-row-price-not-last", "header-price-twice", "value-under-unnamed-column",
+        "no-product-section", "only-blank-lines",
         "no-lines", "missing-column", "bad-header-line", "header-without-key", "vat-not-number",
         "total-empty", "bad-quotes", "nul-byte", "not-text", "empty",
     ],
@@ -143,6 +161,29 @@ def test_rejections_say_where_and_why(body, message):
     with pytest.raises(TicketParseError) as raised:
         parse_ticket(body)
     assert str(raised.value).startswith(message)
+
+
+DECIMAL_COMMA_ROWS = {
+    "two-cents": (b"product,product_id,price\nFormule midi,M009,14,90\n", "14,90", Decimal("14.90")),
+    "one-cent-digit": (b"product,product_id,price\nFormule midi,M009,14,9\n", "14,9", Decimal("14.90")),
+    "extra-columns-before-price": (b"product,qty,product_id,price\nFormule midi,1,M009,14,90\n", "14,90", Decimal("14.90")),
+    "quoted-name": (b'product,product_id,price\n"Formule, midi",M009,14,05\n', "14,05", Decimal("14.05")),
+}
+
+
+@pytest.mark.parametrize(("csv_part", "written", "price"), DECIMAL_COMMA_ROWS.values(), ids=DECIMAL_COMMA_ROWS.keys())
+def test_unquoted_decimal_comma_in_a_last_price_column_is_read_with_a_warning(csv_part, written, price):
+    # No Total header: the warning about the comma is the only hint there is.
+    ticket = parse_ticket(b"Order: 9\n\n" + csv_part)
+
+    assert [(line.product_id, line.price) for line in ticket.lines] == [("M009", price)]
+    assert f"line 4: price {written} has an unquoted decimal comma; read as {price}" in ticket.warnings
+
+
+def test_rows_under_a_header_with_extra_columns_may_leave_them_empty():
+    body = b"Order: 1\n\nproduct,product_id,price,\nA,B,14.90,\nC,D,2, \n"
+    ticket = parse_ticket(body)
+    assert [line.price for line in ticket.lines] == [Decimal("14.90"), Decimal("2.00")]
 
 
 @pytest.mark.parametrize(
