@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import weakref
 from datetime import datetime, timezone
 
 import psycopg2
@@ -35,6 +36,46 @@ BACKLOG_REFRESH_SECONDS = 1.0
 # Under load every ingest batch sends a wake-up; starting drains at most this often lets
 # each claim take a fuller batch (fewer, larger transactions) at a small cost in lag.
 MIN_DRAIN_INTERVAL_SECONDS = 0.05
+
+
+class DatabaseOutageLog:
+    """Logs a database outage when it begins and when it ends, not at every retry.
+
+    Each worker loop retries every `idle_poll_seconds`: a warning per retry and per loop
+    buried the log during an outage. The loops of one process share one log (through
+    their repository), so a state change is logged once whatever the number of loops.
+    """
+
+    def __init__(self) -> None:
+        self._down_since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def failed(self, exc: Exception, *, retry_seconds: float) -> None:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("worker paused, database unavailable: %s; retrying every %gs", reason, retry_seconds)
+        else:
+            log.debug("worker still paused, database unavailable: %s", reason)
+
+    def answered(self) -> None:
+        if self._down_since is not None:
+            log.warning("database answers again after %.1fs; worker resumed", time.monotonic() - self._down_since)
+            self._down_since = None
+
+
+_outage_logs: weakref.WeakKeyDictionary[Repository, DatabaseOutageLog] = weakref.WeakKeyDictionary()
+
+
+def outage_log_for(repository: Repository) -> DatabaseOutageLog:
+    """The outage log shared by every worker on `repository` (the loops of one process)."""
+    outage_log = _outage_logs.get(repository)
+    if outage_log is None:
+        outage_log = _outage_logs[repository] = DatabaseOutageLog()
+    return outage_log
 
 
 def merge_sighting(sightings: dict[str, ProductSighting], ticket: ClaimedTicket, product_id: str, name, price) -> None:
@@ -79,8 +120,10 @@ class TicketWorker:
         batch_size: int = 200,
         max_attempts: int = 3,
         idle_poll_seconds: float = 1.0,
+        outage_log: DatabaseOutageLog | None = None,
     ) -> None:
         self._repository = repository
+        self._outage_log = outage_log if outage_log is not None else outage_log_for(repository)
         self._metrics = metrics
         self.batch_size = batch_size
         self.max_attempts = max_attempts
@@ -198,12 +241,14 @@ class TicketWorker:
                         drain_started = time.monotonic()
                         await self.drain(stop)
                         await self.refresh_backlog()
+                        if not stop.is_set():  # drain stopped before touching the database otherwise
+                            self._outage_log.answered()
                         await self._wait_for_wakeup(wakeups, stop)
                         pause = MIN_DRAIN_INTERVAL_SECONDS - (time.monotonic() - drain_started)
                         if pause > 0:
                             await _wait_or_stop(stop, pause)
             except (DatabaseUnavailable, psycopg2.Error) as exc:
-                log.warning("worker paused, database unavailable: %s", exc)
+                self._outage_log.failed(exc, retry_seconds=self.idle_poll_seconds)
                 await _wait_or_stop(stop, self.idle_poll_seconds)
             except Exception:
                 # A bug must not silently end processing for the life of the process.

@@ -3,7 +3,9 @@ nothing is acknowledged. Spooled tickets reach PostgreSQL once it answers again.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,8 +15,10 @@ import pytest
 from myticket.app import init_app
 from myticket.config import Settings
 from myticket.embedded import EmbeddedPostgres
-from myticket.repository import DATABASE_FAILURE_REASONS, DatabaseUnavailable
+from myticket.metrics import Metrics
+from myticket.repository import DATABASE_FAILURE_REASONS, DatabaseUnavailable, Repository
 from myticket.typedefs import REPOSITORY
+from myticket.worker import TicketWorker
 
 from .conftest import CP1252_TICKET, REFERENCE_TICKET, Db, emptied_database, private_server
 from .waiting import wait_until
@@ -130,6 +134,44 @@ async def test_ready_while_spooling_reports_spool_mode_and_a_short_one_line_reas
         assert str(raised.value).startswith("applied_migrations: Connection refused Is the server running")
     finally:
         await restart_and_wait_ready(client, own_server)
+
+
+async def test_worker_logs_an_outage_once_when_it_begins_and_once_when_it_ends(own_server, own_db, caplog):
+    caplog.set_level(logging.DEBUG, logger="myticket.worker")
+    repository = await Repository.connect(own_server.url)
+    # Two loops on one repository, as in a process; a short poll makes many retries.
+    workers = [TicketWorker(repository, Metrics(), idle_poll_seconds=0.05) for _ in range(2)]
+    stop = asyncio.Event()
+    loops = [asyncio.create_task(worker.run(stop)) for worker in workers]
+
+    def worker_messages(level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "myticket.worker" and r.levelno >= level]
+
+    async def retried_ten_times() -> bool:
+        return sum("database unavailable" in message for message in worker_messages(logging.DEBUG)) >= 10
+
+    async def both_loops_resumed() -> bool:
+        resumed = any("answers again" in message for message in worker_messages(logging.WARNING))
+        return resumed and all(worker.idle.is_set() for worker in workers)
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(worker.idle.wait() for worker in workers)), timeout=15)
+        own_server.stop(mode="immediate")
+        await wait_until(retried_ten_times, timeout=30, what="the worker loops to retry ten times")
+        own_server.start()
+        await wait_until(both_loops_resumed, timeout=30, what="both worker loops to resume")
+    finally:
+        stop.set()
+        await asyncio.gather(*loops)
+        await repository.close()
+        if not own_server.is_running():
+            own_server.start()
+
+    warnings = worker_messages(logging.WARNING)
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("worker paused, database unavailable: ")
+    assert warnings[1].startswith("database answers again after ")
+    assert all("\n" not in message for message in warnings)
 
 
 @pytest.mark.parametrize("problem", ["not-writable", "full"])
