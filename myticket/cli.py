@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib.metadata
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 
 from .config import ConfigError, Settings, configure_logging, load_settings, mask_password
 
@@ -18,29 +21,46 @@ log = logging.getLogger("myticket")
 
 
 @contextlib.contextmanager
-def resolved_database(settings: Settings) -> Iterator[Settings]:
-    """Settings with a database URL: DATABASE_URL, or an embedded server we start and stop."""
+def resolved_database(settings: Settings, *, may_take_over: bool = False) -> Iterator[Settings]:
+    """Settings with a database URL: DATABASE_URL, or the embedded server.
+
+    The embedded server is started if it is not running, and then stopped at exit; one
+    that was already running (another command's) is used and left running. `serve`
+    passes `may_take_over`: it adopts a server whose starter died, and stops it at exit.
+    """
     if settings.database_url is not None:
         yield settings
         return
     from .embedded import EmbeddedPostgres
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    server = EmbeddedPostgres(settings.pgdata_dir)
-    url = server.start()
+    server = EmbeddedPostgres(settings.pgdata_dir, port=settings.embedded_port)
+    url = server.start(take_over_orphan=may_take_over)
     try:
         yield dataclasses.replace(settings, database_url=url)
     finally:
-        log.info("stopping embedded PostgreSQL")
-        server.stop()
+        if server.started_here:
+            log.info("stopping embedded PostgreSQL (started by this process)")
+            server.stop()
+
+
+def embedded_database_url(settings: Settings) -> tuple[str, bool]:
+    """The embedded server's URL (where it runs, else where it would start), and whether it runs."""
+    from .embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(settings.pgdata_dir, port=settings.embedded_port)
+    running = server.running_url()
+    return (running, True) if running is not None else (server.url, False)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="myticket",
         description="Receive cash-register tickets on a webhook and store them in PostgreSQL.",
-        epilog="Configuration comes from the environment: see README.md.",
+        epilog="Configuration comes from the environment: see README.md. "
+        "worker, migrate and reprocess apply pending migrations first, like serve.",
     )
+    parser.add_argument("--version", action="version", version=f"myticket {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="apply migrations, then serve HTTP (and run the worker)")
     serve.add_argument("--no-worker", action="store_true", help="do not process tickets in this process")
@@ -52,13 +72,45 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="process pending tickets until SIGTERM, without serving HTTP")
     reprocess = commands.add_parser("reprocess", help="put tickets back to pending so the worker parses them again")
     reprocess.add_argument(
-        "--status", choices=REQUEUEABLE_STATUSES, default="rejected", help="which tickets (default: rejected)"
+        "--status", choices=REQUEUEABLE_STATUSES, default=None,
+        help="which tickets (default: rejected; with --id, either)",
     )
     reprocess.add_argument(
         "--since", type=_iso_datetime, default=None, metavar="ISO-DATE",
         help="only tickets received at or after this date or time (UTC unless it says otherwise)",
     )
+    reprocess.add_argument("--id", type=_ticket_id, default=None, metavar="UUID", help="only this ticket")
+    reprocess.add_argument(
+        "--dry-run", action="store_true", help="print the tickets that would be put back to pending; change nothing"
+    )
+    commands.add_parser(
+        "database-url",
+        help="print the database URL (DATABASE_URL, or the embedded server's) for psql and scripts",
+    )
+    send = commands.add_parser(
+        "send", help="POST a ticket file to a running service (signed when MYTICKET_WEBHOOK_SECRET is set)"
+    )
+    send.add_argument("file", type=Path, help="the ticket file, sent as its exact bytes")
+    send.add_argument(
+        "--url", default=None, help="the webhook URL (default: http://127.0.0.1:HTTP_PORT/ticket)"
+    )
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("myticket")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        from . import __version__
+
+        return __version__
+
+
+def _ticket_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ticket id (a UUID)") from None
 
 
 # Processed tickets are not requeued: their lines are already counted in the catalogue.
@@ -79,13 +131,35 @@ def _iso_datetime(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
-async def _reprocess(settings: Settings, *, status: str, since: datetime | None) -> int:
+async def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
+    """Requeue (or with --dry-run, list) the chosen tickets; return the exit code."""
     from .repository import Repository
 
     assert settings.database_url is not None
+    if args.status is not None:
+        statuses: tuple[str, ...] = (args.status,)
+    else:
+        statuses = REQUEUEABLE_STATUSES if args.id is not None else ("rejected",)
+    chosen = {"statuses": statuses, "since": args.since, "ticket_id": args.id}
+    what = " or ".join(statuses)
     repository = await Repository.connect(settings.database_url)
     try:
-        return await repository.requeue(status=status, since=since)
+        if args.dry_run:
+            candidates = await repository.requeue_candidates(**chosen)
+            for ticket in candidates:
+                reason = " ".join((ticket.error or "").split())
+                print(f"{ticket.id}\t{ticket.status}\t{ticket.received_at.isoformat()}\t{reason}")
+            print(f"dry run: {len(candidates)} {what} tickets would be put back to pending")
+            count = len(candidates)
+        else:
+            count = await repository.requeue(**chosen)
+            print(f"{count} {what} tickets put back to pending")
+        if args.id is not None and count == 0:
+            status = await repository.ticket_status(ticket_id=args.id)
+            reason = "no such ticket" if status is None else f"it is {status}, not {what}"
+            print(f"myticket: ticket {args.id} not requeued: {reason}", file=sys.stderr)
+            return 1
+        return 0
     finally:
         await repository.close()
 
@@ -98,13 +172,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"myticket: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if args.command == "database-url":
+        return _print_database_url(settings)
+    if args.command == "send":
+        from .send import SendError, send_ticket
+
+        try:
+            return send_ticket(settings, args.file, url=args.url)
+        except SendError as exc:
+            print(f"myticket: send: {exc}", file=sys.stderr)
+            return 1
 
     from .embedded import EmbeddedPostgresError
     from .migrate import apply_migrations
     from .repository import DatabaseUnavailable
+    from .server import ListenError, bind_listeners, set_process_title
 
+    sockets = []
+    if args.command == "serve":
+        # Before any side effect: a port in use or a bad HTTP_HOST must change nothing.
+        try:
+            sockets = bind_listeners(settings.http_host, settings.http_port)
+        except ListenError as exc:
+            print(f"myticket: {exc}", file=sys.stderr)
+            return 1
     try:
-        with resolved_database(settings) as settings:
+        with resolved_database(settings, may_take_over=args.command == "serve") as settings:
             assert settings.database_url is not None
             log.info("database %s", mask_password(settings.database_url))
             apply_migrations(settings.database_url)
@@ -112,20 +205,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .server import serve_processes
 
                 processes = args.processes or settings.http_processes
-                return serve_processes(dataclasses.replace(settings, run_worker=not args.no_worker), processes)
+                return serve_processes(
+                    dataclasses.replace(settings, run_worker=not args.no_worker), processes, sockets
+                )
             elif args.command == "worker":
                 from .server import run_worker_loops
 
+                set_process_title("worker")
                 asyncio.run(run_worker_loops(settings))
             elif args.command == "reprocess":
-                count = asyncio.run(_reprocess(settings, status=args.status, since=args.since))
-                print(f"{count} {args.status} tickets put back to pending")
+                return asyncio.run(_reprocess(settings, args))
     except EmbeddedPostgresError as exc:
         print(f"myticket: embedded PostgreSQL: {exc}", file=sys.stderr)
         return 1
     except DatabaseUnavailable as exc:
         print(f"myticket: database unavailable: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    finally:
+        for sock in sockets:
+            sock.close()
+    return 0
+
+
+def _print_database_url(settings: Settings) -> int:
+    """For `psql "$(myticket database-url)"` and scripts: the URL on stdout, notes on stderr."""
+    if settings.database_url is not None:
+        print(settings.database_url)
+        return 0
+    url, running = embedded_database_url(settings)
+    print(url)
+    if not running:
+        print("myticket: the embedded PostgreSQL is not running now; `make run` starts it", file=sys.stderr)
     return 0
 
 

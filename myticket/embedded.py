@@ -3,17 +3,27 @@
 Used when DATABASE_URL is unset (`make run`) and by the tests. We drive the wheel's
 `initdb`/`pg_ctl` binaries ourselves rather than through its `get_server()` helper,
 because we need a TCP port on 127.0.0.1 (so hey, psql and other processes can reach
-it), an explicit stop/start (the tests stop the database mid-run), and to adopt a
-server left running by a process that was killed.
+it), an explicit stop/start (the tests stop the database mid-run), and to share a
+server with the other commands using the same data directory.
+
+Who stops the server: only its owner, the process that started it (`started_here`).
+A command that finds it already running (a `reprocess` or `worker` beside `make run`)
+uses it and leaves it running. The owner's pid is kept beside pgdata; a server whose
+owner died (kill -9) may be taken over, so that the next `serve` stops it at its own
+shutdown. Checking and starting happen under a file lock beside pgdata, so two
+commands starting at once never both try to start it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import socket
 import subprocess
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -26,6 +36,20 @@ class EmbeddedPostgresError(RuntimeError):
     pass
 
 
+def _one_line(output: bytes) -> str:
+    return " ".join(output.decode(errors="replace").split())
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -36,6 +60,8 @@ class EmbeddedPostgres:
     """One PostgreSQL cluster in `pgdata`, listening on 127.0.0.1 only, trust auth."""
 
     def __init__(self, pgdata: Path, *, port: int | None = None) -> None:
+        """`port`: where to listen if we start the server (None: any free port, for tests).
+        A server already running on `pgdata` keeps the port it has."""
         try:
             with warnings.catch_warnings():
                 # The wheel's package import asks platformdirs for a runtime dir and
@@ -52,6 +78,8 @@ class EmbeddedPostgres:
         self.port = port
         # PostgreSQL refuses to run as root, and so does pg_ctl (even for `status`).
         self._os_user: str | None = SERVER_OS_USER if os.geteuid() == 0 else None
+        # True once this object has started the server: only then may it stop it.
+        self.started_here = False
 
     @property
     def url(self) -> str:
@@ -94,32 +122,82 @@ class EmbeddedPostgres:
             return None
         if status.returncode != 0:
             return None
-        lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
-        return int(lines[3])
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+            return int(lines[3])
+        except (OSError, IndexError, ValueError):  # stopping right now: its pid file is going
+            return None
 
     def is_running(self) -> bool:
         return self._running_port() is not None
 
-    def start(self) -> str:
-        """Initialise pgdata if new, start (or adopt) the server; return its URL."""
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[None]:
+        """Serialise check-then-start between processes; the lock dies with its holder."""
+        lock_path = self.pgdata.parent / f".{self.pgdata.name}.start.lock"
+        with lock_path.open("a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            yield
+
+    @property
+    def _owner_file(self) -> Path:
+        return self.pgdata.parent / f".{self.pgdata.name}.owner"
+
+    def _owner_is_alive(self) -> bool:
+        try:
+            owner = int(self._owner_file.read_text())
+            os.kill(owner, 0)
+        except (OSError, ValueError):  # no owner recorded, or it is gone
+            return False
+        return True
+
+    def _become_owner(self) -> None:
+        self.started_here = True
+        self._owner_file.write_text(str(os.getpid()))
+
+    def start(self, *, take_over_orphan: bool = False) -> str:
+        """Initialise pgdata if new and start the server, or use the one already running
+        on this pgdata, and return its URL. A running server is left to its owner
+        (`started_here` stays False) unless its owner is dead and `take_over_orphan`."""
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.pgdata.chmod(0o700)
-        self._prepare_for_root()
-        if not (self.pgdata / "PG_VERSION").exists():
-            log.info("initialising embedded PostgreSQL in %s", self.pgdata)
-            result = self._run(
-                "initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
-                "--locale=C", timeout=120,
-            )
-            if result.returncode != 0:
-                raise EmbeddedPostgresError(f"initdb failed: {result.stdout.decode(errors='replace')}")
-        running = self._running_port()
-        if running is not None:
-            self.port = running
-            log.info("adopting embedded PostgreSQL already running on 127.0.0.1:%d", running)
-            return self.url
+        with self._start_lock():
+            self._prepare_for_root()
+            running = self._running_port()
+            if running is None:
+                self._initialise()
+                self._start_server()
+                self._become_owner()
+            elif take_over_orphan and not self._owner_is_alive():
+                self.port = running
+                self._become_owner()
+                log.info("embedded PostgreSQL on 127.0.0.1:%d outlived the process that started it; "
+                         "this one takes it over and stops it at exit", running)
+            else:
+                self.port = running
+                log.info("using embedded PostgreSQL already running on 127.0.0.1:%d "
+                         "(left running at exit: this process did not start it)", running)
+        return self.url
+
+    def _initialise(self) -> None:
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        log.info("initialising embedded PostgreSQL in %s", self.pgdata)
+        result = self._run(
+            "initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+            "--locale=C", timeout=120,
+        )
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(f"initdb failed: {_one_line(result.stdout)}")
+
+    def _start_server(self) -> None:
         if self.port is None:
             self.port = _free_port()
+        elif not _port_is_free(self.port):
+            raise EmbeddedPostgresError(
+                f"127.0.0.1:{self.port} is already in use by another program; "
+                "set MYTICKET_EMBEDDED_PORT to a free port"
+            )
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' -c max_connections=200"
         result = self._run(
             "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.pgdata),
@@ -129,15 +207,25 @@ class EmbeddedPostgres:
             log_tail = ""
             server_log = self.pgdata / "server.log"
             if server_log.exists():
-                log_tail = server_log.read_text(errors="replace")[-2000:]
-            raise EmbeddedPostgresError(
-                f"pg_ctl start failed: {result.stdout.decode(errors='replace')} {log_tail}"
-            )
+                log_tail = server_log.read_text(errors="replace")[-500:]
+            raise EmbeddedPostgresError(f"pg_ctl start failed: {_one_line(result.stdout)} {' '.join(log_tail.split())}")
         log.info("embedded PostgreSQL listening on 127.0.0.1:%d (data in %s)", self.port, self.pgdata)
+
+    def running_url(self) -> str | None:
+        """The URL of a server running on this pgdata, or None; starts nothing."""
+        if not (self.pgdata / "PG_VERSION").exists():
+            return None
+        port = self._running_port()
+        if port is None:
+            return None
+        self.port = port
         return self.url
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; `mode` is pg_ctl's: smart, fast or immediate."""
         result = self._run("pg_ctl", "stop", "-w", "-t", "60", "-m", mode, "-D", str(self.pgdata), timeout=90)
         if result.returncode != 0 and self._running_port() is not None:
-            raise EmbeddedPostgresError(f"pg_ctl stop failed: {result.stdout.decode(errors='replace')}")
+            raise EmbeddedPostgresError(f"pg_ctl stop failed: {_one_line(result.stdout)}")
+        if self.started_here:
+            self._owner_file.unlink(missing_ok=True)
+            self.started_here = False

@@ -144,6 +144,16 @@ class ProductSighting:
     times_seen: int = 1
 
 
+@dataclass(frozen=True)
+class RequeueCandidate:
+    """A ticket `myticket reprocess` would put back to pending."""
+
+    id: str
+    status: str
+    received_at: datetime
+    error: str | None
+
+
 class ClaimedBatch:
     """Pending tickets locked in one open transaction; `save` writes their results in it."""
 
@@ -327,8 +337,21 @@ class Repository:
     async def count_pending(self) -> int:
         return (await self._fetch("count_pending"))[0][0]
 
-    async def requeue(self, *, status: str, since: datetime | None) -> int:
-        return (await self._fetch("requeue_tickets", {"status": status, "since": since}))[0][0]
+    async def requeue(self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None) -> int:
+        """Put the matching tickets back to pending; return how many."""
+        params = {"statuses": list(statuses), "since": since, "id": ticket_id}
+        return (await self._fetch("requeue_tickets", params))[0][0]
+
+    async def requeue_candidates(
+        self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None
+    ) -> list[RequeueCandidate]:
+        """What `requeue` would put back to pending, oldest first; changes nothing."""
+        params = {"statuses": list(statuses), "since": since, "id": ticket_id}
+        return [RequeueCandidate(*row) for row in await self._fetch("requeue_candidates", params)]
+
+    async def ticket_status(self, *, ticket_id: str) -> str | None:
+        rows = await self._fetch("ticket_status", {"id": ticket_id})
+        return rows[0][0] if rows else None
 
     @contextlib.asynccontextmanager
     async def ticket_notifications(self) -> AsyncIterator[asyncio.Queue]:

@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
@@ -43,17 +44,68 @@ WORKER_RESTART_MAX_SECONDS = 30.0
 WORKER_SHORT_LIFE_SECONDS = 60.0
 
 
-def serve(settings: Settings, *, reuse_port: bool = False, process_index: int = 0) -> None:
-    """Serve in this process until SIGTERM or SIGINT."""
+class ListenError(Exception):
+    """The HTTP address cannot be listened on; the message is one line naming why."""
+
+
+def bind_listeners(host: str, port: int) -> list[socket.socket]:
+    """Bound sockets for every address `host` resolves to, or ListenError.
+
+    `serve` binds before any other side effect (starting PostgreSQL, migrating, a
+    worker), so that a port in use or a bad HTTP_HOST changes nothing.
+    """
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"HTTP_HOST: cannot resolve {host!r} ({exc.strerror})") from None
+    sockets: list[socket.socket] = []
+    bound: set[tuple] = set()
+    try:
+        for family, kind, protocol, _name, address in addresses:
+            if address in bound:
+                continue
+            bound.add(address)
+            sock = socket.socket(family, kind, protocol)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise ListenError(
+            f"cannot listen on HTTP_HOST={host} HTTP_PORT={port}: {exc.strerror or exc}"
+        ) from None
+    return sockets
+
+
+def set_process_title(role: str) -> None:
+    """Name this process in ps/top (`myticket: worker`), so an operator sees which is which."""
+    import setproctitle
+
+    setproctitle.setproctitle(f"myticket: {role}")
+
+
+def serve(
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    process_index: int = 0,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve in this process until SIGTERM or SIGINT, on `sockets` when given (bound
+    beforehand by the caller), else on HTTP_HOST:HTTP_PORT."""
     from aiohttp import web
 
     from .app import init_app
 
     web.run_app(
         init_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        reuse_port=reuse_port,
+        host=None if sockets else settings.http_host,
+        port=None if sockets else settings.http_port,
+        sock=sockets or None,
+        reuse_port=None if sockets else reuse_port,
         # aiohttp closes a connection that has not sent a complete request head within
         # keepalive_timeout: this is also the header read timeout for slow senders.
         keepalive_timeout=settings.read_timeout_seconds,
@@ -68,14 +120,23 @@ def _child(settings: Settings, process_index: int, parent_pid: int) -> None:
 
     configure_logging(settings.log_level)
     _stop_when_parent_dies(parent_pid)
+    set_process_title(f"http {process_index}")
     serve(settings, reuse_port=True, process_index=process_index)
 
 
-def serve_processes(settings: Settings, processes: int) -> int:
-    """Run `processes` server processes on one port; return the exit code."""
+def serve_processes(settings: Settings, processes: int, sockets: list[socket.socket]) -> int:
+    """Run `processes` server processes on one port; return the exit code.
+
+    `sockets` were bound by the caller before anything else happened. One process
+    serves on them; several close them and each binds the port with SO_REUSEPORT.
+    """
     if processes == 1:
-        serve(settings)
+        set_process_title("serve")
+        serve(settings, sockets=sockets)
         return 0
+    for sock in sockets:
+        sock.close()
+    set_process_title(f"serve (supervisor of {processes} http processes)")
     context = multiprocessing.get_context("spawn")
     children = []
     for index in range(processes):
@@ -173,6 +234,7 @@ def _worker_child(settings: Settings, reports: Connection, parent_pid: int) -> N
 
     configure_logging(settings.log_level)
     _stop_when_parent_dies(parent_pid)
+    set_process_title("worker")
     # Ctrl-C reaches the whole process group; the HTTP process decides when this
     # process stops (SIGTERM), after its own requests are answered.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

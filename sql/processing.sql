@@ -94,14 +94,30 @@ RETURNING status;
 SELECT count(*) FROM tickets WHERE status = 'pending';
 
 -- name: requeue_tickets
--- Puts tickets of one status (optionally received since a date) back to pending so
--- that the worker parses them again, and wakes the workers once.
+-- Puts the chosen tickets (of the given statuses, optionally received since a date,
+-- optionally one id) back to pending so that the worker parses them again, and wakes
+-- the workers once.
 WITH requeued AS (
     UPDATE tickets
     SET status = 'pending', attempts = 0, error = NULL, warnings = '{}',
         processed_at = NULL, duplicate_of = NULL
-    WHERE status = %(status)s
+    WHERE status = ANY(%(statuses)s::text[])
       AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
+      AND (%(id)s::uuid IS NULL OR id = %(id)s::uuid)
     RETURNING 1
 )
 SELECT count(*), pg_notify('myticket_tickets', '') FROM requeued;
+
+-- name: requeue_candidates
+-- What requeue_tickets would put back to pending, with the same filters, oldest first:
+-- for `myticket reprocess --dry-run`.
+SELECT id::text, status, received_at, error
+FROM tickets
+WHERE status = ANY(%(statuses)s::text[])
+  AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
+  AND (%(id)s::uuid IS NULL OR id = %(id)s::uuid)
+ORDER BY received_at, id;
+
+-- name: ticket_status
+-- One ticket's status, to explain why `reprocess --id` found nothing to requeue.
+SELECT status FROM tickets WHERE id = %(id)s::uuid;

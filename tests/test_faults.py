@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,17 +17,12 @@ from bench.loadgen import SendResult, make_tickets, send_tickets
 from myticket.embedded import EmbeddedPostgres
 from myticket.server import restart_delay
 
-from .conftest import PROJECT_ROOT, Db, emptied_database, private_server
+from .conftest import Db, emptied_database, private_server
+from .service_process import Service
 from .waiting import wait_until
 
 BURST = 5000
 CLIENTS = 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -41,57 +33,6 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostg
 @pytest.fixture
 def db(postgres: EmbeddedPostgres) -> Iterator[Db]:
     yield from emptied_database(postgres)
-
-
-class Service:
-    """`python -m myticket serve` in a subprocess, restartable on the same data directory."""
-
-    def __init__(self, database_url: str, data_dir: Path, **extra_env: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ, "DATABASE_URL": database_url, "HTTP_PORT": str(self.port), "HTTP_HOST": "127.0.0.1",
-            "MYTICKET_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", **extra_env,
-        }
-        self.log = data_dir / "service.log"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.process: subprocess.Popen | None = None
-
-    async def start(self) -> None:
-        if self.process is not None:
-            await asyncio.to_thread(self.process.wait)  # reap the previous, killed or stopped
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "myticket", "serve"], cwd=PROJECT_ROOT, env=self.env,
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        await wait_until(self.ready, timeout=60, what="the service to answer /ready")
-
-    async def ready_state(self) -> dict | None:
-        try:
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"{self.base}/ready", timeout=aiohttp.ClientTimeout(total=5)) as response:
-                    return await response.json() if response.status == 200 else None
-        except aiohttp.ClientError:
-            return None
-
-    async def ready(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"service exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-        return await self.ready_state() is not None
-
-    async def spool_drained(self) -> bool:
-        state = await self.ready_state()
-        return state is not None and state["status"] == "ready" and state["spool"]["tickets"] == 0
-
-    def signal(self, signal_number: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal_number)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture
@@ -218,8 +159,7 @@ async def test_kill_9_while_spooling_loses_nothing_after_restart(service, postgr
 
 async def test_sigterm_under_make_run_stops_the_embedded_postgres_and_exits_0(tmp_path):
     data_dir = tmp_path / "data"
-    service = Service("", data_dir)
-    del service.env["DATABASE_URL"]  # as under `make run`: the service starts its own PostgreSQL
+    service = Service(None, data_dir)  # as under `make run`: the service starts its own PostgreSQL
     await service.start()
     try:
         burst = Burst(service, 1000, seed=106)
@@ -231,7 +171,7 @@ async def test_sigterm_under_make_run_stops_the_embedded_postgres_and_exits_0(tm
         service.stop()
 
     assert exit_code == 0
-    embedded = EmbeddedPostgres(data_dir / "pgdata")
+    embedded = EmbeddedPostgres(data_dir / "pgdata")  # a fresh handle: is anything still running?
     assert not embedded.is_running()
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
 
@@ -252,7 +192,7 @@ def child_processes() -> dict[int, list[tuple[int, bytes]]]:
 
 def worker_processes(service_pid: int) -> list[int]:
     """Spawned worker processes whose parent is `service_pid`."""
-    return [pid for pid, cmdline in child_processes().get(service_pid, []) if b"spawn_main" in cmdline]
+    return [pid for pid, cmdline in child_processes().get(service_pid, []) if cmdline.startswith(b"myticket: worker")]
 
 
 def descendants(pid: int) -> list[int]:
