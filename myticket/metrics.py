@@ -14,6 +14,7 @@ its own process sends the same tallies to the HTTP process (`take_report` there,
 from __future__ import annotations
 
 import bisect
+import enum
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,25 @@ LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 Labels = tuple[tuple[str, str], ...]
+
+
+class RefusalReason(enum.StrEnum):
+    """Why POST /ticket did not store a ticket: the `reason` label of
+    myticket_tickets_refused_total. The handler can only refuse with a member, and every
+    member is exported at 0 from the start, so a new reason cannot be left out."""
+
+    EMPTY_BODY = "empty_body"
+    TOO_LARGE = "too_large"
+    READ_TIMEOUT = "read_timeout"
+    BAD_SIGNATURE = "bad_signature"
+    OVERLOADED = "overloaded"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    SHUTTING_DOWN = "shutting_down"
+
+
+# The worker's outcomes (the final ticket statuses): the `outcome` label of
+# myticket_tickets_processed_total, each exported at 0 from the start.
+PROCESSING_OUTCOMES = ("processed", "rejected", "duplicate")
 
 
 class _Observations:
@@ -134,10 +154,21 @@ class Metrics:
         self.spool_bytes = Gauge(
             "myticket_spool_bytes", "Size of the local spool file, in bytes.", registry=self.registry
         )
+        self._export_zeros()
         # Keyed by collector name: aioprometheus collectors define __eq__, not __hash__.
         self._counts: Tally[tuple[str, Labels]] = Tally()
         self._observations: dict[tuple[str, Labels], _Observations] = {}
         self._gauges: dict[str, float] = {}
+
+    def _export_zeros(self) -> None:
+        """Every counter whose label values are known starts at 0, so that rate() and
+        alerts on it work before its first event (an absent series is not a zero)."""
+        for counter in (self.tickets_accepted, self.tickets_spooled, self.tickets_replayed):
+            counter.set({}, 0)
+        for reason in RefusalReason:
+            self.tickets_refused.set({"reason": reason.value}, 0)
+        for outcome in PROCESSING_OUTCOMES:
+            self.tickets_processed.set({"outcome": outcome}, 0)
 
     def count(self, counter: Counter, labels: Labels = (), amount: int = 1) -> None:
         self._counts[(counter.name, labels)] += amount
@@ -156,8 +187,8 @@ class Metrics:
     def accept(self) -> None:
         self.count(self.tickets_accepted)
 
-    def refuse(self, reason: str) -> None:
-        self.count(self.tickets_refused, (("reason", reason),))
+    def refuse(self, reason: RefusalReason) -> None:
+        self.count(self.tickets_refused, (("reason", reason.value),))
 
     def processed(self, outcome: str, *, lag_seconds: float) -> None:
         self.count(self.tickets_processed, (("outcome", outcome),))

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import StreamReader, web
 
 from .ingest import Overloaded, ShuttingDown
+from .metrics import RefusalReason
 from .repository import DatabaseUnavailable, IncomingTicket
 from .spool import SpoolUnavailable
 from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID
@@ -154,19 +155,19 @@ async def post_ticket(request: web.Request) -> web.Response:
     try:
         body = await read_body_within(request, settings.max_body_bytes, settings.read_timeout_seconds)
     except ApiError:
-        metrics.refuse("too_large")
+        metrics.refuse(RefusalReason.TOO_LARGE)
         raise
     except TimeoutError:
-        metrics.refuse("read_timeout")
+        metrics.refuse(RefusalReason.READ_TIMEOUT)
         raise ApiError(408, f"body not received within {settings.read_timeout_seconds:g} seconds") from None
     if settings.webhook_secret is not None:
         try:
             verify_signature(settings.webhook_secret, body, request.headers.get("X-Signature"))
         except ApiError:
-            metrics.refuse("bad_signature")
+            metrics.refuse(RefusalReason.BAD_SIGNATURE)
             raise
     if not body:
-        metrics.refuse("empty_body")
+        metrics.refuse(RefusalReason.EMPTY_BODY)
         raise ApiError(400, "empty body: expected a ticket (header lines, a blank line, then CSV)")
     ticket = IncomingTicket(
         id=str(uuid.uuid4()),
@@ -178,13 +179,13 @@ async def post_ticket(request: web.Request) -> web.Response:
     try:
         await app[INGEST].submit(ticket)
     except Overloaded:
-        metrics.refuse("overloaded")
+        metrics.refuse(RefusalReason.OVERLOADED)
         raise ApiError(503, "too many tickets waiting for storage", retry_after=RETRY_AFTER_OVERLOADED) from None
     except ShuttingDown:
-        metrics.refuse("shutting_down")
+        metrics.refuse(RefusalReason.SHUTTING_DOWN)
         raise ApiError(503, "service is shutting down", retry_after=RETRY_AFTER_OVERLOADED) from None
     except (DatabaseUnavailable, SpoolUnavailable) as exc:
-        metrics.refuse("storage_unavailable")
+        metrics.refuse(RefusalReason.STORAGE_UNAVAILABLE)
         log.warning("ticket %s not stored: %s", ticket.id, exc)
         raise ApiError(503, "storage unavailable, ticket not stored", retry_after=RETRY_AFTER_UNAVAILABLE) from None
     metrics.accept()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
+from myticket.metrics import PROCESSING_OUTCOMES, RefusalReason
 from myticket.typedefs import METRICS, REPOSITORY
 from myticket.worker import TicketWorker
 
-from .conftest import REFERENCE_TICKET
+from .conftest import PROJECT_ROOT, REFERENCE_TICKET
 from .helpers import post, settled, ticket_with
 
 
@@ -67,3 +68,29 @@ async def test_backlog_gauge_follows_pending_tickets(quiet_app):
     await worker.drain()
     await worker.refresh_backlog(force=True)
     assert sample(await (await quiet_app.get("/metrics")).text(), "myticket_pending_tickets") == 0
+
+
+async def test_counters_with_known_labels_are_exported_at_zero_before_any_event(quiet_app):
+    text = await (await quiet_app.get("/metrics")).text()
+
+    assert 'myticket_tickets_refused_total{reason="too_large"} 0' in text.splitlines()
+    for reason in RefusalReason:
+        assert sample(text, "myticket_tickets_refused_total", {"reason": reason.value}) == 0, reason
+    for outcome in PROCESSING_OUTCOMES:
+        assert sample(text, "myticket_tickets_processed_total", {"outcome": outcome}) == 0, outcome
+    for counter in ("myticket_tickets_accepted_total", "myticket_tickets_spooled_total", "myticket_tickets_replayed_total"):
+        assert sample(text, counter) == 0, counter
+
+
+async def test_a_refusal_adds_to_its_zero_series(quiet_app):
+    assert (await quiet_app.post("/ticket", data=b"")).status == 400
+
+    text = await (await quiet_app.get("/metrics")).text()
+    assert sample(text, "myticket_tickets_refused_total", {"reason": "empty_body"}) == 1
+    assert sample(text, "myticket_tickets_refused_total", {"reason": "too_large"}) == 0
+
+
+def test_the_readme_lists_every_refusal_reason_and_outcome():
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    for label in [*RefusalReason, *PROCESSING_OUTCOMES]:
+        assert f"`{label}`" in readme, label
