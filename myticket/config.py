@@ -8,6 +8,7 @@ is one line naming the variable, which the CLI prints before exiting.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,11 +107,11 @@ def _integer(environ: Mapping[str, str], name: str, default: int, *, minimum: in
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not an integer") from None
+        raise ConfigError(f"{name}: must be a whole number, got {raw!r}") from None
     if value < minimum:
-        raise ConfigError(f"{name}: {value} is below the minimum of {minimum}")
+        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{name}: {value} is above the maximum of {maximum}")
+        raise ConfigError(f"{name}: must be at most {maximum}, got {value}")
     return value
 
 
@@ -120,8 +121,11 @@ def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> 
     if raw is None:
         return choices[0]
     if raw.lower() not in choices:
-        raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+        raise ConfigError(f"{name}: must be one of {', '.join(choices)}, got {raw!r}")
     return raw.lower()
+
+
+MAX_TIMEOUT_SECONDS = 3600
 
 
 def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
@@ -131,9 +135,13 @@ def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> 
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
-    if not 0 < value <= 3600:
-        raise ConfigError(f"{name}: {value} must be between 0 and 3600 seconds")
+        value = math.nan
+    if math.isnan(value):
+        raise ConfigError(f"{name}: must be a number of seconds, got {raw!r}")
+    if value <= 0:
+        raise ConfigError(f"{name}: must be greater than 0, got {raw}")
+    if value > MAX_TIMEOUT_SECONDS:
+        raise ConfigError(f"{name}: must be at most {MAX_TIMEOUT_SECONDS}, got {raw}")
     return value
 
 
@@ -142,21 +150,24 @@ def _database_url(environ: Mapping[str, str]) -> str | None:
     if not raw:
         return None
     parts = urlsplit(raw)
+    # The URL itself is never quoted back: it may hold a password.
     if parts.scheme not in ("postgresql", "postgres"):
-        raise ConfigError(f"DATABASE_URL: scheme must be postgresql://, got {parts.scheme or 'none'!r}")
+        got = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        raise ConfigError(f"DATABASE_URL: must start with postgresql:// or postgres://, got {got}")
     if not parts.hostname and "host=" not in parts.query:
-        raise ConfigError("DATABASE_URL: no host (expected postgresql://user:password@host:port/dbname)")
+        raise ConfigError("DATABASE_URL: must name a host, as in postgresql://user:password@host:port/dbname")
     return raw
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build Settings from an environment mapping, or raise ConfigError."""
-    log_level = environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    raw_log_level = environ.get("LOG_LEVEL", "INFO").strip()
+    log_level = raw_log_level.upper() or "INFO"
     if log_level not in LOG_LEVELS:
-        raise ConfigError(f"LOG_LEVEL: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        raise ConfigError(f"LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {raw_log_level!r}")
     data_dir = Path(environ.get("MYTICKET_DATA_DIR", "").strip() or ".myticket")
     if data_dir.exists() and not data_dir.is_dir():
-        raise ConfigError(f"MYTICKET_DATA_DIR: {str(data_dir)!r} exists and is not a directory")
+        raise ConfigError(f"MYTICKET_DATA_DIR: must be a directory, got {str(data_dir)!r}, which exists and is not one")
     return Settings(
         database_url=_database_url(environ),
         http_host=environ.get("HTTP_HOST", "").strip() or "0.0.0.0",
