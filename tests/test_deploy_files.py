@@ -3,17 +3,25 @@ agree with the application: port, variable names, health path, command."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
 
+from myticket.app import init_app
 from myticket.config import ENVIRONMENT_VARIABLES, Settings
 from myticket.routes import setup_routes
 
 from .conftest import PROJECT_ROOT
+from .service_process import free_port
 
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
@@ -43,7 +51,7 @@ def test_dockerfile_port_health_path_and_user_match_the_app():
     port = Settings().http_port
     assert dockerfile_instructions("EXPOSE") == [str(port)]
     (healthcheck,) = dockerfile_instructions("HEALTHCHECK")
-    match = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", healthcheck)
+    match = re.search(r"HTTP_PORT', '(\d+)'.*http://127\.0\.0\.1:\{port\}(/\w+)", healthcheck)
     assert match and int(match[1]) == port
     assert match[2] in registered_paths() and match[2] == "/ready"
     users = dockerfile_instructions("USER")
@@ -84,3 +92,59 @@ def test_compose_keeps_the_data_directory_on_a_volume():
     data_dir = service["environment"]["MYTICKET_DATA_DIR"]
     assert any(volume.endswith(":" + data_dir) for volume in service["volumes"])
     assert f"MYTICKET_DATA_DIR={data_dir}" in DOCKERFILE.replace(" ", "")
+
+
+def healthcheck_command() -> list[str]:
+    (healthcheck,) = dockerfile_instructions("HEALTHCHECK")
+    return json.loads(healthcheck.split("CMD", 1)[1])
+
+
+async def test_dockerfile_health_check_asks_the_port_named_by_http_port(client):
+    command = [sys.executable if word == "python" else word for word in healthcheck_command()]
+    serving = {**os.environ, "HTTP_PORT": str(client.server.port)}
+    elsewhere = {**os.environ, "HTTP_PORT": str(free_port())}
+
+    healthy = await asyncio.to_thread(subprocess.run, command, env=serving, capture_output=True, timeout=30)
+    unhealthy = await asyncio.to_thread(subprocess.run, command, env=elsewhere, capture_output=True, timeout=30)
+
+    assert healthy.returncode == 0, healthy.stderr
+    assert unhealthy.returncode != 0
+
+
+def make_targets(target: str, **variables: str) -> subprocess.CompletedProcess:
+    """`make -n TARGET` with `variables` overridden: the commands it would run."""
+    overrides = [f"{name}={value}" for name, value in variables.items()]
+    return subprocess.run(
+        ["make", "-n", "-f", str(PROJECT_ROOT / "Makefile"), target, *overrides],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_make_run_installs_what_serving_needs_and_not_the_test_tools(tmp_path):
+    planned = make_targets("run", VENV=str(tmp_path / "venv")).stdout
+    installs = [line for line in planned.splitlines() if "pip install" in line and "-e" in line]
+    assert installs == [f"{tmp_path / 'venv'}/bin/pip install --quiet -e '.[embedded]'"]
+    assert "myticket serve" in planned
+
+
+async def test_make_send_signs_with_the_secret_and_does_not_echo_its_command(aiohttp_client, settings, db, tmp_path):
+    app = await init_app(dataclasses.replace(settings, webhook_secret="s3cret"))
+    client = await aiohttp_client(app)
+    stamp = tmp_path / "installed"
+    stamp.write_text("")  # newer than pyproject.toml: make installs nothing
+    command = ["make", "send", f"RUN_STAMP={stamp}", f"BIN={Path(sys.executable).parent}"]
+    environment = {**os.environ, "HTTP_PORT": str(client.server.port), "MYTICKET_WEBHOOK_SECRET": "s3cret"}
+
+    signed = await asyncio.to_thread(
+        subprocess.run, command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+    wrong = await asyncio.to_thread(
+        subprocess.run, command, cwd=PROJECT_ROOT, env={**environment, "MYTICKET_WEBHOOK_SECRET": "other"},
+        capture_output=True, text=True, timeout=60,
+    )
+
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    assert signed.stdout.splitlines()[0] == "202 Accepted"
+    assert "myticket send" not in signed.stdout + signed.stderr
+    assert wrong.returncode != 0 and wrong.stdout.splitlines()[0] == "401 Unauthorized"
+    assert db.value("count_tickets") == 1

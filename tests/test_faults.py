@@ -191,8 +191,20 @@ def child_processes() -> dict[int, list[tuple[int, bytes]]]:
 
 
 def worker_processes(service_pid: int) -> list[int]:
-    """Spawned worker processes whose parent is `service_pid`."""
+    """Worker processes whose parent is `service_pid`, once they carry their title."""
     return [pid for pid, cmdline in child_processes().get(service_pid, []) if cmdline.startswith(b"myticket: worker")]
+
+
+async def the_worker_process(service_pid: int, *, other_than: int | None = None) -> int:
+    """The pid of the one worker process of `service_pid` (a new one, with `other_than`)."""
+    found: list[int] = []
+
+    async def one_worker() -> bool:
+        found[:] = worker_processes(service_pid)
+        return len(found) == 1 and found[0] != other_than
+
+    await wait_until(one_worker, timeout=30, what="one worker process")
+    return found[0]
 
 
 def descendants(pid: int) -> list[int]:
@@ -233,8 +245,7 @@ async def all_settled(db: Db, count: int) -> None:
 
 async def test_the_worker_runs_in_its_own_process_and_its_metrics_reach_the_service(service, db):
     await service.start()
-    workers = worker_processes(service.process.pid)
-    assert len(workers) == 1 and workers[0] != service.process.pid
+    assert await the_worker_process(service.process.pid) != service.process.pid
 
     sent = await send_tickets("127.0.0.1", service.port, make_tickets(300, seed=107), concurrency=16)
     await all_settled(db, 300)
@@ -248,14 +259,11 @@ async def test_the_worker_runs_in_its_own_process_and_its_metrics_reach_the_serv
 
 async def test_a_killed_worker_process_is_replaced_and_processing_goes_on(service, db):
     await service.start()
-    [first] = worker_processes(service.process.pid)
+    first = await the_worker_process(service.process.pid)
 
     os.kill(first, signal.SIGKILL)
 
-    async def replaced() -> bool:
-        return len(workers := worker_processes(service.process.pid)) == 1 and workers[0] != first
-
-    await wait_until(replaced, timeout=30, what="a new worker process")
+    await the_worker_process(service.process.pid, other_than=first)
     sent = await send_tickets("127.0.0.1", service.port, make_tickets(100, seed=108), concurrency=8)
     assert len(sent.acked) == 100
     await all_settled(db, 100)
@@ -282,3 +290,19 @@ async def test_no_process_of_the_service_outlives_it_when_it_is_killed(service, 
 @pytest.mark.parametrize(("short_lives", "seconds"), [(0, 1), (1, 1), (2, 2), (3, 4), (5, 16), (6, 30), (40, 30)])
 def test_a_worker_that_keeps_dying_is_restarted_less_and_less_often(short_lives, seconds):
     assert restart_delay(short_lives) == seconds
+
+
+def process_title(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().strip()
+
+
+async def test_every_process_of_the_service_is_named_in_ps(service, db):
+    service.env["HTTP_PROCESSES"] = "2"
+    await service.start()
+
+    async def all_named() -> bool:
+        titles = [process_title(pid) for pid in descendants(service.process.pid) if is_alive(pid)]
+        return {"myticket: http 0", "myticket: http 1", "myticket: worker"} <= set(titles)
+
+    await wait_until(all_named, timeout=30, what="the HTTP and worker processes to carry their titles")
+    assert process_title(service.process.pid) == "myticket: serve (supervisor of 2 http processes)"
