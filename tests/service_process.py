@@ -26,7 +26,13 @@ class Service:
     """`python -m myticket serve` in a subprocess, restartable on the same data directory."""
 
     def __init__(
-        self, database_url: str | None, data_dir: Path, *, log_name: str = "service.log", **extra_env: str
+        self,
+        database_url: str | None,
+        data_dir: Path,
+        *,
+        log_name: str = "service.log",
+        serve_args: tuple[str, ...] = (),
+        **extra_env: str,
     ) -> None:
         """`database_url` None: as under `make run`, the embedded PostgreSQL in `data_dir`,
         on a free port of its own (never the default one a developer's `make run` uses)."""
@@ -42,6 +48,7 @@ class Service:
         else:
             self.env.setdefault("MYTICKET_EMBEDDED_PORT", str(free_port()))
         self.embedded = database_url is None
+        self.serve_args = serve_args
         self.data_dir = data_dir
         self.log = data_dir / log_name
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -63,7 +70,7 @@ class Service:
             await asyncio.to_thread(self.process.wait)  # reap the previous, killed or stopped
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "myticket", "serve"], cwd=PROJECT_ROOT, env=self.env,
+                self.command("serve", *self.serve_args), cwd=PROJECT_ROOT, env=self.env,
                 stdout=log, stderr=subprocess.STDOUT,
             )
         await wait_until(self.ready, timeout=60, what="the service to answer /ready")

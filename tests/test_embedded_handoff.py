@@ -176,3 +176,35 @@ def test_version_is_the_package_version():
         [sys.executable, "-m", "myticket", "--version"], capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT
     )
     assert result.stdout.strip() == f"myticket {version}"
+
+
+async def test_a_worker_outlives_the_serve_that_started_the_server_and_resumes_with_the_next(tmp_path: Path):
+    service = Service(None, tmp_path / "data", serve_args=("--no-worker",))
+    worker_log = tmp_path / "worker.log"
+    await service.start()
+    try:
+        with worker_log.open("w") as output:
+            worker = subprocess.Popen(
+                service.command("worker"), cwd=PROJECT_ROOT, env={**service.env, "LOG_LEVEL": "INFO"},
+                stdout=output, stderr=subprocess.STDOUT,
+            )
+        await wait_for_line(worker_log, "worker started", worker)
+        service.signal(signal.SIGTERM)  # stops the embedded server it started
+        assert await asyncio.to_thread(service.process.wait, 30) == 0
+        await wait_for_line(worker_log, "database unavailable", worker)
+
+        await service.start()  # the server is back at the same address
+        ticket_id = await post_ticket(service.base)
+
+        async def processed() -> bool:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{service.base}/tickets/{ticket_id}") as response:
+                    return (await response.json())["status"] == "processed"
+
+        await wait_until(processed, timeout=60, what="the standalone worker to process a ticket after the restart")
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        service.stop()
