@@ -2,7 +2,8 @@
 
 The format (see bench/ticket.txt): `Key: Value` header lines (Order, VAT, Total), one
 or more blank lines, then CSV with a header row naming the columns product,
-product_id and price. Data quality is not guaranteed, so the parser tolerates what it
+product_id and price, delimited by `,`, `;` or a tab (whichever yields those columns in
+the header row). Data quality is not guaranteed, so the parser tolerates what it
 can read without guessing (line endings, BOM, whitespace, column order, extra columns,
 decimal commas, cp1252) and rejects what it cannot, saying on which line and why.
 Money is Decimal, never float.
@@ -18,6 +19,9 @@ from decimal import Decimal, InvalidOperation
 # numeric(12,2): ten digits before the point.
 MAX_AMOUNT = Decimal("9999999999.99")
 REQUIRED_COLUMNS = ("product", "product_id", "price")
+# Tried in this order on the CSV header row; the one that yields the required columns is
+# used for that ticket's rows (French exports use `;`, with decimal commas).
+DELIMITERS = (",", ";", "\t")
 KNOWN_HEADERS = {"order": "Order", "vat": "VAT", "total": "Total"}
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -85,41 +89,93 @@ def _decode(body: bytes) -> tuple[str, str]:
         ) from None
 
 
-def _csv_fields(line: str, line_number: int) -> list[str]:
+def _csv_fields(line: str, line_number: int, delimiter: str = ",") -> list[str]:
     if '"' not in line:
         # Without quotes CSV is a plain split (csv.reader costs ten times more).
-        return [field.lstrip() for field in line.split(",")]
+        return [field.lstrip() for field in line.split(delimiter)]
     try:
-        return next(csv.reader([line], skipinitialspace=True, strict=True))
+        return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True, strict=True))
     except csv.Error as exc:
         raise TicketParseError(f"line {line_number}: malformed CSV ({exc})") from None
     except StopIteration:
         return []
 
 
-def _column_positions(fields: list[str]) -> dict[str, int] | None:
-    """Positions of the required columns when `fields` is a CSV header row, else None."""
-    positions: dict[str, int] = {}
-    for index, field in enumerate(fields):
-        positions.setdefault(field.strip().lower(), index)
-    if all(column in positions for column in REQUIRED_COLUMNS):
-        return {column: positions[column] for column in REQUIRED_COLUMNS}
-    return None
+def _column_positions(names: list[str]) -> dict[str, int] | None:
+    """Positions of the required columns when the header row's lowercased `names` hold
+    them all, else None."""
+    find = names.index
+    product, product_id, price = REQUIRED_COLUMNS
+    try:
+        return {product: find(product), product_id: find(product_id), price: find(price)}
+    except ValueError:
+        return None
 
 
-def _check_header_names(fields: list[str], line_number: int) -> tuple[int, ...]:
+def _strip_row(line: str, delimiter: str) -> str:
+    """The row without surrounding whitespace ("" for a blank line), keeping a tab that
+    delimits an empty first or last field."""
+    stripped = line.strip()
+    if delimiter != "\t" or not stripped:
+        return stripped
+    return line.strip(" ")
+
+
+def _read_csv_header(raw_line: str, line_number: int) -> tuple[str, list[str], dict[str, int] | None]:
+    """Split a CSV header row by each delimiter in DELIMITERS; return the delimiter, the
+    lowercased column names and the required columns' positions. When no delimiter yields
+    the required columns the positions are None and the names are the closest attempt, for
+    the error message; when two do, the ticket is rejected rather than guessed."""
+    chosen: tuple[str, list[str], dict[str, int]] | None = None
+    closest: tuple[str, list[str], None] | None = None
+    malformed: TicketParseError | None = None
+    for delimiter in DELIMITERS:
+        if delimiter != "," and delimiter not in raw_line:
+            continue
+        try:
+            fields = _csv_fields(_strip_row(raw_line, delimiter), line_number, delimiter)
+        except TicketParseError as exc:
+            malformed = malformed or exc
+            continue
+        names = [field.strip().lower() for field in fields]
+        columns = _column_positions(names)
+        if columns is None:
+            if closest is None or _required_count(names) > _required_count(closest[1]):
+                closest = (delimiter, names, None)
+        elif chosen is None:
+            chosen = (delimiter, names, columns)
+        else:
+            raise TicketParseError(
+                f"line {line_number}: CSV header has the required columns with both {chosen[0]!r} and"
+                f" {delimiter!r} as delimiter"
+            )
+    if chosen is not None:
+        return chosen
+    if closest is None:
+        assert malformed is not None  # the comma is always tried
+        raise malformed
+    return closest
+
+
+def _required_count(names: list[str]) -> int:
+    return sum(name in REQUIRED_COLUMNS for name in names)
+
+
+def _unnamed_columns(names: list[str], line_number: int) -> tuple[int, ...]:
     """Reject a header naming a required column twice (which one holds the value?); return
     the positions of unnamed columns, whose values would otherwise vanish unseen."""
-    names = [field.strip().lower() for field in fields]
     for column in REQUIRED_COLUMNS:
         if names.count(column) > 1:
             raise TicketParseError(f"line {line_number}: CSV header has {names.count(column)} {column} columns")
+    if "" not in names:
+        return ()
     return tuple(position for position, name in enumerate(names) if not name)
 
 
 def _is_split_decimal(units: str, cents: str, row: str) -> bool:
     """True when the row ends with `digits,1-2 digits`, unquoted and unspaced: a price
-    written with a decimal comma that the comma delimiter cut in two."""
+    written with a decimal comma that the comma delimiter cut in two (with any other
+    delimiter the row cannot end so)."""
     return (
         units.isascii() and units.isdigit()
         and 1 <= len(cents) <= 2 and cents.isascii() and cents.isdigit()
@@ -162,8 +218,7 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         line = lines[index].strip()
         key, colon, value = line.partition(":")
         if not colon:
-            header_fields = _csv_fields(line, index + 1)
-            columns = _column_positions(header_fields)
+            delimiter, column_names, columns = _read_csv_header(lines[index], index + 1)
             if columns is None:
                 raise TicketParseError(f'line {index + 1}: header line "{line}" is not "Key: Value"')
             warnings.append("no blank line between the header and the product section")
@@ -183,27 +238,25 @@ def parse_ticket(body: bytes) -> ParsedTicket:
             index += 1
         if index >= len(lines):
             raise TicketParseError("no product section (expected a blank line then a CSV header)")
-        header_fields = _csv_fields(lines[index].strip(), index + 1)
-        columns = _column_positions(header_fields)
+        delimiter, column_names, columns = _read_csv_header(lines[index], index + 1)
         if columns is None:
-            found = {field.strip().lower() for field in header_fields}
-            missing = [column for column in REQUIRED_COLUMNS if column not in found]
+            missing = [column for column in REQUIRED_COLUMNS if column not in column_names]
             raise TicketParseError(
                 f"line {index + 1}: CSV header has no {', '.join(missing)} column"
                 f"{'s' if len(missing) > 1 else ''} (expected product,product_id,price)"
             )
-    unnamed = _check_header_names(header_fields, index + 1)
-    width = len(header_fields)
+    unnamed = _unnamed_columns(column_names, index + 1)
+    width = len(column_names)
     price_is_last = columns["price"] == width - 1
     index += 1
 
     ticket_lines: list[TicketLine] = []
     for offset, raw_line in enumerate(lines[index:]):
         line_number = index + offset + 1
-        row_text = raw_line.strip()
+        row_text = _strip_row(raw_line, delimiter)
         if not row_text:
             continue
-        fields = _csv_fields(row_text, line_number)
+        fields = _csv_fields(row_text, line_number, delimiter)
         if len(fields) != width:
             fields = _fit_row(fields, width, row_text, line_number, price_is_last, warnings)
         for position in unnamed:

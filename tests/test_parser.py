@@ -53,6 +53,20 @@ TOLERATED = {
         b'"Formule(s) midi","aZde","14,90"\n"Caf\xc3\xa9",IZ8z, 2 \n'
     ),
     "unknown-header-kept": REFERENCE_TICKET.replace(b"Total: 16.90\n", b"Total: 16.90\nCashier: Ana\n"),
+    "semicolons-and-decimal-commas": (
+        b"Order: 123456\nVAT: 3,10\nTotal: 16,90\n\nproduct;product_id;price\n"
+        b"Formule(s) midi;aZde;14,90\nCaf\xc3\xa9;IZ8z;2\n"
+    ),
+    "semicolons-quoted": (
+        b'Order: 123456\nVAT: 3.10\nTotal: 16.90\n\n"product"; "product_id";"price"\n'
+        b'"Formule(s) midi";"aZde";"14,90"\n"Caf\xc3\xa9";IZ8z; 2 \n'
+    ),
+    "semicolons-extra-columns": (
+        b"Order: 123456\nVAT: 3.10\nTotal: 16.90\n\nproduct;qty;product_id;price;note\n"
+        b"Formule(s) midi;1;aZde;14,90;x, y\nCaf\xc3\xa9;1;IZ8z;2;\n"
+    ),
+    "tabs": REFERENCE_TICKET.replace(b",", b"\t"),
+    "tabs-crlf": REFERENCE_TICKET.replace(b",", b"\t").replace(b"\n", b"\r\n"),
 }
 
 
@@ -82,6 +96,18 @@ def test_quoted_field_with_comma_and_doubled_quotes():
     assert lines_of(ticket) == [("PT1", 'Pain, "tradition"', Decimal("3.50"))]
 
 
+def test_semicolon_rows_keep_quoted_semicolons_and_commas():
+    body = b'Order: 1\nTotal: 3.50\n\nproduct;product_id;price\n"Pain; ""tradition"", bio";PT1;3,50\n'
+    ticket = parse_ticket(body)
+    assert lines_of(ticket) == [("PT1", 'Pain; "tradition", bio', Decimal("3.50"))]
+
+
+def test_a_tab_delimiting_an_empty_first_field_is_kept():
+    body = b"Order: 1\n\nproduct\tproduct_id\tprice\n\tB\t1\n"
+    with pytest.raises(TicketParseError, match="^line 4: missing product$"):
+        parse_ticket(body)
+
+
 def test_cp1252_body_is_decoded_with_a_warning():
     ticket = parse_ticket(REFERENCE_TICKET.decode("utf-8").encode("cp1252"))
 
@@ -98,9 +124,14 @@ def test_cp1252_body_is_decoded_with_a_warning():
         (REFERENCE_TICKET.replace(b"VAT: 3.10\n", b""), "no VAT header"),
         (REFERENCE_TICKET + b"Caf\xc3\xa9,IZ8z,2.10\n", "product_id IZ8z appears 2 times"),
         (REFERENCE_TICKET.replace(b"16.90\n\n", b"16.90\n"), "no blank line between the header and the product section"),
+        (
+            REFERENCE_TICKET.replace(b"16.90\n\n", b"16.90\n").replace(b",", b";"),
+            "no blank line between the header and the product section",
+        ),
         (REFERENCE_TICKET.replace(b"VAT: 3.10\n", b"VAT: 3.10\nvat: 3.20\n"), "line 3: header vat repeated; the last value is used"),
     ],
-    ids=["total-mismatch", "no-order", "no-vat", "repeated-product", "no-blank-line", "repeated-header"],
+    ids=["total-mismatch", "no-order", "no-vat", "repeated-product", "no-blank-line", "no-blank-line-semicolons",
+         "repeated-header"],
 )
 def test_warnings_never_reject(body, warning):
     ticket = parse_ticket(body)
@@ -108,55 +139,102 @@ def test_warnings_never_reject(body, warning):
     assert ticket.lines
 
 
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        (REFERENCE_TICKET.replace(b"2\n", b"abc\n"), 'line 7: price "abc" is not a number'),
-        (REFERENCE_TICKET.replace(b",2\n", b",-2\n"), 'line 7: price "-2" is negative'),
-        (REFERENCE_TICKET.replace(b",2\n", b",\n"), "line 7: price is empty"),
-        (REFERENCE_TICKET.replace(b",2\n", b",2.005\n"), 'line 7: price "2.005" has more than 2 decimals'),
-        (REFERENCE_TICKET.replace(b",2\n", b",99999999999\n"), 'line 7: price "99999999999" is too large'),
-        (REFERENCE_TICKET.replace(b",aZde,", b",,"), "line 6: missing product_id"),
-        (REFERENCE_TICKET.replace(b"Formule(s) midi,", b","), "line 6: missing product"),
-        (REFERENCE_TICKET.replace(b",IZ8z,2\n", b"\n"), "line 7: 1 field, the header has 3"),
-        (REFERENCE_TICKET + b"Eau,E1\n", "line 8: 2 fields, the header has 3"),
-        (REFERENCE_TICKET.replace(b",2\n", b",1.50,extra,fields\n"), "line 7: 5 fields, the header has 3"),
-        (REFERENCE_TICKET.replace(b",2\n", b",1,50,7\n"), "line 7: 5 fields, the header has 3"),
-        (REFERENCE_TICKET.replace(b",2\n", b",1,500\n"), "line 7: 4 fields, the header has 3"),
-        (REFERENCE_TICKET.replace(b",2\n", b",1a,50\n"), "line 7: 4 fields, the header has 3"),
-        (REFERENCE_TICKET.replace(b",2\n", b",1.5,0\n"), "line 7: 4 fields, the header has 3"),
-        (REFERENCE_TICKET.replace(b",2\n", b",1, 50\n"), "line 7: 4 fields, the header has 3"),
-        (REFERENCE_TICKET.replace(b",2\n", b',"1",50\n'), "line 7: 4 fields, the header has 3"),
-        (REFERENCE_TICKET.replace(b",2\n", b",1,\xd9\xa5\n"), "line 7: 4 fields, the header has 3"),
-        (REFERENCE_TICKET.replace(b",2\n", b",\xd9\xa1,50\n"), "line 7: 4 fields, the header has 3"),
-        (REFERENCE_TICKET.replace(b",2\n", b",2,\n"), "line 7: 4 fields, the header has 3"),
-        (b"Order: 1\n\nproduct,price,product_id\nA,14,90,7\n", "line 4: 4 fields, the header has 3"),
-        (b"Order: 1\n\nproduct,product_id,price,PRICE\nA,B,14,90\n", "line 3: CSV header has 2 price columns"),
-        (b"Order: 1\n\nproduct,product_id,price,\nA,B,14,90\n", 'line 4: field 4 "90" is under a column the header leaves unnamed'),
-        (b"Order: 1\nVAT: 1\nTotal: 2\n", "no product section (expected a blank line then a CSV header)"),
-        (b"Order: 1\nTotal: 2\n\n\n  \n", "no product section (expected a blank line then a CSV header)"),
-        (b"Order: 1\n\nproduct,product_id,price\n", "the product section has no product lines"),
-        (b"Order: 1\n\nproduct,id,price\nA,B,1\n", "line 3: CSV header has no product_id column"),
-        (b"Order: 1\nthis is not a header\n\nproduct,product_id,price\nA,B,1\n", 'line 2: header line "this is not a header" is not "Key: Value"'),
-        (b"Order: 1\n: 5\n\nproduct,product_id,price\nA,B,1\n", 'line 2: header line ": 5" has no key'),
-        (REFERENCE_TICKET.replace(b"VAT: 3.10", b"VAT: three"), 'VAT "three" is not a number'),
-        (REFERENCE_TICKET.replace(b"Total: 16.90", b"Total:"), "Total is empty"),
-        (b"Order: 1\n\nproduct,product_id,price\n\"A,B,1\n", "line 4: malformed CSV"),
-        (REFERENCE_TICKET.replace(b"Caf\xc3\xa9", b"Ca\x00f"), "line 7: NUL byte in the ticket"),
-        (b"Order: \x81\x8d\x8f\n", "body is neither UTF-8 nor cp1252 text (byte 0x81 at offset 7)"),
-        (b"", "no product section (expected a blank line then a CSV header)"),
-    ],
-    ids=[
-        "price-not-number", "price-negative", "price-empty", "price-3-decimals", "price-too-large",
-        "missing-product-id", "missing-product", "short-row", "short-row-2-fields", "long-row-words",
-        "long-row-two-extra", "long-row-3-decimals", "long-row-units-not-digits", "long-row-dotted-units",
-        "long-row-spaced-comma", "long-row-quoted-units", "long-row-non-ascii-cents", "long-row-non-ascii-units", "long-row-empty-extra",
-        "long-row-price-not-last", "header-price-twice", "value-under-unnamed-column",
-        "no-product-section", "only-blank-lines",
-        "no-lines", "missing-column", "bad-header-line", "header-without-key", "vat-not-number",
-        "total-empty", "bad-quotes", "nul-byte", "not-text", "empty",
-    ],
-)
+REJECTED = {
+    "price-not-number": (REFERENCE_TICKET.replace(b"2\n", b"abc\n"), 'line 7: price "abc" is not a number'),
+    "price-negative": (REFERENCE_TICKET.replace(b",2\n", b",-2\n"), 'line 7: price "-2" is negative'),
+    "price-empty": (REFERENCE_TICKET.replace(b",2\n", b",\n"), "line 7: price is empty"),
+    "price-3-decimals": (
+        REFERENCE_TICKET.replace(b",2\n", b",2.005\n"),
+        'line 7: price "2.005" has more than 2 decimals',
+    ),
+    "price-too-large": (
+        REFERENCE_TICKET.replace(b",2\n", b",99999999999\n"),
+        'line 7: price "99999999999" is too large',
+    ),
+    "missing-product-id": (REFERENCE_TICKET.replace(b",aZde,", b",,"), "line 6: missing product_id"),
+    "missing-product": (REFERENCE_TICKET.replace(b"Formule(s) midi,", b","), "line 6: missing product"),
+    "short-row": (REFERENCE_TICKET.replace(b",IZ8z,2\n", b"\n"), "line 7: 1 field, the header has 3"),
+    "short-row-2-fields": (REFERENCE_TICKET + b"Eau,E1\n", "line 8: 2 fields, the header has 3"),
+    "long-row-words": (
+        REFERENCE_TICKET.replace(b",2\n", b",1.50,extra,fields\n"),
+        "line 7: 5 fields, the header has 3",
+    ),
+    "long-row-two-extra": (REFERENCE_TICKET.replace(b",2\n", b",1,50,7\n"), "line 7: 5 fields, the header has 3"),
+    "long-row-3-decimals": (REFERENCE_TICKET.replace(b",2\n", b",1,500\n"), "line 7: 4 fields, the header has 3"),
+    "long-row-units-not-digits": (
+        REFERENCE_TICKET.replace(b",2\n", b",1a,50\n"),
+        "line 7: 4 fields, the header has 3",
+    ),
+    "long-row-dotted-units": (REFERENCE_TICKET.replace(b",2\n", b",1.5,0\n"), "line 7: 4 fields, the header has 3"),
+    "long-row-spaced-comma": (REFERENCE_TICKET.replace(b",2\n", b",1, 50\n"), "line 7: 4 fields, the header has 3"),
+    "long-row-quoted-units": (REFERENCE_TICKET.replace(b",2\n", b',"1",50\n'), "line 7: 4 fields, the header has 3"),
+    "long-row-non-ascii-cents": (
+        REFERENCE_TICKET.replace(b",2\n", b",1,\xd9\xa5\n"),
+        "line 7: 4 fields, the header has 3",
+    ),
+    "long-row-non-ascii-units": (
+        REFERENCE_TICKET.replace(b",2\n", b",\xd9\xa1,50\n"),
+        "line 7: 4 fields, the header has 3",
+    ),
+    "long-row-empty-extra": (REFERENCE_TICKET.replace(b",2\n", b",2,\n"), "line 7: 4 fields, the header has 3"),
+    "long-row-price-not-last": (
+        b"Order: 1\n\nproduct,price,product_id\nA,14,90,7\n",
+        "line 4: 4 fields, the header has 3",
+    ),
+    "header-price-twice": (
+        b"Order: 1\n\nproduct,product_id,price,PRICE\nA,B,14,90\n",
+        "line 3: CSV header has 2 price columns",
+    ),
+    "semicolon-long-row": (b"Order: 1\n\nproduct;product_id;price\nA;B;14;90\n", "line 4: 4 fields, the header has 3"),
+    "commas-under-semicolon-header": (
+        b"Order: 1\n\nproduct;product_id;price\nA,B,14.90\n",
+        "line 4: 1 field, the header has 3",
+    ),
+    "semicolon-missing-column": (
+        b"Order: 1\n\nproduct;id;price\nA;B;1\n",
+        "line 3: CSV header has no product_id column",
+    ),
+    "tab-trailing-field": (
+        b"Order: 1\n\nproduct\tproduct_id\tprice\nA\tB\t1\t\n",
+        "line 4: 4 fields, the header has 3",
+    ),
+    "ambiguous-delimiter": (
+        b"Order: 1\n\nproduct,product_id,price,a;product;product_id;price\nA,B,1,x\n",
+        "line 3: CSV header has the required columns with both ',' and ';' as delimiter",
+    ),
+    "malformed-header": (b'Order: 1\n\n"product,product_id,price\nA,B,1\n', "line 3: malformed CSV"),
+    "value-under-unnamed-column": (
+        b"Order: 1\n\nproduct,product_id,price,\nA,B,14,90\n",
+        'line 4: field 4 "90" is under a column the header leaves unnamed',
+    ),
+    "no-product-section": (
+        b"Order: 1\nVAT: 1\nTotal: 2\n",
+        "no product section (expected a blank line then a CSV header)",
+    ),
+    "only-blank-lines": (
+        b"Order: 1\nTotal: 2\n\n\n  \n",
+        "no product section (expected a blank line then a CSV header)",
+    ),
+    "no-lines": (b"Order: 1\n\nproduct,product_id,price\n", "the product section has no product lines"),
+    "missing-column": (b"Order: 1\n\nproduct,id,price\nA,B,1\n", "line 3: CSV header has no product_id column"),
+    "bad-header-line": (
+        b"Order: 1\nthis is not a header\n\nproduct,product_id,price\nA,B,1\n",
+        'line 2: header line "this is not a header" is not "Key: Value"',
+    ),
+    "header-without-key": (
+        b"Order: 1\n: 5\n\nproduct,product_id,price\nA,B,1\n",
+        'line 2: header line ": 5" has no key',
+    ),
+    "vat-not-number": (REFERENCE_TICKET.replace(b"VAT: 3.10", b"VAT: three"), 'VAT "three" is not a number'),
+    "total-empty": (REFERENCE_TICKET.replace(b"Total: 16.90", b"Total:"), "Total is empty"),
+    "bad-quotes": (b"Order: 1\n\nproduct,product_id,price\n\"A,B,1\n", "line 4: malformed CSV"),
+    "nul-byte": (REFERENCE_TICKET.replace(b"Caf\xc3\xa9", b"Ca\x00f"), "line 7: NUL byte in the ticket"),
+    "not-text": (b"Order: \x81\x8d\x8f\n", "body is neither UTF-8 nor cp1252 text (byte 0x81 at offset 7)"),
+    "empty": (b"", "no product section (expected a blank line then a CSV header)"),
+}
+
+
+@pytest.mark.parametrize(("body", "message"), REJECTED.values(), ids=REJECTED.keys())
 def test_rejections_say_where_and_why(body, message):
     with pytest.raises(TicketParseError) as raised:
         parse_ticket(body)
