@@ -25,6 +25,7 @@ DELIMITERS = (",", ";", "\t")
 KNOWN_HEADERS = {"order": "Order", "vat": "VAT", "total": "Total"}
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_BYTE_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _AMOUNT = re.compile(r"^\+?(?P<units>\d+)(?:[.,](?P<cents>\d+))?$")
 
 
@@ -84,8 +85,10 @@ def _decode(body: bytes) -> tuple[str, str]:
     try:
         return body.decode("cp1252"), "cp1252"
     except UnicodeDecodeError as exc:
+        line_number = len(_BYTE_LINE_BREAK.findall(body, 0, exc.start)) + 1
         raise TicketParseError(
-            f"body is neither UTF-8 nor cp1252 text (byte 0x{body[exc.start]:02x} at offset {exc.start})"
+            f"line {line_number}: body is neither UTF-8 nor cp1252 text"
+            f" (byte 0x{body[exc.start]:02x} at offset {exc.start})"
         ) from None
 
 
@@ -200,7 +203,7 @@ def parse_ticket(body: bytes) -> ParsedTicket:
     """Parse one ticket body, or raise TicketParseError naming the line at fault."""
     text, encoding = _decode(body)
     if "\x00" in text:
-        line_number = text.count("\n", 0, text.index("\x00")) + 1
+        line_number = len(_LINE_BREAK.findall(text, 0, text.index("\x00"))) + 1
         raise TicketParseError(f"line {line_number}: NUL byte in the ticket")
     lines = _LINE_BREAK.split(text)
     warnings: list[str] = []
@@ -213,6 +216,7 @@ def parse_ticket(body: bytes) -> ParsedTicket:
 
     headers: dict[str, str] = {}
     values: dict[str, str] = {}
+    header_lines: dict[str, int] = {}
     columns: dict[str, int] | None = None
     while index < len(lines) and lines[index].strip():
         line = lines[index].strip()
@@ -231,13 +235,17 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         else:
             headers[key] = value.strip()
         values[key.lower()] = value.strip()
+        header_lines[key.lower()] = index + 1
         index += 1
 
     if columns is None:
         while index < len(lines) and not lines[index].strip():
             index += 1
         if index >= len(lines):
-            raise TicketParseError("no product section (expected a blank line then a CSV header)")
+            last_text_line = max((number for number, line in enumerate(lines, 1) if line.strip()), default=1)
+            raise TicketParseError(
+                f"line {last_text_line}: no product section after this line (expected a blank line then a CSV header)"
+            )
         delimiter, column_names, columns = _read_csv_header(lines[index], index + 1)
         if columns is None:
             missing = [column for column in REQUIRED_COLUMNS if column not in column_names]
@@ -245,7 +253,8 @@ def parse_ticket(body: bytes) -> ParsedTicket:
                 f"line {index + 1}: CSV header has no {', '.join(missing)} column"
                 f"{'s' if len(missing) > 1 else ''} (expected product,product_id,price)"
             )
-    unnamed = _unnamed_columns(column_names, index + 1)
+    csv_header_line = index + 1
+    unnamed = _unnamed_columns(column_names, csv_header_line)
     width = len(column_names)
     price_is_last = columns["price"] == width - 1
     index += 1
@@ -271,11 +280,14 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         price = parse_amount(row["price"], what=f"line {line_number}: price")
         ticket_lines.append(TicketLine(line_number, row["product_id"], row["product"], price))
     if not ticket_lines:
-        raise TicketParseError("the product section has no product lines")
+        raise TicketParseError(f"line {csv_header_line}: the product section has no product lines")
 
     amounts: dict[str, Decimal | None] = {}
     for key in ("vat", "total"):
-        amounts[key] = parse_amount(values[key], what=KNOWN_HEADERS[key]) if key in values else None
+        if key in values:
+            amounts[key] = parse_amount(values[key], what=f"line {header_lines[key]}: {KNOWN_HEADERS[key]}")
+        else:
+            amounts[key] = None
     order_ref = values.get("order") or None
     for key, label in KNOWN_HEADERS.items():
         if not values.get(key):

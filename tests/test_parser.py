@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -209,13 +210,13 @@ REJECTED = {
     ),
     "no-product-section": (
         b"Order: 1\nVAT: 1\nTotal: 2\n",
-        "no product section (expected a blank line then a CSV header)",
+        "line 3: no product section after this line (expected a blank line then a CSV header)",
     ),
     "only-blank-lines": (
         b"Order: 1\nTotal: 2\n\n\n  \n",
-        "no product section (expected a blank line then a CSV header)",
+        "line 2: no product section after this line (expected a blank line then a CSV header)",
     ),
-    "no-lines": (b"Order: 1\n\nproduct,product_id,price\n", "the product section has no product lines"),
+    "no-lines": (b"Order: 1\n\nproduct,product_id,price\n\n", "line 3: the product section has no product lines"),
     "missing-column": (b"Order: 1\n\nproduct,id,price\nA,B,1\n", "line 3: CSV header has no product_id column"),
     "bad-header-line": (
         b"Order: 1\nthis is not a header\n\nproduct,product_id,price\nA,B,1\n",
@@ -225,12 +226,27 @@ REJECTED = {
         b"Order: 1\n: 5\n\nproduct,product_id,price\nA,B,1\n",
         'line 2: header line ": 5" has no key',
     ),
-    "vat-not-number": (REFERENCE_TICKET.replace(b"VAT: 3.10", b"VAT: three"), 'VAT "three" is not a number'),
-    "total-empty": (REFERENCE_TICKET.replace(b"Total: 16.90", b"Total:"), "Total is empty"),
+    "vat-not-number": (REFERENCE_TICKET.replace(b"VAT: 3.10", b"VAT: three"), 'line 2: VAT "three" is not a number'),
+    "total-empty": (REFERENCE_TICKET.replace(b"Total: 16.90", b"Total:"), "line 3: Total is empty"),
+    "repeated-total-bad": (
+        REFERENCE_TICKET.replace(b"Total: 16.90\n", b"Total: 16.90\nCashier: Ana\nTOTAL: 1,2,3\n"),
+        'line 5: Total "1,2,3" is not a number',
+    ),
     "bad-quotes": (b"Order: 1\n\nproduct,product_id,price\n\"A,B,1\n", "line 4: malformed CSV"),
     "nul-byte": (REFERENCE_TICKET.replace(b"Caf\xc3\xa9", b"Ca\x00f"), "line 7: NUL byte in the ticket"),
-    "not-text": (b"Order: \x81\x8d\x8f\n", "body is neither UTF-8 nor cp1252 text (byte 0x81 at offset 7)"),
-    "empty": (b"", "no product section (expected a blank line then a CSV header)"),
+    "nul-byte-cr-lines": (
+        REFERENCE_TICKET.replace(b"\n", b"\r").replace(b"Caf\xc3\xa9", b"Ca\x00f"),
+        "line 7: NUL byte in the ticket",
+    ),
+    "not-text": (
+        b"Order: \x81\x8d\x8f\n",
+        "line 1: body is neither UTF-8 nor cp1252 text (byte 0x81 at offset 7)",
+    ),
+    "not-text-line-3": (
+        b"Order: 1\r\nVAT: 1\rTotal: \x81\n",
+        "line 3: body is neither UTF-8 nor cp1252 text (byte 0x81 at offset 24)",
+    ),
+    "empty": (b"", "line 1: no product section after this line (expected a blank line then a CSV header)"),
 }
 
 
@@ -274,25 +290,29 @@ def test_amounts_are_decimals(raw, amount):
     assert value == Decimal(amount)
 
 
+NAMES_ITS_LINE = re.compile(r"line [1-9][0-9]*: ")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_arbitrary_bytes_give_a_ticket_or_a_parse_error(body):
     try:
         ticket = parse_ticket(body)
     except TicketParseError as exc:
-        assert str(exc)
+        assert NAMES_ITS_LINE.match(str(exc)), str(exc)
     else:
         assert ticket.lines
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.sampled_from([b"\n", b"\r\n", b"\r", b",", b":", b'"', b" ", b"Order", b"price", b"product",
-                                 b"product_id", b"1", b".", b"\xc3\xa9", b"\xe9", b"\x00", b"-"]), max_size=60))
+@given(st.lists(st.sampled_from([b"\n", b"\r\n", b"\r", b",", b";", b"\t", b":", b'"', b" ", b"Order", b"VAT", b"Total",
+                                 b"price", b"product", b"product_id", b"1", b"90", b".", b"\xc3\xa9", b"\xe9", b"\x00",
+                                 b"-"]), max_size=60))
 def test_ticket_shaped_noise_gives_a_ticket_or_a_parse_error(parts):
     try:
         parse_ticket(b"".join(parts))
-    except TicketParseError:
-        pass
+    except TicketParseError as exc:
+        assert NAMES_ITS_LINE.match(str(exc)), str(exc)
 
 
 text_field = st.text(
