@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
 
     from .embedded import EmbeddedPostgresError
-    from .migrate import apply_migrations
+    from .migrate import MigrationLockTimeout, apply_migrations
     from .repository import DatabaseUnavailable
     from .server import ListenError, bind_listeners, set_process_title
 
@@ -220,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except DatabaseUnavailable as exc:
         print(f"myticket: database unavailable: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except MigrationLockTimeout as exc:
+        print(f"myticket: migrations not applied: {exc}", file=sys.stderr)
         return 1
     finally:
         for sock in sockets:

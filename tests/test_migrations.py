@@ -6,9 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from yoyo import get_backend, read_migrations
 
-from myticket.migrate import MIGRATIONS_DIR, apply_migrations, migration_ids
+from myticket.migrate import MIGRATIONS_DIR, MigrationLockTimeout, apply_migrations, migration_ids
 
 from .conftest import PROJECT_ROOT, Db, create_empty_database
 
@@ -64,3 +65,48 @@ def test_every_migration_rolls_back_and_applies_again(pg_server_url):
         backend.connection.close()
 
     assert sorted(apply_migrations(url)) == sorted(migration_ids())
+
+
+def test_a_lock_left_by_a_killed_migration_is_cleared_not_waited_for(pg_server_url, caplog):
+    url = create_empty_database(pg_server_url, "migrate_stale_lock")
+    apply_migrations(url)
+    db = Db(url)
+    try:
+        db.rows("leave_stale_migration_lock")
+        # yoyo alone would wait for the row until the timeout, then fail.
+        assert apply_migrations(url, lock_timeout_seconds=5) == []
+    finally:
+        db.close()
+    assert "clearing a stale migration lock left by process 999999" in caplog.text
+
+
+def test_a_killed_migrate_process_leaves_nothing_that_blocks_the_next(pg_server_url):
+    url = create_empty_database(pg_server_url, "migrate_killed")
+    apply_migrations(url)
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCKS_THEN_WAIT, url],
+        cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as holder:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(MigrationLockTimeout):
+            apply_migrations(url, lock_timeout_seconds=1)  # a live migrator is waited for, not broken
+        holder.kill()
+
+    assert apply_migrations(url, lock_timeout_seconds=5) == []
+
+
+# A stand-in for `myticket migrate` killed mid-migration: it holds the advisory lock and
+# has written yoyo's lock row when it is killed.
+HOLD_THE_LOCKS_THEN_WAIT = """
+import sys, psycopg2
+from myticket.repository import load_queries
+from pathlib import Path
+queries = load_queries(Path("tests/sql"))
+conn = psycopg2.connect(sys.argv[1])
+conn.autocommit = True
+with conn.cursor() as cursor:
+    cursor.execute(queries["hold_migration_lock"])
+    cursor.execute(queries["leave_stale_migration_lock"])
+print("holding", flush=True)
+sys.stdin.read()  # until killed
+"""

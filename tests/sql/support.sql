@@ -30,3 +30,11 @@ SELECT count(*) FROM ticket_lines;
 -- name: sum_times_seen
 -- The catalogue's total of sightings.
 SELECT coalesce(sum(times_seen), 0) FROM products;
+
+-- name: leave_stale_migration_lock
+-- The row yoyo's lock leaves behind when its migrator is killed mid-migration.
+INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 999999);
+
+-- name: hold_migration_lock
+-- What a live migrator holds while it migrates (released when the session ends).
+SELECT pg_advisory_lock(4242017302);
