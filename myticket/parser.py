@@ -5,7 +5,7 @@ or more blank lines, then CSV with a header row naming the columns product,
 product_id and price, delimited by `,`, `;` or a tab (whichever yields those columns in
 the header row). Data quality is not guaranteed, so the parser tolerates what it
 can read without guessing (line endings, BOM, whitespace, column order, extra columns,
-decimal commas, cp1252) and rejects what it cannot, saying on which line and why.
+decimal commas, cp1252, UTF-16 with a byte-order mark) and rejects what it cannot, saying on which line and why.
 Money is Decimal, never float.
 """
 
@@ -26,6 +26,7 @@ KNOWN_HEADERS = {"order": "Order", "vat": "VAT", "total": "Total"}
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _BYTE_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _AMOUNT = re.compile(r"^\+?(?P<units>\d+)(?:[.,](?P<cents>\d+))?$")
 
 
@@ -76,8 +77,12 @@ def parse_amount(raw: str, *, what: str) -> Decimal:
 
 
 def _decode(body: bytes) -> tuple[str, str]:
+    """The body's text and encoding: UTF-8 (BOM or not), UTF-16 when a byte-order mark
+    says so (Windows tools write it; its NUL bytes would otherwise reject it), else cp1252."""
     if body.startswith(b"\xef\xbb\xbf"):
         body = body[3:]
+    elif body.startswith(_UTF16_BOMS):
+        return _decode_utf16(body)
     try:
         return body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -89,6 +94,18 @@ def _decode(body: bytes) -> tuple[str, str]:
         raise TicketParseError(
             f"line {line_number}: body is neither UTF-8 nor cp1252 text"
             f" (byte 0x{body[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def _decode_utf16(body: bytes) -> tuple[str, str]:
+    encoding = "utf-16-le" if body.startswith(b"\xff\xfe") else "utf-16-be"
+    try:
+        return body[2:].decode(encoding), encoding
+    except UnicodeDecodeError as exc:
+        line_number = len(_LINE_BREAK.findall(body[2 : 2 + exc.start].decode(encoding))) + 1
+        raise TicketParseError(
+            f"line {line_number}: body starts with a UTF-16 byte-order mark but is not UTF-16 text"
+            f" ({exc.reason} at offset {exc.start + 2})"
         ) from None
 
 

@@ -109,6 +109,17 @@ def test_a_tab_delimiting_an_empty_first_field_is_kept():
         parse_ticket(body)
 
 
+@pytest.mark.parametrize(("bom", "encoding"), [(b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")])
+def test_utf16_body_with_a_byte_order_mark_is_decoded_with_a_warning(bom, encoding):
+    ticket = parse_ticket(bom + REFERENCE_TICKET.decode("utf-8").encode(encoding))
+
+    assert lines_of(ticket) == REFERENCE_LINES
+    assert [line.line_number for line in ticket.lines] == [6, 7]
+    assert (ticket.order_ref, ticket.total) == ("123456", Decimal("16.90"))
+    assert ticket.encoding == encoding
+    assert ticket.warnings == (f"body is not UTF-8; decoded as {encoding}",)
+
+
 def test_cp1252_body_is_decoded_with_a_warning():
     ticket = parse_ticket(REFERENCE_TICKET.decode("utf-8").encode("cp1252"))
 
@@ -246,6 +257,11 @@ REJECTED = {
         b"Order: 1\r\nVAT: 1\rTotal: \x81\n",
         "line 3: body is neither UTF-8 nor cp1252 text (byte 0x81 at offset 24)",
     ),
+    "utf-16-odd-length": (
+        b"\xff\xfe" + "Order: 1\r\nVAT".encode("utf-16-le") + b"A",
+        "line 2: body starts with a UTF-16 byte-order mark but is not UTF-16 text (truncated data at offset 28)",
+    ),
+    "utf-16-without-bom": (REFERENCE_TICKET.decode("utf-8").encode("utf-16-le"), "line 1: NUL byte in the ticket"),
     "empty": (b"", "line 1: no product section after this line (expected a blank line then a CSV header)"),
 }
 
