@@ -294,17 +294,23 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         for column in REQUIRED_COLUMNS:
             if column != "price" and not row[column]:
                 raise TicketParseError(f"line {line_number}: missing {column}")
-        price = parse_amount(row["price"], what=f"line {line_number}: price")
+        try:
+            price = parse_amount(row["price"], what="price")
+        except TicketParseError as exc:  # the line is named here: no f-string per row on the happy path
+            raise TicketParseError(f"line {line_number}: {exc}") from None
         ticket_lines.append(TicketLine(line_number, row["product_id"], row["product"], price))
     if not ticket_lines:
         raise TicketParseError(f"line {csv_header_line}: the product section has no product lines")
 
     amounts: dict[str, Decimal | None] = {}
     for key in ("vat", "total"):
-        if key in values:
-            amounts[key] = parse_amount(values[key], what=f"line {header_lines[key]}: {KNOWN_HEADERS[key]}")
-        else:
+        if key not in values:
             amounts[key] = None
+            continue
+        try:
+            amounts[key] = parse_amount(values[key], what=KNOWN_HEADERS[key])
+        except TicketParseError as exc:
+            raise TicketParseError(f"line {header_lines[key]}: {exc}") from None
     order_ref = values.get("order") or None
     for key, label in KNOWN_HEADERS.items():
         if not values.get(key):
