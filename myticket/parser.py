@@ -47,7 +47,8 @@ class ParsedTicket:
     order_ref: str | None
     vat: Decimal | None
     total: Decimal | None
-    # Every header as written (first spelling of each key), unknown keys included.
+    # Every header, unknown keys included: the first spelling of each key with its last
+    # value, the one order_ref, vat and total were read from.
     headers: dict[str, str]
     lines: tuple[TicketLine, ...]
     warnings: tuple[str, ...]
@@ -232,6 +233,7 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         index += 1
 
     headers: dict[str, str] = {}
+    spellings: dict[str, str] = {}  # lowercased key -> its first spelling, its key in `headers`
     values: dict[str, str] = {}
     header_lines: dict[str, int] = {}
     columns: dict[str, int] | None = None
@@ -247,12 +249,12 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         key = key.strip()
         if not key:
             raise TicketParseError(f'line {index + 1}: header line "{line}" has no key')
-        if key.lower() in values:
+        lowered, value = key.lower(), value.strip()
+        if lowered in values:
             warnings.append(f"line {index + 1}: header {key} repeated; the last value is used")
-        else:
-            headers[key] = value.strip()
-        values[key.lower()] = value.strip()
-        header_lines[key.lower()] = index + 1
+        headers[spellings.setdefault(lowered, key)] = value
+        values[lowered] = value
+        header_lines[lowered] = index + 1
         index += 1
 
     if columns is None:

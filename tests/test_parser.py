@@ -86,6 +86,16 @@ def test_unknown_headers_are_kept():
     assert ticket.headers["Cashier"] == "Ana"
 
 
+def test_a_repeated_header_is_parsed_and_stored_with_its_last_value():
+    body = REFERENCE_TICKET.replace(b"Total: 16.90\n", b"Total: 16.90\nvat: 3.20\nORDER: 654321\n")
+    ticket = parse_ticket(body)
+
+    assert (ticket.order_ref, ticket.vat) == ("654321", Decimal("3.20"))
+    assert ticket.headers == {"Order": "654321", "VAT": "3.20", "Total": "16.90"}
+    assert "line 4: header vat repeated; the last value is used" in ticket.warnings
+    assert "line 5: header ORDER repeated; the last value is used" in ticket.warnings
+
+
 def test_header_value_may_contain_colons():
     ticket = parse_ticket(REFERENCE_TICKET.replace(b"Order: 123456", b"Order: 2024:11:26-0042"))
     assert ticket.order_ref == "2024:11:26-0042"
