@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test send dev bench profile clean
+.PHONY: help install run test send dev bench profile chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ bench: $(BENCH_STAMP) ## load test with hey and distinct tickets, print one tabl
 
 profile: $(BENCH_STAMP) ## py-spy profile of POST /ticket under hey: where the CPU goes
 	$(BIN)/python bench/profile.py
+
+chaos: $(RUN_STAMP) ## faults and poison against one service for 3 minutes, then the ledger (root for the disk-full fault)
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 dev: ## docker compose: PostgreSQL and myticket on :9098 (needs a Docker engine)
 	docker compose up --build -d
