@@ -13,6 +13,9 @@ with atheris.instrument_imports():
 
 
 NAMES_ITS_LINE = re.compile(r"line [1-9][0-9]*: ")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# Codecs that drop the byte-order mark the parser skipped.
+CODECS = {"utf-8": "utf-8-sig", "utf-16-le": "utf-16", "utf-16-be": "utf-16"}
 
 
 def test_one_input(data: bytes) -> None:
@@ -22,8 +25,12 @@ def test_one_input(data: bytes) -> None:
         assert NAMES_ITS_LINE.match(str(exc)), f"a rejection names its line: {exc}"
         return
     assert ticket.lines, "a parsed ticket always has lines"
+    source_lines = LINE_BREAK.split(data.decode(CODECS.get(ticket.encoding, ticket.encoding)))
     for line in ticket.lines:
         assert line.price >= 0 and line.product_id and line.name
+        # A line's fields come from the line it names (quotes undoubled), not from a neighbour.
+        source = source_lines[line.line_number - 1].replace('""', '"')
+        assert line.name in source and line.product_id in source, (line, source)
 
 
 if __name__ == "__main__":

@@ -354,13 +354,14 @@ price = st.decimals(min_value=0, max_value=Decimal("99999.99"), places=2, allow_
     vat=price,
     lines=st.lists(st.tuples(text_field, text_field, price), min_size=1, max_size=8),
     newline=st.sampled_from(["\n", "\r\n"]),
+    delimiter=st.sampled_from([",", ";", "\t"]),
 )
-def test_generated_tickets_parse_back_to_what_generated_them(order, vat, lines, newline):
+def test_generated_tickets_parse_back_to_what_generated_them(order, vat, lines, newline, delimiter):
     total = sum((line_price for _, _, line_price in lines), Decimal("0.00"))
-    rows = [f"Order: {order}", f"VAT: {vat}", f"Total: {total}", "", "product,product_id,price"]
+    rows = [f"Order: {order}", f"VAT: {vat}", f"Total: {total}", "", delimiter.join(("product", "product_id", "price"))]
     for name, product_id, line_price in lines:
-        quoted = ",".join('"' + field.replace('"', '""') + '"' for field in (name, product_id))
-        rows.append(f"{quoted},{line_price}")
+        quoted = delimiter.join('"' + field.replace('"', '""') + '"' for field in (name, product_id))
+        rows.append(f"{quoted}{delimiter}{line_price}")
     body = newline.join(rows).encode("utf-8")
 
     ticket = parse_ticket(body)
@@ -370,3 +371,68 @@ def test_generated_tickets_parse_back_to_what_generated_them(order, vat, lines, 
     assert ticket.total == total
     assert lines_of(ticket) == [(product_id, name, line_price) for name, product_id, line_price in lines]
     assert not any(warning.startswith("Total") for warning in ticket.warnings)
+
+
+@st.composite
+def damaged_csv_tickets(draw):
+    """A product section in one of the delimiters, with extra columns in any order and rows
+    that may have a field too many or too few, or an unquoted decimal-comma price. No
+    quotes: splitting a row's text by the delimiter gives exactly the fields it holds.
+    Returns the body, the delimiter, the columns, each row's text and whether each row
+    holds exactly the fields it was made of (no damage, no comma cutting the price)."""
+    delimiter = draw(st.sampled_from([",", ";", "\t"]))
+    extra_columns = draw(st.sampled_from([(), ("qty",), ("qty", "note")]))
+    columns = draw(st.permutations(["product", "product_id", "price", *extra_columns]))
+    chars = st.sampled_from([char for char in "abXY 019.,;-\u00e9\t" if char != delimiter])
+    text = st.text(chars, max_size=5)
+    leading = st.sampled_from("AB01")
+    rows, intact = [], []
+    for _ in range(draw(st.integers(1, 4))):
+        units = draw(st.integers(0, 9999))
+        cents = draw(st.sampled_from(["", "5", "50", "05"]))
+        values = {
+            "product": draw(leading) + draw(text),
+            "product_id": draw(leading) + draw(text),
+            "price": f"{units}{draw(st.sampled_from('.,'))}{cents}" if cents else str(units),
+        }
+        fields = [values[column] if column in values else draw(text) for column in columns]
+        made_of = list(fields)
+        damage = draw(st.sampled_from(["none", "none", "extra", "missing"]))
+        if damage == "extra":
+            fields += draw(st.lists(st.one_of(text, st.sampled_from(["5", "50", "123"])), min_size=1, max_size=2))
+        elif damage == "missing":
+            del fields[draw(st.integers(0, len(fields) - 1))]
+        rows.append(delimiter.join(fields))
+        intact.append(rows[-1].split(delimiter) == made_of)
+    body = "Order: 1\n\n" + delimiter.join(columns) + "\n" + "\n".join(rows) + "\n"
+    return body.encode("utf-8"), delimiter, columns, rows, intact
+
+
+@settings(max_examples=400, deadline=None)
+@given(damaged_csv_tickets())
+def test_no_accepted_ticket_loses_a_field_of_its_rows(generated):
+    body, delimiter, columns, rows, intact = generated
+    width = len(columns)
+    written = [row.split(delimiter) for row in rows]
+    try:
+        ticket = parse_ticket(body)
+    except TicketParseError as exc:
+        # Only a damaged row may cost the ticket.
+        assert not all(intact), str(exc)
+        return
+
+    assert [line.line_number for line in ticket.lines] == list(range(4, 4 + len(rows)))
+    for line, fields in zip(ticket.lines, written):
+        if len(fields) == width:
+            # Every field sits under its own column: nothing cut off, nothing shifted out.
+            price_text = fields[columns.index("price")].strip()
+            assert line.price == Decimal(price_text.replace(",", ".")).quantize(Decimal("0.01"))
+        else:
+            # The one tolerated difference: a decimal comma cut a last-column price in two.
+            assert (len(fields), delimiter, columns[-1]) == (width + 1, ",", "price")
+            units, cents = fields[-2:]
+            assert line.price == Decimal(f"{units}.{cents}")
+            warning = f"line {line.line_number}: price {units},{cents} has an unquoted decimal comma; read as {line.price}"
+            assert warning in ticket.warnings
+        assert line.name == fields[columns.index("product")].strip()
+        assert line.product_id == fields[columns.index("product_id")].strip()
