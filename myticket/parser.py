@@ -3,10 +3,11 @@
 The format (see bench/ticket.txt): `Key: Value` header lines (Order, VAT, Total), one
 or more blank lines, then CSV with a header row naming the columns product,
 product_id and price, delimited by `,`, `;` or a tab (whichever yields those columns in
-the header row). Data quality is not guaranteed, so the parser tolerates what it
-can read without guessing (line endings, BOM, whitespace, column order, extra columns,
-decimal commas, cp1252, UTF-16 with a byte-order mark) and rejects what it cannot, saying on which line and why.
-Money is Decimal, never float.
+the header row). Data quality is not guaranteed, so the parser tolerates what it can
+read without guessing (line endings, BOM, whitespace, column order, extra columns,
+decimal commas, cp1252, UTF-16 with a byte-order mark) and rejects what it cannot,
+saying on which line and why: a row is never truncated to fit its header. Money is
+Decimal, never float.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def _decode(body: bytes) -> tuple[str, str]:
 
 
 def _decode_utf16(body: bytes) -> tuple[str, str]:
+    """Decode after the mark; a body with the mark that is not UTF-16 is not guessed at."""
     encoding = "utf-16-le" if body.startswith(b"\xff\xfe") else "utf-16-be"
     try:
         return body[2:].decode(encoding), encoding
@@ -211,7 +213,9 @@ def _fit_row(fields: list[str], width: int, row: str, line_number: int, price_is
     warning, anything else rejects the ticket."""
     if len(fields) == width + 1 and price_is_last and _is_split_decimal(fields[-2], fields[-1], row):
         price = parse_amount(f"{fields[-2]}.{fields[-1]}", what=f"line {line_number}: price")
-        warnings.append(f"line {line_number}: price {fields[-2]},{fields[-1]} has an unquoted decimal comma; read as {price}")
+        warnings.append(
+            f"line {line_number}: price {fields[-2]},{fields[-1]} has an unquoted decimal comma; read as {price}"
+        )
         return [*fields[:-2], str(price)]
     noun = "field" if len(fields) == 1 else "fields"
     raise TicketParseError(f"line {line_number}: {len(fields)} {noun}, the header has {width}")
@@ -290,7 +294,8 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         for position in unnamed:
             if fields[position].strip():
                 raise TicketParseError(
-                    f'line {line_number}: field {position + 1} "{fields[position].strip()}" is under a column the header leaves unnamed'
+                    f'line {line_number}: field {position + 1} "{fields[position].strip()}"'
+                    " is under a column the header leaves unnamed"
                 )
         row = {column: fields[position].strip() for column, position in columns.items()}
         for column in REQUIRED_COLUMNS:

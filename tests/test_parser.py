@@ -286,7 +286,9 @@ def test_rejections_say_where_and_why(body, message):
 DECIMAL_COMMA_ROWS = {
     "two-cents": (b"product,product_id,price\nFormule midi,M009,14,90\n", "14,90", Decimal("14.90")),
     "one-cent-digit": (b"product,product_id,price\nFormule midi,M009,14,9\n", "14,9", Decimal("14.90")),
-    "extra-columns-before-price": (b"product,qty,product_id,price\nFormule midi,1,M009,14,90\n", "14,90", Decimal("14.90")),
+    "extra-columns-before-price": (
+        b"product,qty,product_id,price\nFormule midi,1,M009,14,90\n", "14,90", Decimal("14.90"),
+    ),
     "quoted-name": (b'product,product_id,price\n"Formule, midi",M009,14,05\n', "14,05", Decimal("14.05")),
 }
 
@@ -432,7 +434,9 @@ def test_no_accepted_ticket_loses_a_field_of_its_rows(generated):
             assert (len(fields), delimiter, columns[-1]) == (width + 1, ",", "price")
             units, cents = fields[-2:]
             assert line.price == Decimal(f"{units}.{cents}")
-            warning = f"line {line.line_number}: price {units},{cents} has an unquoted decimal comma; read as {line.price}"
-            assert warning in ticket.warnings
+            assert (
+                f"line {line.line_number}: price {units},{cents} has an unquoted decimal comma; read as {line.price}"
+                in ticket.warnings
+            )
         assert line.name == fields[columns.index("product")].strip()
         assert line.product_id == fields[columns.index("product_id")].strip()
