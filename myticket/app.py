@@ -112,7 +112,11 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
 
 async def worker_context(app: web.Application) -> AsyncIterator[None]:
     """Ticket worker loops as background tasks; on shutdown each finishes its batch."""
-    workers = [TicketWorker(app[REPOSITORY], app[METRICS]) for _ in range(app[SETTINGS].workers)]
+    settings = app[SETTINGS]
+    workers = [
+        TicketWorker(app[REPOSITORY], app[METRICS], batch_max_bytes=settings.worker_batch_max_bytes)
+        for _ in range(settings.workers)
+    ]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(worker.run(stop), name=f"ticket-worker-{n}") for n, worker in enumerate(workers)]
     yield

@@ -5,12 +5,27 @@ lines that document it, then the statement) and are loaded once. Every method ta
 keyword arguments and turns driver errors into the domain errors below, so callers
 never see psycopg2. aiopg connections are autocommit: a single statement is its own
 transaction, and multi-statement work uses `cursor.begin()`.
+
+Driver errors are classified by SQLSTATE (`failure_kind`), not by psycopg2's class:
+psycopg2 files "index row too large" (54000) under OperationalError, beside a lost
+connection. Every repository method raises one of:
+
+- `DatabaseUnavailable`: the database cannot do any work now (connection lost or
+  refused, shutting down, out of disk or memory, read-only): nothing is wrong with the
+  data; retry the same work later (the worker pauses, ingest spools or answers 503).
+- `DatabaseConflict`, a subclass of `DatabaseUnavailable`: this attempt lost a race or
+  ran out of time (serialization failure, deadlock, lock or statement timeout). The same
+  work may succeed at once; callers that only know `DatabaseUnavailable` treat it so.
+- `DataRejected`: PostgreSQL refused the data itself (a value out of range, a constraint,
+  an index row over the size limit, ...). Retrying the same data fails again: the input
+  that carried it is rejected with `reason`, and the other inputs go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -23,6 +38,7 @@ from typing import Any
 import aiopg
 import orjson
 import psycopg2
+import psycopg2.errorcodes
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +58,74 @@ class DatabaseUnavailable(Exception):
     @property
     def reason(self) -> str:
         return classify_database_failure(self.__cause__)
+
+
+class DatabaseConflict(DatabaseUnavailable):
+    """This attempt lost a race or ran out of time (deadlock, serialization failure, lock
+    or statement timeout): the same work may succeed if tried again now. A subclass of
+    DatabaseUnavailable, so that a caller unaware of it retries later, never drops."""
+
+
+class DataRejected(Exception):
+    """PostgreSQL refused the data of a statement: trying the same data again fails again.
+
+    `sqlstate` is PostgreSQL's code (e.g. 54000); `reason` names the condition and carries
+    the server's message, on one line, to be stored as the rejection of the input at fault.
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None, reason: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.reason = reason
+
+
+class FailureKind(enum.Enum):
+    """What a database error says about the work that met it."""
+
+    UNAVAILABLE = "unavailable"  # the database cannot work now: retry later, the data is fine
+    CONFLICT = "conflict"  # this attempt lost a race or timed out: retry now, bounded
+    DATA = "data"  # the data was refused: the input carrying it is rejected
+
+
+# SQLSTATE classes (first two characters) of the database's state, not of our data.
+_UNAVAILABLE_CLASSES = frozenset({
+    "08",  # connection exception
+    "28",  # invalid authorization (password changed, role dropped)
+    "3D",  # invalid catalog name: the database does not exist (yet, or any more)
+    "53",  # insufficient resources: disk full, out of memory, too many connections
+    "57",  # operator intervention: admin or crash shutdown, cannot connect now (57014 aside)
+    "58",  # system error: I/O error, file missing
+    "F0",  # configuration file error
+})
+_UNAVAILABLE_CODES = frozenset({
+    "25006",  # read-only transaction: a standby, or a primary during a failover
+    "25P03",  # idle-in-transaction timeout: the server closed the session
+})
+_CONFLICT_CLASSES = frozenset({
+    "40",  # transaction rollback: serialization failure 40001, deadlock 40P01
+})
+_CONFLICT_CODES = frozenset({
+    "55P03",  # lock not available (lock_timeout)
+    "57014",  # query canceled (statement_timeout)
+})
+
+
+def failure_kind(sqlstate: str | None) -> FailureKind:
+    """Classify a driver error by its SQLSTATE.
+
+    No SQLSTATE means the server never answered (a dropped connection, a refused
+    connect, a timeout on our side): unavailable. Codes of the server's state are
+    unavailable, races and timeouts are conflicts, and every other code (data exception
+    22, integrity 23, program limit 54, and the rest) is the data's: an unknown code must
+    never pause processing for everyone, so it is isolated with the input that met it.
+    """
+    if not sqlstate:
+        return FailureKind.UNAVAILABLE
+    if sqlstate in _CONFLICT_CODES or sqlstate[:2] in _CONFLICT_CLASSES:
+        return FailureKind.CONFLICT
+    if sqlstate in _UNAVAILABLE_CODES or sqlstate[:2] in _UNAVAILABLE_CLASSES:
+        return FailureKind.UNAVAILABLE
+    return FailureKind.DATA
 
 
 # Substrings of driver messages (lower case), and the short reason each stands for.
@@ -78,11 +162,8 @@ def classify_database_failure(exc: BaseException | None) -> str:
     return type(exc).__name__
 
 
-# Errors of the database's state, not of our data: the server is gone, restarting,
-# out of disk, or read-only during a failover. The caller may retry later (or spool).
-_CONNECTION_ERRORS = (
-    psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.InternalError, OSError, asyncio.TimeoutError,
-)
+# Everything the driver and the pool raise; `_database_error` tells them apart.
+_DRIVER_ERRORS = (psycopg2.Error, OSError, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +236,17 @@ class RequeueCandidate:
 
 
 class ClaimedBatch:
-    """Pending tickets locked in one open transaction; `save` writes their results in it."""
+    """Pending tickets locked in one open transaction; `save` writes their results in it.
 
-    def __init__(self, cursor, queries: dict[str, str], tickets: list[ClaimedTicket]) -> None:
+    `locked` counts the rows the claim locked: more than `tickets` when the byte budget
+    left some bodies on the server (those rows are released untouched at the end).
+    """
+
+    def __init__(self, cursor, queries: dict[str, str], tickets: list[ClaimedTicket], *, locked: int) -> None:
         self._cursor = cursor
         self._queries = queries
         self.tickets = tickets
+        self.locked = locked
 
     async def first_tickets_with(self, *, digests: set[bytes]) -> dict[bytes, str]:
         """digest -> the ticket first processed with that body, for digests processed before."""
@@ -228,10 +314,30 @@ class ClaimedBatch:
         await self._cursor.execute(self._queries["record_outcomes"], {"rows": _json(rows)})
 
 
+def _one_line(exc: BaseException) -> str:
+    """The driver's message on one line (libpq's carry newlines and tabs)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _unavailable(what: str, exc: BaseException) -> DatabaseUnavailable:
-    """The domain error for a driver error, naming the operation that met it, on one
-    line (libpq's messages carry newlines and tabs)."""
-    return DatabaseUnavailable(f"{what}: {' '.join(str(exc).split()) or type(exc).__name__}")
+    """The domain error for a driver error, naming the operation that met it."""
+    return DatabaseUnavailable(f"{what}: {_one_line(exc)}")
+
+
+def _database_error(what: str, exc: BaseException) -> DatabaseUnavailable | DataRejected:
+    """The domain error for a driver error, by the kind of its SQLSTATE."""
+    sqlstate = getattr(exc, "pgcode", None)
+    kind = failure_kind(sqlstate)
+    if kind is FailureKind.UNAVAILABLE:
+        return _unavailable(what, exc)
+    condition = (psycopg2.errorcodes.lookup(sqlstate) or "").lower()
+    # The primary message alone: the server's DETAIL and HINT lines are advice to a DBA.
+    diagnostics = getattr(exc, "diag", None)
+    message = getattr(diagnostics, "message_primary", None) or _one_line(exc)
+    detail = f"{sqlstate} {condition}".strip() + f": {' '.join(message.split())}"
+    if kind is FailureKind.CONFLICT:
+        return DatabaseConflict(f"{what}: {detail}")
+    return DataRejected(f"{what}: {detail}", sqlstate=sqlstate, reason=detail)
 
 
 def _money(amount: Decimal | None) -> str | None:
@@ -295,8 +401,8 @@ class Repository:
                     if cur.description is None:
                         return []
                     return await cur.fetchall()
-        except _CONNECTION_ERRORS as exc:
-            raise _unavailable(name, exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _database_error(name, exc) from exc
 
     async def store_tickets(self, *, tickets: Sequence[IncomingTicket]) -> int:
         """Insert a batch in one statement (one commit); return how many rows were new."""
@@ -312,20 +418,24 @@ class Repository:
         return rows[0][0]
 
     @contextlib.asynccontextmanager
-    async def claim_pending(self, *, limit: int) -> AsyncIterator[ClaimedBatch]:
-        """Lock up to `limit` pending tickets; commit what `save` wrote on exit, roll back on error."""
+    async def claim_pending(self, *, limit: int, max_bytes: int) -> AsyncIterator[ClaimedBatch]:
+        """Lock up to `limit` pending tickets and load those whose bodies fit in `max_bytes`
+        together (at least one); commit what `save` wrote on exit, roll back on error."""
         try:
             async with self._pool.acquire() as conn:
                 async with conn.cursor() as cur:
                     async with cur.begin():
-                        await cur.execute(self._queries["claim_pending_tickets"], {"limit": limit})
+                        await cur.execute(
+                            self._queries["claim_pending_tickets"], {"limit": limit, "max_bytes": max_bytes}
+                        )
+                        rows = await cur.fetchall()
                         tickets = [
                             ClaimedTicket(ticket_id, seq, received_at, bytes(body))
-                            for ticket_id, seq, received_at, body in await cur.fetchall()
+                            for ticket_id, seq, received_at, body, _ in rows
                         ]
-                        yield ClaimedBatch(cur, self._queries, tickets)
-        except _CONNECTION_ERRORS as exc:
-            raise _unavailable("claim_pending", exc) from exc
+                        yield ClaimedBatch(cur, self._queries, tickets, locked=rows[0][4] if rows else 0)
+        except _DRIVER_ERRORS as exc:
+            raise _database_error("claim_pending", exc) from exc
 
     async def record_failed_attempt(self, *, ticket_id: str, error: str, max_attempts: int) -> str | None:
         """Count one unexpected failure; return the ticket's status afterwards."""
@@ -358,8 +468,8 @@ class Repository:
         """A dedicated LISTEN connection; yields its queue of wake-ups."""
         try:
             conn = await aiopg.connect(self._database_url, enable_hstore=False, timeout=10)
-        except _CONNECTION_ERRORS as exc:
-            raise _unavailable("listen", exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _database_error("listen", exc) from exc
         try:
             async with conn.cursor() as cur:
                 await cur.execute(self._queries["listen_tickets"])
@@ -367,15 +477,23 @@ class Repository:
         finally:
             conn.close()
 
-    async def ticket(self, *, ticket_id: str) -> dict[str, Any] | None:
+    async def ticket(
+        self, *, ticket_id: str, lines_after: int = 0, lines_limit: int = 100
+    ) -> dict[str, Any] | None:
+        """A ticket with one page of its lines: those numbered after `lines_after`, at most
+        `lines_limit`. `next_lines_after` is the `lines_after` of the next page, None on
+        the last; `line_count` counts them all. Pages keep one read from building
+        megabytes of JSON on the event loop for a ticket of 100,000 lines."""
         rows = await self._fetch("ticket_by_id", {"id": ticket_id})
         if not rows:
             return None
         (
             ticket_id, status, received_at, content_type, body_bytes, processed_at, order_ref, vat, total,
-            headers, warnings, error, encoding, duplicate_of, attempts,
+            headers, warnings, error, encoding, duplicate_of, attempts, line_count,
         ) = rows[0]
-        lines = await self._fetch("lines_of_ticket", {"id": ticket_id})
+        lines = await self._fetch("lines_of_ticket", {"id": ticket_id, "after": lines_after, "limit": lines_limit + 1})
+        page = lines[:lines_limit]
+        next_lines_after = page[-1][0] if len(lines) > lines_limit else None
         return {
             "id": ticket_id,
             "status": status,
@@ -392,10 +510,12 @@ class Repository:
             "text_encoding": encoding,
             "duplicate_of": duplicate_of,
             "attempts": attempts,
+            "line_count": line_count,
             "lines": [
                 {"line_number": number, "product_id": product_id, "name": name, "price": price}
-                for number, product_id, name, price in lines
+                for number, product_id, name, price in page
             ],
+            "next_lines_after": next_lines_after,
         }
 
     async def products(self, *, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:

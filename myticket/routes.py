@@ -194,14 +194,38 @@ async def post_ticket(request: web.Request) -> web.Response:
     return web.Response(body=b'{"id": "%s"}' % ticket.id.encode(), status=202, content_type="application/json")
 
 
+# Lines one GET /tickets/{id} returns: at most MAX_LINES_PAGE, DEFAULT_LINES_PAGE unless asked.
+MAX_LINES_PAGE = 1000
+DEFAULT_LINES_PAGE = 100
+
+
+def query_integer(request: web.Request, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    """An integer query parameter within bounds, or 400 naming it."""
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} {raw!r} is not an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ApiError(400, f"{name} must be {bounds}, got {value}")
+    return value
+
+
 async def get_ticket(request: web.Request) -> web.Response:
-    """A ticket's status, error, warnings, parsed header and lines."""
+    """A ticket's status, error, warnings, parsed header and one page of its lines:
+    `?lines_limit=` (1-1000, default 100) lines numbered after `?lines_after=` (default 0).
+    Paged so that one read of a ticket of 100,000 lines never blocks intake."""
     raw_id = request.match_info["ticket_id"]
     try:
         ticket_id = str(uuid.UUID(raw_id))
     except ValueError:
         raise ApiError(404, f"no ticket {raw_id}") from None
-    ticket = await request.app[REPOSITORY].ticket(ticket_id=ticket_id)
+    lines_after = query_integer(request, "lines_after", 0, minimum=0, maximum=2**31 - 1)
+    lines_limit = query_integer(request, "lines_limit", DEFAULT_LINES_PAGE, minimum=1, maximum=MAX_LINES_PAGE)
+    ticket = await request.app[REPOSITORY].ticket(ticket_id=ticket_id, lines_after=lines_after, lines_limit=lines_limit)
     if ticket is None:
         raise ApiError(404, f"no ticket {ticket_id}")
     return web.json_response(ticket, dumps=json_dumps)

@@ -203,7 +203,10 @@ async def run_worker_loops(
     reporter = asyncio.create_task(_send_reports(metrics, reports, stop)) if reports is not None else None
     try:
         log.info("worker started (%d loops, process %d)", settings.workers, os.getpid())
-        workers = [TicketWorker(repository, metrics) for _ in range(settings.workers)]
+        workers = [
+            TicketWorker(repository, metrics, batch_max_bytes=settings.worker_batch_max_bytes)
+            for _ in range(settings.workers)
+        ]
         await asyncio.gather(*(worker.run(stop) for worker in workers))
         log.info("worker stopped")
     finally:

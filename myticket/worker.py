@@ -4,8 +4,15 @@ It runs off the request path, so a slow or failing parse never delays or loses a
 acknowledgement. Each batch is claimed with `FOR UPDATE SKIP LOCKED` and written in
 one transaction: a ticket is processed completely or not at all, several workers
 never process the same ticket, and a worker that dies mid-batch leaves its tickets
-pending. A batch that fails unexpectedly is retried one ticket at a time, and a ticket
-that keeps failing is rejected after `max_attempts`, so it never blocks the queue.
+pending. A batch that fails for any reason but the database being unavailable is
+retried one ticket at a time. A ticket whose data PostgreSQL refuses (`DataRejected`:
+a value out of range, an index row over the size limit, ...) is then rejected at once
+with the database's reason, since the same bytes would fail again; one that fails
+otherwise (a conflict, a bug) is rejected after `max_attempts`. Either way it never
+blocks the queue, and only `DatabaseUnavailable` pauses the worker.
+
+A claim is bounded in bytes as well as in tickets (`batch_max_bytes`): bodies are
+fetched only while they fit, so a burst of large tickets never sits in memory at once.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from .metrics import Metrics
 from .parser import ParsedTicket, TicketParseError, parse_ticket
 from .repository import (
     ClaimedTicket,
+    DatabaseConflict,
     DatabaseUnavailable,
+    DataRejected,
     LineRow,
     ProductSighting,
     Repository,
@@ -36,6 +45,8 @@ BACKLOG_REFRESH_SECONDS = 1.0
 # Under load every ingest batch sends a wake-up; starting drains at most this often lets
 # each claim take a fuller batch (fewer, larger transactions) at a small cost in lag.
 MIN_DRAIN_INTERVAL_SECONDS = 0.05
+DEFAULT_BATCH_SIZE = 200
+DEFAULT_BATCH_MAX_BYTES = 8 * 1024 * 1024
 
 
 class DatabaseOutageLog:
@@ -117,7 +128,8 @@ class TicketWorker:
         repository: Repository,
         metrics: Metrics,
         *,
-        batch_size: int = 200,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES,
         max_attempts: int = 3,
         idle_poll_seconds: float = 1.0,
         outage_log: DatabaseOutageLog | None = None,
@@ -126,9 +138,12 @@ class TicketWorker:
         self._outage_log = outage_log if outage_log is not None else outage_log_for(repository)
         self._metrics = metrics
         self.batch_size = batch_size
+        self.batch_max_bytes = batch_max_bytes
         self.max_attempts = max_attempts
         self.idle_poll_seconds = idle_poll_seconds
         self._claimed_ids: list[str] = []
+        # Rows the last claim locked: more than it loaded when the byte budget cut it short.
+        self._locked_in_last_claim = 0
         self._backlog_refreshed_at = 0.0
         # Set while the worker waits for a wake-up with nothing left to do.
         self.idle = asyncio.Event()
@@ -136,8 +151,10 @@ class TicketWorker:
     async def process_batch(self, *, limit: int) -> int:
         """Claim and process up to `limit` pending tickets in one transaction; return how many."""
         self._claimed_ids = []
-        async with self._repository.claim_pending(limit=limit) as batch:
+        self._locked_in_last_claim = 0
+        async with self._repository.claim_pending(limit=limit, max_bytes=self.batch_max_bytes) as batch:
             self._claimed_ids = [ticket.id for ticket in batch.tickets]
+            self._locked_in_last_claim = batch.locked
             if not batch.tickets:
                 return 0
             outcomes: dict[str, TicketOutcome] = {}
@@ -198,10 +215,10 @@ class TicketWorker:
             limit = 1 if one_at_a_time else self.batch_size
             try:
                 count = await self.process_batch(limit=limit)
-            except DatabaseUnavailable:
-                raise
             except Exception as exc:
-                if limit > 1:
+                if isinstance(exc, DatabaseUnavailable) and not isinstance(exc, DatabaseConflict):
+                    raise  # nothing is wrong with these tickets: pause, then retry them all
+                if len(self._claimed_ids) > 1:
                     log.warning("batch of %d failed (%s: %s); retrying one ticket at a time",
                                 len(self._claimed_ids), type(exc).__name__, exc)
                     one_at_a_time = len(self._claimed_ids)
@@ -210,17 +227,27 @@ class TicketWorker:
                 continue
             handled += count
             one_at_a_time = max(0, one_at_a_time - count)
-            if count == 0 or (count < limit and not one_at_a_time):
+            # Fewer rows locked than asked, all of them loaded: the queue is empty for now.
+            # Rows the byte budget left behind are pending again: the drain goes on.
+            queue_emptied = self._locked_in_last_claim < limit and self._locked_in_last_claim == count
+            if count == 0 or (queue_emptied and not one_at_a_time):
                 break
         return handled
 
     async def _record_failure(self, exc: Exception) -> None:
+        """Charge the failure of a claim of one ticket to that ticket."""
         if not self._claimed_ids:
             raise exc
         ticket_id = self._claimed_ids[0]
-        error = f"processing failed {self.max_attempts} times: {type(exc).__name__}: {exc}"
+        if isinstance(exc, DataRejected):
+            # The same bytes give the same refusal: retrying would only delay the rejection.
+            error = f"PostgreSQL refused the ticket's data: {exc.reason}"
+            max_attempts = 1
+        else:
+            error = f"processing failed {self.max_attempts} times: {type(exc).__name__}: {exc}"
+            max_attempts = self.max_attempts
         status = await self._repository.record_failed_attempt(
-            ticket_id=ticket_id, error=error, max_attempts=self.max_attempts
+            ticket_id=ticket_id, error=error, max_attempts=max_attempts
         )
         log.warning("ticket %s failed to process (%s: %s); now %s", ticket_id, type(exc).__name__, exc, status)
         if status == "rejected":

@@ -3,15 +3,31 @@
 LISTEN myticket_tickets;
 
 -- name: claim_pending_tickets
--- Locks the oldest pending tickets for this worker's transaction; tickets another
--- worker holds are skipped, so no ticket is processed twice. A worker that dies
--- before committing releases its lock, leaving the tickets pending.
-SELECT id::text, seq, received_at, body
-FROM tickets
-WHERE status = 'pending'
-ORDER BY seq
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
+-- Locks the oldest pending tickets for this worker's transaction and returns those whose
+-- bodies fit in max_bytes together (always the first, however large); tickets another
+-- worker holds are skipped, so no ticket is processed twice. Sizes come from the value
+-- headers (octet_length reads no body), so bodies past the budget never leave the
+-- server; their rows stay locked, untouched, until this transaction ends and are
+-- pending again for the next claim. locked_count (on every row) tells a claim cut
+-- short by the budget from a queue that held no more. A worker that dies before committing releases its
+-- locks, leaving the tickets pending.
+WITH locked AS (
+    SELECT id, seq, received_at, octet_length(body) AS size
+    FROM tickets
+    WHERE status = 'pending'
+    ORDER BY seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), sized AS (
+    SELECT id, seq, received_at, sum(size) OVER (ORDER BY seq) AS size_up_to_here,
+           row_number() OVER (ORDER BY seq) AS position, count(*) OVER () AS locked_count
+    FROM locked
+)
+SELECT s.id::text, s.seq, s.received_at, t.body, s.locked_count
+FROM sized AS s
+JOIN tickets AS t ON t.id = s.id
+WHERE s.position = 1 OR s.size_up_to_here <= %(max_bytes)s
+ORDER BY s.seq;
 
 -- name: register_processed_bodies
 -- Records the digest of each body about to be processed; a digest already there

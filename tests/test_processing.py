@@ -112,7 +112,7 @@ async def test_a_worker_that_dies_mid_batch_leaves_its_tickets_pending(quiet_app
     )
 
     with pytest.raises(RuntimeError):
-        async with repository.claim_pending(limit=10) as batch:
+        async with repository.claim_pending(limit=10, max_bytes=1024 * 1024) as batch:
             assert len(batch.tickets) == 1
             raise RuntimeError("worker died")
 
