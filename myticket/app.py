@@ -111,7 +111,7 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
         if spool is None:
             raise
         log.warning("PostgreSQL does not answer at start (%s): tickets go to the spool %s; migrations and "
-                    "replay wait until it answers", exc, spool.path)
+                    "replay wait until it answers", exc.reason, spool.path)
     app[STORE] = store
     app[SPOOL] = spool
     ingest = GroupCommitIngest(

@@ -191,8 +191,10 @@ class DurableStore:
                 log.error("%s: they are not replayed here; start a service with that database's "
                           "DATABASE_URL to replay them", foreign)
         self.database_problem = None
-        if not self.database_confirmed.is_set():
+        if at_start:
             log.info("database confirmed: %s", identity)
+        else:  # the end of the warning logged at a start without PostgreSQL
+            log.warning("PostgreSQL answers: %s confirmed, migrations applied; replaying the spool", identity)
         self.database_confirmed.set()
 
     async def __call__(self, tickets: Sequence[IncomingTicket]) -> None:
