@@ -265,7 +265,7 @@ async def test_a_full_disk_during_replay_neither_kills_the_replayer_nor_refuses_
     async def delete_failed() -> bool:
         return await metric_value(client, 'myticket_spool_replay_failures_total{cause="spool_unavailable"}') >= 1
 
-    await wait_until(delete_failed, timeout=30, what="the replayer to count the failed delete")
+    await wait_until(delete_failed, timeout=10, what="the replayer to count the failed delete")
     # PostgreSQL answers: a ticket the full spool cannot take is stored there, and /ready agrees.
     during = await client.post("/ticket", data=REFERENCE_TICKET)
     assert during.status == 202
