@@ -4,6 +4,7 @@ processes (`python -m myticket serve` against a PostgreSQL this module stops and
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +18,7 @@ from myticket.embedded import EmbeddedPostgres
 from myticket.migrate import migration_ids, prepare_database
 from myticket.spool import Spool
 
-from .conftest import Db, create_empty_database, emptied_database, private_server
+from .conftest import PROJECT_ROOT, Db, create_empty_database, emptied_database, private_server
 from .helpers import ticket_with
 from .service_process import Service
 from .waiting import wait_until
@@ -91,11 +92,23 @@ async def test_a_service_meeting_a_spool_of_another_database_refuses_to_start_wi
     await theirs.close()
 
     service = Service(postgres.url, data_dir)
-    result = await asyncio.to_thread(service.run, "serve", timeout=60, LOG_LEVEL="ERROR")
+    serve = subprocess.Popen(
+        service.command("serve"), cwd=PROJECT_ROOT, env={**service.env, "LOG_LEVEL": "ERROR"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        async def exited_or_serving() -> bool:
+            return serve.poll() is not None or await service.ready_state() is not None
 
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+        await wait_until(exited_or_serving, timeout=60, what="serve to exit or to answer")
+        assert serve.poll() == 1, "serve started beside a spool of another database"
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        stderr = serve.communicate()[1]
+
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
     assert "holds 1 tickets for database 'the_other_service'" in lines[0]
     assert "refusing to start" in lines[0] and "MYTICKET_SPOOL_DIR" in lines[0]
     assert db.value("count_tickets") == 0
