@@ -66,6 +66,8 @@ async def test_serve_starts_while_postgres_is_down_spools_then_migrates_and_repl
 
         await wait_until(all_processed, timeout=60, what="the worker to process the replayed tickets")
         fresh.close()
+        # The worker process was started once the schema was there, not left to die and restart.
+        assert "worker process" not in service.log.read_text()
     finally:
         service.stop()
 
