@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,7 +13,7 @@ from aiohttp import web
 from .config import Settings, mask_password
 from .ingest import DurableStore, GroupCommitIngest
 from .metrics import Metrics
-from .migrate import migration_ids
+from .migrate import migration_ids, prepare_database
 from .repository import DatabaseUnavailable, Repository
 from .spool import Spool
 from .routes import RETRY_AFTER_UNAVAILABLE, ApiError, setup_routes
@@ -65,16 +66,24 @@ async def observe_and_answer_errors(request: web.Request, handler: Handler) -> w
 
 
 async def repository_context(app: web.Application) -> AsyncIterator[None]:
+    """The connection pool. It connects on first use, so that a service with a spool
+    starts, and takes tickets, while PostgreSQL is down."""
     settings = app[SETTINGS]
     assert settings.database_url is not None, "the CLI resolves the database before building the app"
-    log.info("connecting to %s", mask_password(settings.database_url))
-    app[REPOSITORY] = await Repository.connect(settings.database_url)
+    log.info("using %s", mask_password(settings.database_url))
+    app[REPOSITORY] = await Repository.connect(settings.database_url, min_connections=0)
     yield
     await app[REPOSITORY].close()
 
 
 async def ingest_context(app: web.Application) -> AsyncIterator[None]:
     """Group commit into PostgreSQL or the spool, and the spool's replayer.
+
+    At start the database is confirmed (migrations applied, identity checked against
+    the spool's). When PostgreSQL does not answer and a spool is configured, the
+    service starts all the same, in spool mode, and the replayer confirms the database
+    once it answers; with no spool the start fails. A spool holding tickets for another
+    database fails the start.
 
     On shutdown: refuse new tickets, wait until every admitted one is committed or
     spooled, stop the replayer between two batches, then close the spool. What is
@@ -83,13 +92,26 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
     """
     settings = app[SETTINGS]
     metrics = app[METRICS]
+    assert settings.database_url is not None
     spool = None
     if settings.spool_max_bytes > 0:
-        spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes)
+        spool = Spool(
+            settings.spool_path, max_bytes=settings.spool_max_bytes, database_url=mask_password(settings.database_url)
+        )
         await spool.count()  # opens (or creates) the file now, so a problem shows at start
         if spool.problem:
             log.error("spool %s is not usable: %s", spool.path, spool.problem)
-    store = DurableStore(app[REPOSITORY], spool, metrics)
+    store = DurableStore(
+        app[REPOSITORY], spool, metrics,
+        prepare_database=functools.partial(asyncio.to_thread, prepare_database, settings.database_url),
+    )
+    try:
+        await store.confirm_database(at_start=True)
+    except DatabaseUnavailable as exc:
+        if spool is None:
+            raise
+        log.warning("PostgreSQL does not answer at start (%s): tickets go to the spool %s; migrations and "
+                    "replay wait until it answers", exc.reason, spool.path)
     app[STORE] = store
     app[SPOOL] = spool
     ingest = GroupCommitIngest(
@@ -110,31 +132,60 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
         await spool.close()
 
 
+async def until_database_confirmed(app: web.Application, stop: asyncio.Event) -> bool:
+    """Wait until the database is confirmed (migrations applied) or `stop`; return
+    whether it was confirmed. The worker must not read tables that may not exist yet."""
+    confirmed = asyncio.ensure_future(app[STORE].database_confirmed.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((confirmed, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        confirmed.cancel()
+        stopped.cancel()
+    return app[STORE].database_confirmed.is_set() and not stop.is_set()
+
+
 async def worker_context(app: web.Application) -> AsyncIterator[None]:
-    """Ticket worker loops as background tasks; on shutdown each finishes its batch."""
+    """Ticket worker loops as background tasks, once the database is confirmed; on
+    shutdown each finishes its batch."""
     settings = app[SETTINGS]
     workers = [
         TicketWorker(app[REPOSITORY], app[METRICS], batch_max_bytes=settings.worker_batch_max_bytes)
         for _ in range(settings.workers)
     ]
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(worker.run(stop), name=f"ticket-worker-{n}") for n, worker in enumerate(workers)]
+
+    async def run(worker: TicketWorker) -> None:
+        if await until_database_confirmed(app, stop):
+            await worker.run(stop)
+
+    tasks = [asyncio.create_task(run(worker), name=f"ticket-worker-{n}") for n, worker in enumerate(workers)]
     yield
     stop.set()
     await asyncio.gather(*tasks)
 
 
 async def worker_process_context(app: web.Application) -> AsyncIterator[None]:
-    """The worker in a child process (MYTICKET_WORKER=process). Told to stop as soon as
-    the shutdown begins, so it finishes its batch while the HTTP requests drain."""
+    """The worker in a child process (MYTICKET_WORKER=process), started once the
+    database is confirmed. Told to stop as soon as the shutdown begins, so it finishes
+    its batch while the HTTP requests drain."""
     worker = WorkerProcess(app[SETTINGS], app[METRICS])
-    worker.start()
+    stop = asyncio.Event()
+
+    async def start_when_confirmed() -> None:
+        if await until_database_confirmed(app, stop):
+            worker.start()
+
+    starting = asyncio.create_task(start_when_confirmed(), name="worker-process-start")
 
     async def request_stop(_app: web.Application) -> None:
+        stop.set()
         worker.request_stop()
 
     app.on_shutdown.append(request_stop)
     yield
+    stop.set()
+    await starting
     await worker.stop()
 
 

@@ -200,15 +200,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         with resolved_database(settings, may_take_over=args.command == "serve") as settings:
             assert settings.database_url is not None
             log.info("database %s", mask_password(settings.database_url))
-            apply_migrations(settings.database_url)
             if args.command == "serve":
                 from .server import serve_processes
 
+                refusal = _prepare_to_serve(settings)
+                if refusal is not None:
+                    print(f"myticket: {refusal}", file=sys.stderr)
+                    return 1
                 processes = args.processes or settings.http_processes
                 return serve_processes(
                     dataclasses.replace(settings, run_worker=not args.no_worker), processes, sockets
                 )
-            elif args.command == "worker":
+            apply_migrations(settings.database_url)
+            if args.command == "worker":
                 from .server import run_worker_loops
 
                 set_process_title("worker")
@@ -228,6 +232,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sock in sockets:
             sock.close()
     return 0
+
+
+def _prepare_to_serve(settings: Settings) -> str | None:
+    """Migrate and check the spool before serving; return why not to serve, or None.
+
+    PostgreSQL down at start is not a reason when a spool is configured: the service
+    takes tickets into it, and applies the migrations and replays once PostgreSQL
+    answers. Without a spool it is (DatabaseUnavailable, one line). A spool that holds
+    tickets for another database is: they would never be replayed here.
+    """
+    from .migrate import prepare_database
+    from .repository import DatabaseUnavailable
+    from .spool import SpoolUnavailable, claim_now
+
+    assert settings.database_url is not None
+    try:
+        identity = prepare_database(settings.database_url)
+    except DatabaseUnavailable as exc:
+        if settings.spool_max_bytes == 0:
+            raise
+        log.warning(
+            "PostgreSQL does not answer (%s): serving anyway; tickets go to the spool in %s, and the migrations "
+            "and the replay wait until PostgreSQL answers", exc.reason, settings.spool_path,
+        )
+        identity = None
+    if settings.spool_max_bytes == 0:
+        return None
+    try:
+        foreign = claim_now(
+            settings.spool_path, max_bytes=settings.spool_max_bytes,
+            database_url=mask_password(settings.database_url), identity=identity,
+        )
+    except SpoolUnavailable as exc:  # reported by /ready; PostgreSQL takes the tickets meanwhile
+        log.error("%s", exc)
+        return None
+    if foreign is None:
+        return None
+    if identity is None:
+        log.warning("%s: the spool is not used until PostgreSQL answers and shows it is that database", foreign)
+        return None
+    return (
+        f"{foreign}: refusing to start. Start a service with that database's DATABASE_URL to replay them, "
+        "or give this one another MYTICKET_SPOOL_DIR"
+    )
 
 
 def _print_database_url(settings: Settings) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from .metrics import Metrics
 from .repository import DatabaseUnavailable, IncomingTicket, Repository
-from .spool import Spool, SpoolUnavailable
+from .spool import DatabaseIdentity, ForeignSpool, Spool, SpoolUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -118,34 +118,110 @@ class GroupCommitIngest:
         await self._idle.wait()
 
 
-class DurableStore:
-    """Where a batch goes: PostgreSQL, or the spool while PostgreSQL cannot take it.
+def replay_retry_delay(failures: int, *, interval: float) -> float:
+    """Seconds before the next replay attempt after `failures` failures in a row that
+    were not PostgreSQL being down (a full disk, a bug): doubling from `interval`, at
+    most REPLAY_RETRY_MAX_SECONDS, so a lasting fault is retried without filling the log."""
+    if failures <= 0:
+        return interval
+    return min(REPLAY_RETRY_MAX_SECONDS, interval * 2 ** (failures - 1))
 
-    After PostgreSQL refuses a batch, the store is in spool mode: batches go straight
-    to the spool (no waiting on a database that is down) until the replayer has moved
-    everything back and PostgreSQL answers again. With no spool (MYTICKET_SPOOL_MAX_BYTES=0)
-    a refused batch fails, and its requests are answered 503.
+
+REPLAY_RETRY_MAX_SECONDS = 10.0
+
+
+class DurableStore:
+    """Where a batch goes: PostgreSQL, or the spool while PostgreSQL cannot take them.
+
+    Until the database is confirmed (it answers, every migration is applied and the
+    spool is known to be for it), and after PostgreSQL refuses a batch, the store is in
+    spool mode: batches go straight to the spool (no waiting on a database that is
+    down) until the replayer has moved everything back and PostgreSQL answers again.
+    A batch the spool cannot take goes to PostgreSQL if it is confirmed: a full or
+    broken spool never refuses a ticket that PostgreSQL would take. With no spool
+    (MYTICKET_SPOOL_MAX_BYTES=0) a refused batch fails, and its requests are answered 503.
     """
 
-    def __init__(self, repository: Repository, spool: Spool | None, metrics: Metrics, *, replay_batch: int = 500):
+    def __init__(
+        self,
+        repository: Repository,
+        spool: Spool | None,
+        metrics: Metrics,
+        *,
+        prepare_database: Callable[[], Awaitable[DatabaseIdentity]],
+        replay_batch: int = 500,
+    ):
         self._repository = repository
         self._spool = spool
         self._metrics = metrics
+        self._prepare_database = prepare_database
         self._replay_batch = replay_batch
-        self.spooling = False
+        self._spool_mode = False
         self._replay_needed = asyncio.Event()
+        # Set once PostgreSQL answered, its migrations are applied and the spool is checked.
+        self.database_confirmed = asyncio.Event()
+        # Why the database is not confirmed yet, for /ready.
+        self.database_problem: str | None = "not checked yet"
+
+    @property
+    def spooling(self) -> bool:
+        """Whether the next batch goes to the spool first."""
+        return self._spool is not None and (self._spool_mode or not self.database_confirmed.is_set())
+
+    async def confirm_database(self, *, at_start: bool = False) -> None:
+        """Apply missing migrations, learn which database this is and check the spool is
+        for it. A spool holding tickets for another database raises ForeignSpool at start
+        (the service refuses to start); later it is reported, never replayed, and
+        tickets go to PostgreSQL directly."""
+        try:
+            identity = await self._prepare_database()
+        except DatabaseUnavailable as exc:
+            self.database_problem = f"unavailable: {exc.reason}"
+            raise
+        if self._spool is not None:
+            try:
+                foreign = await self._spool.claim(identity)
+            except SpoolUnavailable as exc:  # PostgreSQL takes the tickets; /ready shows the problem
+                self._spool.problem = str(exc)
+                log.error("%s", exc)
+                foreign = None
+            if foreign is not None:
+                if at_start:
+                    raise ForeignSpool(foreign)
+                log.error("%s: they are not replayed here; start a service with that database's "
+                          "DATABASE_URL to replay them", foreign)
+        self.database_problem = None
+        if at_start:
+            log.info("database confirmed: %s", identity)
+        else:  # the end of the warning logged at a start without PostgreSQL
+            log.warning("PostgreSQL answers: %s confirmed, migrations applied; replaying the spool", identity)
+        self.database_confirmed.set()
 
     async def __call__(self, tickets: Sequence[IncomingTicket]) -> None:
-        if not self.spooling or self._spool is None:
+        if self.spooling:
+            assert self._spool is not None
             try:
-                await self._repository.store_tickets(tickets=tickets)
+                await self._spool_batch(tickets)
                 return
-            except DatabaseUnavailable as exc:
-                if self._spool is None:
+            except SpoolUnavailable as exc:
+                if not self.database_confirmed.is_set():
                     raise
-                if not self.spooling:
-                    log.warning("PostgreSQL refused a batch (%s); spooling locally until it answers", exc)
-                self.spooling = True
+                log.warning("spool refused a batch of %d tickets (%s); trying PostgreSQL", len(tickets), exc)
+            await self._repository.store_tickets(tickets=tickets)
+            return
+        try:
+            await self._repository.store_tickets(tickets=tickets)
+            return
+        except DatabaseUnavailable as exc:
+            if self._spool is None:
+                raise
+            if not self._spool_mode:
+                log.warning("PostgreSQL refused a batch (%s); spooling locally until it answers", exc)
+            self._spool_mode = True
+        await self._spool_batch(tickets)
+
+    async def _spool_batch(self, tickets: Sequence[IncomingTicket]) -> None:
+        assert self._spool is not None
         await self._spool.write(tickets)
         self._metrics.count(self._metrics.tickets_spooled, amount=len(tickets))
         log.debug("spooled %d tickets: %s", len(tickets), [ticket.id for ticket in tickets])
@@ -157,7 +233,10 @@ class DurableStore:
 
         A batch is deleted from the spool only after PostgreSQL committed it; replaying
         the same ids twice is harmless (ON CONFLICT DO NOTHING on the delivery id).
+        Nothing is replayed before the database is confirmed to be the spool's.
         """
+        if not self.database_confirmed.is_set():
+            await self.confirm_database()
         if self._spool is None:
             return 0
         moved = 0
@@ -169,27 +248,58 @@ class DurableStore:
             await self._spool.delete([ticket.id for ticket in batch])
             moved += len(batch)
             self._metrics.count(self._metrics.tickets_replayed, amount=len(batch))
-        if self.spooling and (stop is None or not stop.is_set()):
+            log.debug("replayed %d spooled tickets: %s", len(batch), [ticket.id for ticket in batch])
+        if self._spool_mode and (stop is None or not stop.is_set()):
             await self._repository.applied_migrations()  # PostgreSQL answers: leave spool mode
             log.warning("PostgreSQL answers again; spool drained, back to direct writes")
-            self.spooling = False
+            self._spool_mode = False
         if moved:
             log.info("replayed %d spooled tickets into PostgreSQL", moved)
         return moved
 
     async def replay_forever(self, stop: asyncio.Event, *, interval: float = 1.0) -> None:
-        """Replay at start (a spool left by a crash), after spooling, and every `interval` seconds."""
+        """Replay at start (a spool left by a crash), after spooling, and every `interval`
+        seconds, until `stop`. It never dies: each failure is logged, counted in
+        myticket_spool_replay_failures_total and retried, at once when PostgreSQL is
+        merely down (so spool mode ends with the outage), with backoff otherwise."""
+        failures = 0
         while not stop.is_set():
             try:
                 await self.replay(stop)
-            except (DatabaseUnavailable, SpoolUnavailable) as exc:
-                log.debug("replay postponed: %s", exc)
-            if self._spool is not None:
-                self._metrics.set_spool(tickets=await self._spool.count(), size=await self._spool.size())
+                failures = 0
+            except DatabaseUnavailable as exc:
+                failures = 0
+                self._metrics.replay_failed("database_unavailable")
+                log.debug("replay postponed, database unavailable: %s", exc)
+            except SpoolUnavailable as exc:
+                failures += 1
+                self._metrics.replay_failed("spool_unavailable")
+                log.warning("replay failed, retrying: %s", exc)
+            except Exception:
+                failures += 1
+                self._metrics.replay_failed("unexpected")
+                log.exception("replay failed unexpectedly, retrying")
+            await self._refresh_gauges()
             self._replay_needed.clear()
-            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._replay_needed.wait())]
+            waits = [asyncio.ensure_future(stop.wait())]
+            if failures == 0:  # after a failure, new spooled batches do not cut the backoff short
+                waits.append(asyncio.ensure_future(self._replay_needed.wait()))
             try:
-                await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    waits, timeout=replay_retry_delay(failures, interval=interval), return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 for waiting in waits:
                     waiting.cancel()
+
+    async def _refresh_gauges(self) -> None:
+        if self._spool is None:
+            return
+        try:
+            self._metrics.set_spool(
+                tickets=await self._spool.count(),
+                size=await self._spool.size(),
+                quarantined_files=len(await self._spool.quarantined()),
+            )
+        except Exception:  # the gauges must not stop the replayer either
+            log.exception("spool gauges not refreshed")

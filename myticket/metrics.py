@@ -44,6 +44,9 @@ class RefusalReason(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"
 
 
+# Why a replay attempt failed: the `cause` label of myticket_spool_replay_failures_total.
+REPLAY_FAILURE_CAUSES = ("database_unavailable", "spool_unavailable", "unexpected")
+
 # The worker's outcomes (the final ticket statuses): the `outcome` label of
 # myticket_tickets_processed_total, each exported at 0 from the start.
 PROCESSING_OUTCOMES = ("processed", "rejected", "duplicate")
@@ -152,7 +155,19 @@ class Metrics:
             "myticket_spool_tickets", "Tickets waiting in the local spool.", registry=self.registry
         )
         self.spool_bytes = Gauge(
-            "myticket_spool_bytes", "Size of the local spool file, in bytes.", registry=self.registry
+            "myticket_spool_bytes",
+            "Bytes the local spool occupies on disk (file, WAL and shared memory).",
+            registry=self.registry,
+        )
+        self.spool_quarantined_files = Gauge(
+            "myticket_spool_quarantined_files",
+            "Unreadable spool files moved aside, still in the spool directory.",
+            registry=self.registry,
+        )
+        self.replay_failures = Counter(
+            "myticket_spool_replay_failures_total",
+            "Replay attempts that failed, by cause; the replayer retries each.",
+            registry=self.registry,
         )
         self._export_zeros()
         # Keyed by collector name: aioprometheus collectors define __eq__, not __hash__.
@@ -169,6 +184,8 @@ class Metrics:
             self.tickets_refused.set({"reason": reason.value}, 0)
         for outcome in PROCESSING_OUTCOMES:
             self.tickets_processed.set({"outcome": outcome}, 0)
+        for cause in REPLAY_FAILURE_CAUSES:
+            self.replay_failures.set({"cause": cause}, 0)
 
     def count(self, counter: Counter, labels: Labels = (), amount: int = 1) -> None:
         self._counts[(counter.name, labels)] += amount
@@ -197,9 +214,13 @@ class Metrics:
     def set_backlog(self, pending: int) -> None:
         self._gauges[self.pending_backlog.name] = pending
 
-    def set_spool(self, *, tickets: int, size: int) -> None:
+    def set_spool(self, *, tickets: int, size: int, quarantined_files: int = 0) -> None:
         self._gauges[self.spool_tickets.name] = tickets
         self._gauges[self.spool_bytes.name] = size
+        self._gauges[self.spool_quarantined_files.name] = quarantined_files
+
+    def replay_failed(self, cause: str) -> None:
+        self.count(self.replay_failures, (("cause", cause),))
 
     def take_report(self) -> MetricsReport:
         """What was tallied since the last report (gauges: their last values), and reset."""

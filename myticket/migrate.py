@@ -18,11 +18,14 @@ import psycopg2.errors
 from yoyo import get_backend, read_migrations
 
 from .repository import PROJECT_ROOT, DatabaseUnavailable, load_queries
+from .spool import DatabaseIdentity
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 LOCK_TIMEOUT_SECONDS = 600
+# How long a start-up connection waits for PostgreSQL before calling it unavailable.
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 def migration_ids(migrations_dir: Path = MIGRATIONS_DIR) -> frozenset[str]:
@@ -40,7 +43,7 @@ def apply_migrations(
     """Apply what is missing, under the advisory lock; return the ids applied by this call."""
     queries = load_queries()
     try:
-        lock_session = psycopg2.connect(database_url)
+        lock_session = psycopg2.connect(database_url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
         backend = get_backend(database_url)
     except psycopg2.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to apply migrations: {' '.join(str(exc).split())}") from exc
@@ -68,3 +71,35 @@ def apply_migrations(
         lock_session.close()  # releases the advisory lock
     log.info("migrations applied: %s", ", ".join(applied) if applied else "none (schema up to date)")
     return applied
+
+
+def prepare_database(database_url: str, *, migrations_dir: Path = MIGRATIONS_DIR) -> DatabaseIdentity:
+    """Apply any missing migration and return which database this is (for the spool).
+
+    What a service needs before it writes to a database, also when it started while
+    PostgreSQL was down: one short session when the schema is up to date (each start
+    and each reconnection pays only that), the migrator under its lock otherwise.
+    """
+    queries = load_queries()
+    expected = migration_ids(migrations_dir)
+    try:
+        session = psycopg2.connect(database_url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    except psycopg2.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to check migrations: {' '.join(str(exc).split())}") from exc
+    try:
+        session.autocommit = True
+        with session.cursor() as cursor:
+            cursor.execute(queries["database_identity"])
+            system_identifier, name = cursor.fetchone()
+            cursor.execute(queries["migrations_table_exists"])
+            applied: set[str] = set()
+            if cursor.fetchone()[0]:
+                cursor.execute(queries["applied_migrations"])
+                applied = {row[0] for row in cursor.fetchall()}
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"lost the database while checking migrations: {' '.join(str(exc).split())}") from exc
+    finally:
+        session.close()
+    if not expected <= applied:
+        apply_migrations(database_url, migrations_dir=migrations_dir)
+    return DatabaseIdentity(system_identifier, name)

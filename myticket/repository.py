@@ -375,11 +375,13 @@ class Repository:
         self._database_url = database_url
 
     @classmethod
-    async def connect(cls, database_url: str, *, max_connections: int = 10) -> Repository:
+    async def connect(cls, database_url: str, *, max_connections: int = 10, min_connections: int = 1) -> Repository:
+        """A pool; with `min_connections=0` it opens no connection yet, so it can be
+        created while PostgreSQL is down (the service then starts spooling)."""
         try:
             pool = await aiopg.create_pool(
                 database_url,
-                minsize=1,
+                minsize=min_connections,
                 maxsize=max_connections,
                 timeout=10,
                 # hstore support costs one query per new connection; we never use it.

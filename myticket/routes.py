@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -65,37 +66,64 @@ async def ping(request: web.Request) -> web.Response:
     return web.Response(text="pong")
 
 
+def readiness(
+    *, database_problem: str | None, missing_migrations: Sequence[str], spool: dict[str, Any] | None, spool_max_bytes: int
+) -> tuple[int, dict[str, Any]]:
+    """Status and body of /ready, from what a POST would meet now (no I/O).
+
+    `ready` when the database is confirmed, answers and has every migration (a POST is
+    stored there, or in the spool, and a spool that refuses falls back to it);
+    `spooling` when it does not but the spool takes tickets; otherwise 503, as a POST.
+    """
+    if database_problem is None:
+        if missing_migrations:  # PostgreSQL would refuse the tickets, and so would a replay
+            return 503, {"error": f"migrations not applied: {', '.join(missing_migrations)}"}
+        return 200, {"status": "ready", "spool": spool}
+    spool_takes_tickets = spool is not None and spool["problem"] is None and spool["bytes"] < spool_max_bytes
+    if spool_takes_tickets:
+        return 200, {"status": "spooling", "database": database_problem, "spool": {**spool, "mode": True}}
+    error = f"database {database_problem}"
+    if spool is not None and spool["problem"] is not None:
+        error = f"{error}; spool: {spool['problem']}"
+    return 503, {"error": error}
+
+
 async def ready(request: web.Request) -> web.Response:
     """Readiness: tickets can be stored durably now.
 
     200 `ready` when the database answers and every shipped migration is applied;
-    200 `spooling` when the database does not answer but the spool takes tickets (the
-    next ticket goes to the spool, so `spool.mode` is true);
-    503 when neither can store a ticket. The database's failure is given as a short
-    reason: driver text spans lines and names the database's host and port.
+    200 `spooling` when the database does not answer (or is not confirmed yet: it has
+    not answered since the start) but the spool takes tickets (the next ticket goes to
+    the spool, so `spool.mode` is true); 503 when neither can store a ticket. The
+    database's failure is given as a short reason: driver text spans lines and names
+    the database's host and port.
     """
     app = request.app
     spool = app[SPOOL]
+    store = app[STORE]
     spool_state = None
     if spool is not None:
         spool_state = {
-            "mode": app[STORE].spooling,
+            "mode": store.spooling,
             "tickets": await spool.count(),
             "bytes": await spool.size(),
             "problem": spool.problem,
+            "quarantined": await spool.quarantined(),
         }
-    try:
-        applied = await app[REPOSITORY].applied_migrations()
-    except DatabaseUnavailable as exc:
-        database = f"unavailable: {exc.reason}"
-        if spool_state is not None and spool_state["problem"] is None and spool_state["bytes"] < spool.max_bytes:
-            spool_state["mode"] = True
-            return web.json_response({"status": "spooling", "database": database, "spool": spool_state})
-        raise ApiError(503, f"database {database}", retry_after=RETRY_AFTER_UNAVAILABLE) from exc
-    missing = sorted(app[EXPECTED_MIGRATIONS] - applied)
-    if missing:
-        raise ApiError(503, f"migrations not applied: {', '.join(missing)}", retry_after=RETRY_AFTER_UNAVAILABLE)
-    return web.json_response({"status": "ready", "spool": spool_state})
+    database_problem = None if store.database_confirmed.is_set() else store.database_problem or "not confirmed"
+    missing: list[str] = []
+    if database_problem is None:
+        try:
+            missing = sorted(app[EXPECTED_MIGRATIONS] - await app[REPOSITORY].applied_migrations())
+        except DatabaseUnavailable as exc:
+            database_problem = f"unavailable: {exc.reason}"
+    status, body = readiness(
+        database_problem=database_problem, missing_migrations=missing, spool=spool_state,
+        spool_max_bytes=spool.max_bytes if spool is not None else 0,
+    )
+    if status != 200:
+        raise ApiError(status, body["error"], retry_after=RETRY_AFTER_UNAVAILABLE)
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -8,18 +8,28 @@ file, which a home-made format would have to prove. The replayer moves spooled
 tickets into PostgreSQL as soon as it answers again (ON CONFLICT DO NOTHING on the
 delivery id, so a replay is idempotent) and deletes only what PostgreSQL committed.
 
+A spool belongs to one database: it records the database's URL (password masked)
+and, once PostgreSQL has answered, its system identifier and name; tickets are never
+written into, nor replayed from, a spool that holds tickets for another database.
+A spool file SQLite cannot read (corrupt) is moved aside under a timestamped name
+and a fresh one takes its place, so one damaged file never stops the service.
+
 All SQLite calls run on one dedicated thread, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from .repository import SQL_DIR, IncomingTicket, load_queries
 
@@ -27,19 +37,101 @@ log = logging.getLogger(__name__)
 
 SPOOL_FILE = "spool.sqlite3"
 SPOOL_SQL_DIR = SQL_DIR / "spool"
+# SQLite keeps its write-ahead log and its shared-memory index beside the file.
+COMPANION_SUFFIXES = ("-wal", "-shm")
+QUARANTINE_MARK = ".corrupt-"
+# Primary result codes of a file SQLite cannot read as a database.
+SQLITE_CORRUPT = 11
+SQLITE_NOTADB = 26
+# Pages a write may touch beyond its bodies' own: b-tree parents, the id index, the
+# AUTOINCREMENT counter, the file header.
+WRITE_MARGIN_PAGES = 16
+
+Result = TypeVar("Result")
 
 
 class SpoolUnavailable(Exception):
     """The spool is full or cannot be written: the ticket is not acknowledged."""
 
 
+class ForeignSpool(Exception):
+    """The spool holds tickets for another database than the one this service uses."""
+
+
+@dataclass(frozen=True)
+class DatabaseIdentity:
+    """Which PostgreSQL database this is: the cluster's system identifier (from
+    pg_control_system(), unique per initdb) and the database's name."""
+
+    system_identifier: str
+    database_name: str
+
+    def __str__(self) -> str:
+        return f"database {self.database_name!r} of PostgreSQL system {self.system_identifier}"
+
+
+@dataclass(frozen=True)
+class SpoolOwner:
+    """The database a spool's tickets are for, as recorded in the spool."""
+
+    database_url: str  # password masked
+    identity: DatabaseIdentity | None  # None until PostgreSQL has answered
+
+    def __str__(self) -> str:
+        return f"{self.identity} ({self.database_url})" if self.identity else f"{self.database_url} (not yet confirmed)"
+
+
+class Ownership(enum.Enum):
+    KEEP = "keep"  # the spool is ours as recorded
+    RECORD = "record"  # the spool is ours; record the owner given with the verdict
+    FOREIGN = "foreign"  # the spool holds tickets for another database
+
+
+def ownership(
+    owner: SpoolOwner | None, *, holds_tickets: bool, database_url: str, identity: DatabaseIdentity | None
+) -> tuple[Ownership, SpoolOwner | None]:
+    """Whether a service using `database_url` (whose identity is `identity`, or None while
+    PostgreSQL has not answered) may write to and replay from a spool owned by `owner`.
+
+    An empty spool belongs to whoever uses it. Tickets are for their owner: two known
+    identities must match; while one side is unknown, only the same URL may use it (and
+    the tickets are replayed only once the identity is known to match).
+    """
+    ours = SpoolOwner(database_url, identity)
+    if owner is None:
+        return Ownership.RECORD, ours
+    if identity is not None and owner.identity is not None:
+        if identity == owner.identity:
+            return (Ownership.KEEP, None) if owner.database_url == database_url else (Ownership.RECORD, ours)
+        return (Ownership.FOREIGN, None) if holds_tickets else (Ownership.RECORD, ours)
+    if owner.database_url == database_url:
+        merged = SpoolOwner(database_url, identity or owner.identity)
+        return (Ownership.KEEP, None) if merged == owner else (Ownership.RECORD, merged)
+    return (Ownership.FOREIGN, None) if holds_tickets else (Ownership.RECORD, ours)
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether SQLite says the file is not a readable database (not a busy or full disk)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
+def quarantine_name(path: Path, now: datetime) -> Path:
+    """Where an unreadable spool file is moved: beside it, named with the UTC time."""
+    return path.with_name(f"{path.name}{QUARANTINE_MARK}{now.astimezone(timezone.utc):%Y%m%dT%H%M%S.%fZ}")
+
+
 class Spool:
-    def __init__(self, directory: Path, *, max_bytes: int) -> None:
+    def __init__(self, directory: Path, *, max_bytes: int, database_url: str = "") -> None:
         self.directory = directory
         self.path = directory / SPOOL_FILE
         self.max_bytes = max_bytes
+        self.database_url = database_url
+        # The database this service confirmed it writes to; None until PostgreSQL answered.
+        self.identity: DatabaseIdentity | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._connection: sqlite3.Connection | None = None
+        self._opened_inode: int | None = None
         self.problem: str | None = None
         self._queries = load_queries(SPOOL_SQL_DIR)
 
@@ -49,56 +141,147 @@ class Spool:
             self.directory.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             try:
+                connection.execute(self._queries["vacuum_incrementally"])
                 connection.execute(self._queries["use_write_ahead_log"])
                 connection.execute(self._queries["sync_fully"])
+                connection.execute(self._queries["limit_wal_after_checkpoint"])
                 connection.execute(self._queries["create_spool_table"])
-            except sqlite3.Error:
+                connection.execute(self._queries["create_owner_table"])
+                self._opened_inode = self.path.stat().st_ino
+            except (sqlite3.Error, OSError):
                 connection.close()
                 raise
             self._connection = connection
         return self._connection
 
-    def _size(self) -> int:
-        """Bytes the spooled tickets occupy: pages in use, not the file's length.
+    def _guarded(self, what: str, operation: Callable[..., Result], *args) -> Result:
+        """Run `operation`; a file SQLite cannot read is moved aside once and the
+        operation retried on a fresh spool. Any other failure is SpoolUnavailable."""
+        for attempt in (1, 2):
+            try:
+                return operation(*args)
+            except (sqlite3.Error, OSError) as exc:
+                self._reset()
+                if attempt == 1 and is_corruption(exc):
+                    self._quarantine(exc)
+                    continue
+                raise SpoolUnavailable(f"spool not {what}: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
 
-        The file keeps its length after a replay deletes its rows (freed pages are
-        reused, not returned), so its length would keep the cap half-spent forever.
-        """
+    def _quarantine(self, cause: BaseException) -> None:
+        """Move the unreadable file (and its WAL and shared memory) aside, loudly."""
         try:
-            connection = self._connect()
-            page_size, pages, free_pages = (
-                connection.execute(self._queries[name]).fetchone()[0]
-                for name in ("page_size", "page_count", "free_page_count")
+            if self._opened_inode is not None and self.path.stat().st_ino != self._opened_inode:
+                # Another process already replaced it: the file there now is a fresh one.
+                self._opened_inode = None
+                return
+        except FileNotFoundError:
+            return
+        target = quarantine_name(self.path, datetime.now(timezone.utc))
+        for suffix in ("", *COMPANION_SUFFIXES):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                os.replace(source, Path(f"{target}{suffix}"))
+        self._opened_inode = None
+        log.error(
+            "spool %s cannot be read (%s): moved aside to %s, and a fresh spool is used; tickets it held "
+            "were not replayed (recover them with `sqlite3 %s .recover`)",
+            self.path, cause, target.name, target,
+        )
+
+    def quarantined_files(self) -> list[str]:
+        """Spool files moved aside as unreadable, still in the spool directory."""
+        try:
+            names = [entry.name for entry in self.directory.iterdir()]
+        except OSError:
+            return []
+        prefix = f"{SPOOL_FILE}{QUARANTINE_MARK}"
+        return sorted(name for name in names if name.startswith(prefix) and not name.endswith(COMPANION_SUFFIXES))
+
+    def _bytes_on_disk(self) -> int:
+        """What the spool occupies on disk: the file, its WAL and its shared memory."""
+        total = 0
+        for suffix in ("", *COMPANION_SUFFIXES):
+            try:
+                total += os.stat(f"{self.path}{suffix}").st_size
+            except OSError:  # absent, or no directory to hold it: nothing on disk
+                pass
+        return total
+
+    def _owner(self, connection: sqlite3.Connection) -> SpoolOwner | None:
+        row = connection.execute(self._queries["spool_owner"]).fetchone()
+        if row is None:
+            return None
+        url, system_identifier, name = row
+        identity = DatabaseIdentity(system_identifier, name) if system_identifier is not None else None
+        return SpoolOwner(url, identity)
+
+    def _settle_owner(self, connection: sqlite3.Connection) -> SpoolOwner | None:
+        """Within a write transaction: record us as owner where we may; return the owner
+        of tickets that are not ours (None when the spool is ours)."""
+        owner = self._owner(connection)
+        holds_tickets = bool(connection.execute(self._queries["holds_tickets"]).fetchone()[0])
+        verdict, new_owner = ownership(
+            owner, holds_tickets=holds_tickets, database_url=self.database_url, identity=self.identity
+        )
+        if verdict is Ownership.FOREIGN:
+            return owner
+        if verdict is Ownership.RECORD and new_owner is not None:
+            identity = new_owner.identity
+            connection.execute(
+                self._queries["record_spool_owner"],
+                (
+                    new_owner.database_url,
+                    identity.system_identifier if identity else None,
+                    identity.database_name if identity else None,
+                    datetime.now(timezone.utc).isoformat(),
+                ),
             )
-        except (sqlite3.Error, OSError):  # not reachable: `problem` says why
-            self._reset()
-            return 0
-        return (pages - free_pages) * page_size
+        return None
+
+    def _foreign_message(self, owner: SpoolOwner, connection: sqlite3.Connection) -> str:
+        count = connection.execute(self._queries["count_spooled"]).fetchone()[0]
+        ours = SpoolOwner(self.database_url, self.identity)
+        return f"spool {self.path} holds {count} tickets for {owner}, not for {ours}"
+
+    def _claim(self) -> str | None:
+        """Make the spool ours if it may be; return why not (a foreign spool), else None."""
+        connection = self._connect()
+        with connection:
+            connection.execute(self._queries["begin_write"])
+            foreign = self._settle_owner(connection)
+            return None if foreign is None else self._foreign_message(foreign, connection)
 
     def _write(self, tickets: Sequence[IncomingTicket]) -> None:
-        try:
-            connection = self._connect()
-            incoming = sum(len(ticket.body) for ticket in tickets)
-            if self._size() + incoming > self.max_bytes:
-                raise SpoolUnavailable(f"spool full ({self.max_bytes} bytes, MYTICKET_SPOOL_MAX_BYTES)")
-            with connection:  # one transaction, committed (and fsynced) on exit
-                connection.execute(self._queries["begin_write"])
-                connection.executemany(
-                    self._queries["spool_ticket"],
-                    [(t.id, t.received_at.isoformat(), t.content_type, t.body) for t in tickets],
-                )
-        except (sqlite3.Error, OSError) as exc:
-            self._reset()
-            self.problem = f"{type(exc).__name__}: {exc}"
-            raise SpoolUnavailable(f"spool not writable: {exc}") from exc
-        self.problem = None
+        connection = self._connect()
+        incoming = sum(len(ticket.body) for ticket in tickets)
+        page_size = connection.execute(self._queries["page_size"]).fetchone()[0]
+        # Until a checkpoint the WAL holds a copy of what the file will hold: twice the bodies.
+        needed = 2 * incoming + WRITE_MARGIN_PAGES * page_size
+        if self._bytes_on_disk() + needed > self.max_bytes:
+            raise _SpoolFull(f"spool full ({self.max_bytes} bytes on disk at most, MYTICKET_SPOOL_MAX_BYTES)")
+        with connection:  # one transaction, committed (and fsynced) on exit
+            connection.execute(self._queries["begin_write"])
+            foreign = self._settle_owner(connection)
+            if foreign is not None:
+                raise _Refused(self._foreign_message(foreign, connection))
+            connection.executemany(
+                self._queries["spool_ticket"],
+                [(t.id, t.received_at.isoformat(), t.content_type, t.body) for t in tickets],
+            )
 
     def _oldest(self, limit: int) -> list[IncomingTicket]:
-        try:
-            rows = self._connect().execute(self._queries["oldest_spooled"], (limit,)).fetchall()
-        except (sqlite3.Error, OSError) as exc:
-            self._reset()
-            raise SpoolUnavailable(f"spool not readable: {exc}") from exc
+        """The next tickets to replay, if the spool is ours and our database is confirmed."""
+        if self.identity is None:
+            return []
+        connection = self._connect()
+        with connection:  # one transaction: the owner checked is the owner of these rows
+            connection.execute(self._queries["begin_write"])
+            foreign = self._settle_owner(connection)
+            if foreign is not None:
+                self.problem = self._foreign_message(foreign, connection)
+                return []
+            rows = connection.execute(self._queries["oldest_spooled"], (limit,)).fetchall()
         return [IncomingTicket(id, datetime.fromisoformat(received), content_type, bytes(body))
                 for id, received, content_type, body in rows]
 
@@ -107,14 +290,20 @@ class Spool:
         with connection:
             connection.execute(self._queries["begin_write"])
             connection.executemany(self._queries["unspool_ticket"], [(ticket_id,) for ticket_id in ids])
+        # Give the space back: freed pages to the file system, the WAL truncated. Both
+        # only reclaim space (SQLite skips the checkpoint while another process reads),
+        # so their failure, on a full disk say, costs nothing but space for now.
+        try:
+            # executescript: it steps the pragma to completion (execute frees one page).
+            connection.executescript(self._queries["release_free_pages"])
+            connection.execute(self._queries["checkpoint_and_truncate_wal"]).fetchall()
+        except sqlite3.Error as exc:
+            if is_corruption(exc):
+                raise
+            log.debug("spool space not reclaimed yet: %s", exc)
 
     def _count(self) -> int:
-        try:
-            return self._connect().execute(self._queries["count_spooled"]).fetchone()[0]
-        except (sqlite3.Error, OSError) as exc:
-            self._reset()
-            self.problem = f"{type(exc).__name__}: {exc}"
-            return 0
+        return self._connect().execute(self._queries["count_spooled"]).fetchone()[0]
 
     def _reset(self) -> None:
         if self._connection is not None:
@@ -127,22 +316,67 @@ class Spool:
     async def _run(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
+    async def claim(self, identity: DatabaseIdentity) -> str | None:
+        """Confirm the database this service writes to: the spool becomes ours if it
+        holds no tickets for another database. Return why it did not (None if it did)."""
+        self.identity = identity
+        foreign = await self._run(self._guarded, "readable", self._claim)
+        self.problem = foreign
+        return foreign
+
     async def write(self, tickets: Sequence[IncomingTicket]) -> None:
         """Store the batch durably, or raise SpoolUnavailable."""
-        await self._run(self._write, tickets)
+        try:
+            await self._run(self._guarded, "writable", self._write, tickets)
+        except _SpoolFull:
+            raise
+        except (_Refused, SpoolUnavailable) as exc:
+            self.problem = str(exc)
+            raise
+        self.problem = None
 
     async def oldest(self, limit: int) -> list[IncomingTicket]:
-        return await self._run(self._oldest, limit)
+        return await self._run(self._guarded, "readable", self._oldest, limit)
 
     async def delete(self, ids: Sequence[str]) -> None:
-        await self._run(self._delete, ids)
+        await self._run(self._guarded, "writable", self._delete, ids)
+        self.problem = None  # a write went through: whatever failed before works again
 
     async def count(self) -> int:
-        return await self._run(self._count)
+        """Tickets waiting; 0, with `problem` saying why, when the spool cannot be read."""
+        try:
+            return await self._run(self._guarded, "readable", self._count)
+        except SpoolUnavailable as exc:
+            self.problem = str(exc)
+            return 0
 
     async def size(self) -> int:
-        return await self._run(self._size)
+        """Bytes the spool occupies on disk, its WAL and shared memory included."""
+        return await self._run(self._bytes_on_disk)
+
+    async def quarantined(self) -> list[str]:
+        return await self._run(self.quarantined_files)
 
     async def close(self) -> None:
         await self._run(self._reset)
         self._executor.shutdown(wait=True)
+
+
+class _SpoolFull(SpoolUnavailable):
+    """The cap is reached: the spool itself is fine."""
+
+
+class _Refused(SpoolUnavailable):
+    """The spool holds tickets for another database."""
+
+
+def claim_now(directory: Path, *, max_bytes: int, database_url: str, identity: DatabaseIdentity | None) -> str | None:
+    """`Spool.claim`, synchronously, for the command line before serving: why the spool
+    at `directory` is foreign to this database (None when it is ours or empty)."""
+    spool = Spool(directory, max_bytes=max_bytes, database_url=database_url)
+    spool.identity = identity
+    try:
+        return spool._guarded("readable", spool._claim)
+    finally:
+        spool._reset()
+        spool._executor.shutdown(wait=True)

@@ -5,22 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
+import subprocess
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from myticket.app import init_app
-from myticket.config import Settings
+from myticket.config import Settings, mask_password
 from myticket.embedded import EmbeddedPostgres
 from myticket.metrics import Metrics
+from myticket.migrate import prepare_database
 from myticket.repository import DATABASE_FAILURE_REASONS, DatabaseUnavailable, Repository
+from myticket.spool import Spool
 from myticket.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
-from .conftest import CP1252_TICKET, REFERENCE_TICKET, Db, emptied_database, private_server
+from .conftest import CP1252_TICKET, REFERENCE_TICKET, Db, create_empty_database, emptied_database, private_server
+from .helpers import ticket_with
 from .waiting import wait_until
 
 
@@ -194,3 +200,144 @@ async def test_unusable_spool_and_database_down_answer_503_only(aiohttp_client, 
         await restart_and_wait_ready(client, own_server)
 
     assert own_db.value("count_tickets") == 0
+
+
+# --- the spool never strands what it acknowledged (issue 10) -----------------------
+
+async def ready_state(client) -> tuple[int, dict]:
+    response = await client.get("/ready")
+    return response.status, await response.json()
+
+
+async def metric_value(client, line_start: str) -> float:
+    text = await (await client.get("/metrics")).text()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
+    return values[0] if values else -1.0
+
+
+async def spool_drained_and_left(client) -> bool:
+    status, state = await ready_state(client)
+    return status == 200 and state["status"] == "ready" and state["spool"]["tickets"] == 0 and not state["spool"]["mode"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB file system of its own (tmpfs, mounted as root), to fill up for real."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], check=True)
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the file system is full; return it (delete it to free the space)."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as file:
+        try:
+            while True:
+                file.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+async def test_a_full_disk_during_replay_neither_kills_the_replayer_nor_refuses_tickets(
+    aiohttp_client, own_server, own_db, outage_settings, small_disk, caplog
+):
+    settings = dataclasses.replace(outage_settings, spool_dir=small_disk)
+    client = await aiohttp_client(await init_app(settings))
+    own_server.stop(mode="immediate")
+    try:
+        answers = [await client.post("/ticket", data=CP1252_TICKET + bytes([n])) for n in range(20)]
+        assert [answer.status for answer in answers] == [202] * 20
+        spooled = [(await answer.json())["id"] for answer in answers]
+        filler = fill(small_disk)
+    finally:
+        own_server.start()
+
+    # The replayer stores the tickets in PostgreSQL, then cannot delete them from the full spool.
+    async def all_replayed_into_postgres() -> bool:
+        return own_db.value("count_tickets") == 20
+
+    await wait_until(all_replayed_into_postgres, timeout=30, what="the spooled tickets to reach PostgreSQL")
+
+    async def delete_failed() -> bool:
+        return await metric_value(client, 'myticket_spool_replay_failures_total{cause="spool_unavailable"}') >= 1
+
+    await wait_until(delete_failed, timeout=10, what="the replayer to count the failed delete")
+    # PostgreSQL answers: a ticket the full spool cannot take is stored there, and /ready agrees.
+    during = await client.post("/ticket", data=REFERENCE_TICKET)
+    assert during.status == 202
+    status, state = await ready_state(client)
+    assert (status, state["status"]) == (200, "ready")
+    assert any("replay failed, retrying" in record.getMessage() for record in caplog.records)
+
+    filler.unlink()  # the space comes back: the replayer, still alive, finishes the job
+    await wait_until(lambda: spool_drained_and_left(client), timeout=60, what="the spool to drain once space is back")
+    stored = sorted(row[0] for row in own_db.rows("stored_ids"))
+    assert stored == sorted([*spooled, (await during.json())["id"]])
+    assert bytes(own_db.rows("ticket_delivery", {"id": spooled[7]})[0][1]) == CP1252_TICKET + bytes([7])
+
+
+async def test_an_unreadable_spool_is_moved_aside_and_a_database_blip_is_spooled_in_a_fresh_one(
+    aiohttp_client, own_server, own_db, outage_settings
+):
+    garbage = b"not a database, whatever wrote this" * 200
+    outage_settings.spool_path.mkdir(parents=True)
+    (outage_settings.spool_path / "spool.sqlite3").write_bytes(garbage)
+    client = await aiohttp_client(await init_app(outage_settings))
+
+    own_server.stop(mode="immediate")
+    try:
+        answer = await client.post("/ticket", data=REFERENCE_TICKET)
+        assert answer.status == 202
+        status, state = await ready_state(client)
+        assert (status, state["status"], state["spool"]["tickets"]) == (200, "spooling", 1)
+        [moved_aside] = state["spool"]["quarantined"]
+        assert (outage_settings.spool_path / moved_aside).read_bytes() == garbage
+    finally:
+        own_server.start()
+
+    await wait_until(lambda: spool_drained_and_left(client), timeout=30, what="the fresh spool to be replayed")
+    assert bytes(own_db.rows("ticket_delivery", {"id": (await answer.json())["id"]})[0][1]) == REFERENCE_TICKET
+
+    async def reported_in_metrics() -> bool:
+        return await metric_value(client, "myticket_spool_quarantined_files") == 1
+
+    await wait_until(reported_in_metrics, timeout=10, what="the quarantined file in /metrics")
+
+
+async def test_a_spool_of_another_database_is_not_replayed_into_this_one_when_the_service_started_without_it(
+    aiohttp_client, own_server, own_db, outage_settings
+):
+    other_url = create_empty_database(own_server.url, "another_service")
+    other_identity = prepare_database(other_url)
+    theirs = Spool(outage_settings.spool_path, max_bytes=10_000_000, database_url=mask_password(other_url))
+    assert await theirs.claim(other_identity) is None
+    their_tickets = [ticket_with("1", "P1", "Thé", "2.00", received_at=datetime.now(timezone.utc)) for _ in range(2)]
+    await theirs.write(their_tickets)
+    await theirs.close()
+
+    own_server.stop(mode="immediate")
+    try:
+        client = await aiohttp_client(await init_app(outage_settings))  # starts, unconfirmed
+        refused = await client.post("/ticket", data=REFERENCE_TICKET)
+        assert refused.status == 503  # the spool holds another URL's tickets: not mixed with them
+        status, _ = await ready_state(client)
+        assert status == 503
+    finally:
+        own_server.start()
+
+    async def ready() -> bool:
+        status, state = await ready_state(client)
+        return status == 200 and state["status"] == "ready"
+
+    await wait_until(ready, timeout=30, what="/ready once PostgreSQL answers")
+    status, state = await ready_state(client)
+    assert state["spool"]["tickets"] == 2 and state["spool"]["mode"] is False
+    assert "holds 2 tickets for database 'another_service'" in state["spool"]["problem"]
+    assert own_db.value("count_tickets") == 0
+    direct = await client.post("/ticket", data=REFERENCE_TICKET)
+    assert direct.status == 202
+    assert own_db.rows("stored_ids") == [((await direct.json())["id"],)]

@@ -120,4 +120,6 @@ async def test_ping_answers_pong_and_ready_answers_200(client):
     assert ready.status == 200
     state = await ready.json()
     assert state["status"] == "ready"
-    assert state["spool"] == {"mode": False, "tickets": 0, "bytes": state["spool"]["bytes"], "problem": None}
+    assert state["spool"] == {
+        "mode": False, "tickets": 0, "bytes": state["spool"]["bytes"], "problem": None, "quarantined": []
+    }

@@ -10,6 +10,35 @@ CREATE TABLE IF NOT EXISTS spooled_tickets (
     body         BLOB NOT NULL
 );
 
+-- name: create_owner_table
+-- The one database the spooled tickets are for: its URL (password masked) and, once
+-- PostgreSQL has answered, its system identifier and name. At most one row.
+CREATE TABLE IF NOT EXISTS spool_owner (
+    singleton         INTEGER PRIMARY KEY CHECK (singleton = 1),
+    database_url      TEXT NOT NULL,
+    system_identifier TEXT,
+    database_name     TEXT,
+    recorded_at       TEXT NOT NULL
+);
+
+-- name: spool_owner
+-- Whom the spool belongs to, if anyone.
+SELECT database_url, system_identifier, database_name FROM spool_owner WHERE singleton = 1;
+
+-- name: record_spool_owner
+-- Makes the spool belong to this database (replacing the owner of an empty spool).
+INSERT INTO spool_owner (singleton, database_url, system_identifier, database_name, recorded_at)
+VALUES (1, ?, ?, ?, ?)
+ON CONFLICT (singleton) DO UPDATE SET
+    database_url = excluded.database_url,
+    system_identifier = excluded.system_identifier,
+    database_name = excluded.database_name,
+    recorded_at = excluded.recorded_at;
+
+-- name: holds_tickets
+-- Whether any ticket waits, without counting them all.
+SELECT EXISTS (SELECT 1 FROM spooled_tickets);
+
 -- name: spool_ticket
 -- One spooled ticket; a delivery id already there is left as it is.
 INSERT OR IGNORE INTO spooled_tickets (id, received_at, content_type, body) VALUES (?, ?, ?, ?);
@@ -34,18 +63,29 @@ PRAGMA journal_mode=WAL;
 -- fsync at every commit, so a spooled ticket survives a crash or power loss.
 PRAGMA synchronous=FULL;
 
+-- name: vacuum_incrementally
+-- Set before the first table of a new file: pages freed by a replay can then be given
+-- back to the file system (by release_free_pages), so the file shrinks after a replay.
+PRAGMA auto_vacuum=INCREMENTAL;
+
+-- name: limit_wal_after_checkpoint
+-- After a checkpoint, the WAL file is truncated to at most this many bytes (4 MiB), so
+-- it does not keep the size of the largest burst on disk.
+PRAGMA journal_size_limit=4194304;
+
+-- name: release_free_pages
+-- Gives the pages freed by deleted tickets back to the file system.
+PRAGMA incremental_vacuum;
+
+-- name: checkpoint_and_truncate_wal
+-- Copies the WAL into the file and truncates the WAL to zero bytes (skipped by SQLite
+-- while another process reads an older snapshot).
+PRAGMA wal_checkpoint(TRUNCATE);
+
 -- name: begin_write
 -- Takes the write lock at once, so two processes never deadlock upgrading a read.
 BEGIN IMMEDIATE;
 
 -- name: page_size
--- Bytes per page, to compute the space the spooled tickets use.
+-- Bytes per page, for the margin a write needs beyond its bodies.
 PRAGMA page_size;
-
--- name: page_count
--- Pages in the file, used or free.
-PRAGMA page_count;
-
--- name: free_page_count
--- Pages freed by replays, reused before the file grows.
-PRAGMA freelist_count;
