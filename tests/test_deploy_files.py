@@ -122,7 +122,7 @@ def make_targets(target: str, **variables: str) -> subprocess.CompletedProcess:
 
 def test_make_run_installs_what_serving_needs_and_not_the_test_tools(tmp_path):
     planned = make_targets("run", VENV=str(tmp_path / "venv")).stdout
-    installs = [line for line in planned.splitlines() if "pip install" in line and "-e" in line]
+    installs = [line for line in planned.splitlines() if "pip install" in line and " -e " in line]
     assert installs == [f"{tmp_path / 'venv'}/bin/pip install --quiet -e '.[embedded]'"]
     assert "myticket serve" in planned
 
