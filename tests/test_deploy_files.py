@@ -128,7 +128,7 @@ def test_make_run_installs_what_serving_needs_and_not_the_test_tools(tmp_path):
 
 
 async def test_make_send_signs_with_the_secret_and_does_not_echo_its_command(aiohttp_client, settings, db, tmp_path):
-    app = await init_app(dataclasses.replace(settings, webhook_secret="s3cret"))
+    app = await init_app(dataclasses.replace(settings, webhook_secrets=("s3cret",)))
     client = await aiohttp_client(app)
     stamp = tmp_path / "installed"
     stamp.write_text("")  # newer than pyproject.toml: make installs nothing
