@@ -106,10 +106,15 @@ def serve(
     beforehand by the caller), else on HTTP_HOST:HTTP_PORT."""
     from aiohttp import web
 
+    from . import loop_errors
     from .app import init_app
 
+    loop = asyncio.new_event_loop()
+    # Out of file descriptors, asyncio reports every failed accept: one line a second.
+    loop_errors.install(loop)
     web.run_app(
         init_app(settings),
+        loop=loop,
         host=None if sockets else settings.http_host,
         port=None if sockets else settings.http_port,
         sock=sockets or None,
