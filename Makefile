@@ -34,7 +34,7 @@ run: $(RUN_STAMP) ## serve on :9098 (embedded PostgreSQL under .myticket/ when D
 test: $(STAMP) ## run the tests (they start their own PostgreSQL unless MYTICKET_TEST_DATABASE_URL is set)
 	$(BIN)/pytest
 
-send: $(RUN_STAMP) ## POST bench/ticket.txt to the running service (signed when MYTICKET_WEBHOOK_SECRET is set)
+send: $(RUN_STAMP) ## POST bench/ticket.txt to the running service (signed when a webhook secret is set)
 	@$(BIN)/myticket send bench/ticket.txt
 
 $(BENCH_STAMP): $(STAMP)

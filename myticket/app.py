@@ -6,13 +6,14 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import web
 
+from .auth import require_read_access
 from .config import Settings, mask_password
 from .ingest import DurableStore, GroupCommitIngest
-from .metrics import Metrics
+from .metrics import Metrics, RefusalReason
 from .migrate import migration_ids, prepare_database
 from .repository import DatabaseUnavailable, Repository
 from .spool import Spool
@@ -31,10 +32,25 @@ def _route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+def printable(text: str, limit: int = 200) -> str:
+    """`text` for a log line: control characters escaped (a NUL or a newline from a
+    client cannot forge or cut a line), and at most `limit` characters."""
+    shown = text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return shown if len(shown) <= limit else shown[:limit] + "…"
+
+
+def log_client_error(request: web.Request, status: int, message: str) -> None:
+    """One line per refused request, without traceback: the client's mistake, not ours."""
+    log.info(
+        "%d on %s %s from %s: %s", status, request.method, printable(request.raw_path), request.remote, printable(message)
+    )
+
+
 @web.middleware
 async def observe_and_answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes JSON `{"error": ...}` (unexpected ones hide their internals),
-    and every request is counted by route, method and final status, and timed.
+    a client's error is logged in one line, and every request is counted by route,
+    method and final status, and timed.
 
     One middleware, so the metrics see the status of the JSON error answer itself.
     """
@@ -42,6 +58,8 @@ async def observe_and_answer_errors(request: web.Request, handler: Handler) -> w
     try:
         response = await handler(request)
     except ApiError as exc:
+        if exc.status < 500:
+            log_client_error(request, exc.status, exc.message)
         response = web.json_response({"error": exc.message}, status=exc.status, headers=exc.headers)
     except DatabaseUnavailable as exc:
         log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
@@ -52,6 +70,8 @@ async def observe_and_answer_errors(request: web.Request, handler: Handler) -> w
         if exc.status < 400:
             raise
         headers = {name: value for name, value in exc.headers.items() if name in ("Allow", "Retry-After")}
+        if exc.status < 500:
+            log_client_error(request, exc.status, exc.reason)
         response = web.json_response({"error": exc.reason.lower()}, status=exc.status, headers=headers)
     except Exception:
         log.exception(
@@ -63,6 +83,57 @@ async def observe_and_answer_errors(request: web.Request, handler: Handler) -> w
         seconds=time.perf_counter() - started,
     )
     return response
+
+
+def nul_character_in(path: str, query: Iterable[tuple[str, str]]) -> str | None:
+    """Where a NUL character is in the decoded path or query, else None.
+
+    No stored text can contain one (PostgreSQL refuses NUL in text), so such a request
+    is malformed, not a lookup that finds nothing.
+    """
+    if "\x00" in path:
+        return "the path"
+    for name, value in query:
+        if "\x00" in name or "\x00" in value:
+            return f"query parameter {printable(name)!r}"
+    return None
+
+
+def unsupported_content_encoding(content_encoding: str | None) -> str | None:
+    """The Content-Encoding a body may not carry, or None for none or `identity`.
+
+    A ticket is stored as the exact bytes received and its signature is over those
+    bytes: decoding it on the way in would store and check something else, so an
+    encoded body is refused (415) and the sender sends it plain.
+    """
+    if content_encoding is None:
+        return None
+    codings = [coding.strip().lower() for coding in content_encoding.split(",")]
+    if all(coding in ("", "identity") for coding in codings):
+        return None
+    return content_encoding.strip()
+
+
+@web.middleware
+async def refuse_malformed_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a NUL in the path or query of a route, 415 for an encoded body, before any
+    handler reads the body or takes a value to the database. (A path that matches no
+    route is a 404 whatever it contains.)"""
+    if request.match_info.route.resource is not None:
+        where = nul_character_in(request.path, request.query.items())
+        if where is not None:
+            raise ApiError(400, f"NUL character in {where}")
+    if request.body_exists:
+        coding = unsupported_content_encoding(request.headers.get("Content-Encoding"))
+        if coding is not None:
+            if request.method == "POST" and _route_label(request) == "/ticket":
+                request.app[METRICS].refuse(RefusalReason.UNSUPPORTED_ENCODING)
+            raise ApiError(
+                415,
+                f"Content-Encoding {printable(coding, 40)!r} is not accepted: send the body unencoded "
+                "(the exact bytes received are stored and signed)",
+            )
+    return await handler(request)
 
 
 async def repository_context(app: web.Application) -> AsyncIterator[None]:
@@ -192,7 +263,8 @@ async def worker_process_context(app: web.Application) -> AsyncIterator[None]:
 async def init_app(settings: Settings) -> web.Application:
     """Build the application; `web.run_app` accepts the coroutine directly."""
     app = web.Application(
-        middlewares=[observe_and_answer_errors],
+        # Outermost first: errors raised by the others are answered and counted by the first.
+        middlewares=[observe_and_answer_errors, require_read_access, refuse_malformed_requests],
         # The body limit is enforced by the ticket handler (413 before reading past it);
         # aiohttp's own limit is set to the same value for any other handler.
         client_max_size=settings.max_body_bytes,

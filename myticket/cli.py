@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         help="print the database URL (DATABASE_URL, or the embedded server's) for psql and scripts",
     )
     send = commands.add_parser(
-        "send", help="POST a ticket file to a running service (signed when MYTICKET_WEBHOOK_SECRET is set)"
+        "send", help="POST a ticket file to a running service (signed when a webhook secret is set)"
     )
     send.add_argument("file", type=Path, help="the ticket file, sent as its exact bytes")
     send.add_argument(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_SPOOL_DIR",
     "MYTICKET_SPOOL_MAX_BYTES",
     "MYTICKET_WEBHOOK_SECRET",
+    "MYTICKET_WEBHOOK_SECRETS",
+    "MYTICKET_API_TOKENS",
     "MYTICKET_READ_TIMEOUT_SECONDS",
     "MYTICKET_EMBEDDED_PORT",
     "MYTICKET_WORKER_BATCH_MAX_BYTES",
@@ -78,8 +81,12 @@ class Settings:
     # None: $MYTICKET_DATA_DIR/spool. A spool of at most 0 bytes means no spool.
     spool_dir: Path | None = None
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
-    # When set, POST /ticket requires X-Signature: sha256=<HMAC-SHA256 of the body>.
-    webhook_secret: str | None = field(default=None, repr=False)
+    # When any is set, POST /ticket requires X-Signature: sha256=<HMAC-SHA256 of the
+    # body> under one of them (several at once, so a secret can be rotated).
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    # Bearer tokens for the read routes (several at once, for rotation). None set: the
+    # read routes answer loopback clients only.
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
     # Longest wait for a request body (and for an idle keep-alive connection).
     read_timeout_seconds: float = 30.0
     # Whether `serve` also runs the ticket worker (`--no-worker` turns it off), and where:
@@ -89,6 +96,11 @@ class Settings:
     worker_placement: str = "process"
     # Port of the embedded PostgreSQL (used only when database_url is None).
     embedded_port: int = DEFAULT_EMBEDDED_PORT
+
+    @property
+    def signing_secret(self) -> str | None:
+        """The secret `myticket send` signs with: the first configured one."""
+        return self.webhook_secrets[0] if self.webhook_secrets else None
 
     @property
     def pgdata_dir(self) -> Path:
@@ -150,6 +162,66 @@ def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> 
     return value
 
 
+def _comma_list(environ: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    """The comma-separated values of a variable that is set, or None when it is unset.
+
+    Set to nothing, or with an empty item, is an error rather than "none": a value
+    lost in a deployment template must not quietly turn a check off.
+    """
+    raw = environ.get(name)
+    if raw is None:
+        return None
+    values = tuple(value.strip() for value in raw.split(","))
+    if not any(values):
+        raise ConfigError(f"{name}: is set but empty; unset it, or give comma-separated values")
+    if not all(values):
+        raise ConfigError(f"{name}: has an empty value between commas, got {len(values)} items")
+    return values
+
+
+def _webhook_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """MYTICKET_WEBHOOK_SECRETS (comma-separated, for rotation) or MYTICKET_WEBHOOK_SECRET
+    (one secret, taken whole: it may contain a comma); not both, so that which one
+    `myticket send` signs with is never a guess. Secrets are never quoted back."""
+    single = environ.get("MYTICKET_WEBHOOK_SECRET")
+    several = _comma_list(environ, "MYTICKET_WEBHOOK_SECRETS")
+    if single is not None and several is not None:
+        raise ConfigError(
+            "MYTICKET_WEBHOOK_SECRET: set together with MYTICKET_WEBHOOK_SECRETS; "
+            "keep one (MYTICKET_WEBHOOK_SECRETS=new,old rotates)"
+        )
+    if single is None:
+        return several or ()
+    if not single.strip():
+        raise ConfigError(
+            "MYTICKET_WEBHOOK_SECRET: is set but empty; unset it to accept unsigned tickets, or give the secret"
+        )
+    return (single,)
+
+
+# A bearer token is RFC 6750's b64token (what a header carries without quoting), long
+# enough not to be guessed: `python -c 'import secrets; print(secrets.token_urlsafe(32))'`.
+_B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+MIN_API_TOKEN_LENGTH = 16
+
+
+def _api_tokens(environ: Mapping[str, str]) -> tuple[str, ...]:
+    tokens = _comma_list(environ, "MYTICKET_API_TOKENS") or ()
+    for position, token in enumerate(tokens, start=1):
+        # Tokens are never quoted back; their position says which one is wrong.
+        if not _B64TOKEN.fullmatch(token):
+            raise ConfigError(
+                f"MYTICKET_API_TOKENS: token {position} has a character a bearer token cannot carry "
+                "(allowed: letters, digits, - . _ ~ + / and trailing =)"
+            )
+        if len(token) < MIN_API_TOKEN_LENGTH:
+            raise ConfigError(
+                f"MYTICKET_API_TOKENS: token {position} must be at least {MIN_API_TOKEN_LENGTH} characters, "
+                f"got {len(token)}"
+            )
+    return tokens
+
+
 def _database_url(environ: Mapping[str, str]) -> str | None:
     raw = environ.get("DATABASE_URL", "").strip()
     if not raw:
@@ -188,7 +260,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         worker_batch_max_bytes=_integer(environ, "MYTICKET_WORKER_BATCH_MAX_BYTES", DEFAULT_WORKER_BATCH_MAX_BYTES),
         spool_dir=Path(environ["MYTICKET_SPOOL_DIR"].strip()) if environ.get("MYTICKET_SPOOL_DIR", "").strip() else None,
         spool_max_bytes=_integer(environ, "MYTICKET_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES, minimum=0),
-        webhook_secret=environ.get("MYTICKET_WEBHOOK_SECRET") or None,
+        webhook_secrets=_webhook_secrets(environ),
+        api_tokens=_api_tokens(environ),
         read_timeout_seconds=_positive_seconds(environ, "MYTICKET_READ_TIMEOUT_SECONDS", 30.0),
         worker_placement=_choice(environ, "MYTICKET_WORKER", WORKER_PLACEMENTS),
         embedded_port=_integer(environ, "MYTICKET_EMBEDDED_PORT", DEFAULT_EMBEDDED_PORT, maximum=65535),

@@ -39,6 +39,7 @@ class RefusalReason(enum.StrEnum):
     TOO_LARGE = "too_large"
     READ_TIMEOUT = "read_timeout"
     BAD_SIGNATURE = "bad_signature"
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
     OVERLOADED = "overloaded"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     SHUTTING_DOWN = "shutting_down"

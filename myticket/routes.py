@@ -32,11 +32,15 @@ RETRY_AFTER_UNAVAILABLE = 5
 class ApiError(Exception):
     """An answer other than success: the error middleware turns it into JSON."""
 
-    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, retry_after: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
-        self.headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        self.headers = dict(headers or {})
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -165,13 +169,23 @@ async def _read_to_end(content: StreamReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def verify_signature(secret: str, body: bytes, header: str | None) -> None:
-    """X-Signature must be `sha256=` and the hex HMAC-SHA256 of the raw body."""
+def verify_signature(secrets: Sequence[str], body: bytes, header: str | None) -> None:
+    """X-Signature must be `sha256=` and the hex HMAC-SHA256 of the raw body under one
+    of `secrets` (several during a rotation).
+
+    Each secret is compared in constant time and all are tried, so the time taken says
+    nothing about which one matched. The received value is compared as bytes: a header
+    with non-ASCII characters is a bad signature, not an error of ours.
+    """
     if not header:
         raise ApiError(401, "missing X-Signature header (sha256=<hex HMAC-SHA256 of the body>)")
     scheme, _, received = header.strip().partition("=")
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    if scheme.lower() != "sha256" or not hmac.compare_digest(received.strip().lower(), expected):
+    received_bytes = received.strip().lower().encode("utf-8", "surrogateescape")
+    matched = False
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
+        matched |= hmac.compare_digest(received_bytes, expected)
+    if scheme.lower() != "sha256" or not matched:
         raise ApiError(401, "bad signature")
 
 
@@ -188,9 +202,9 @@ async def post_ticket(request: web.Request) -> web.Response:
     except TimeoutError:
         metrics.refuse(RefusalReason.READ_TIMEOUT)
         raise ApiError(408, f"body not received within {settings.read_timeout_seconds:g} seconds") from None
-    if settings.webhook_secret is not None:
+    if settings.webhook_secrets:
         try:
-            verify_signature(settings.webhook_secret, body, request.headers.get("X-Signature"))
+            verify_signature(settings.webhook_secrets, body, request.headers.get("X-Signature"))
         except ApiError:
             metrics.refuse(RefusalReason.BAD_SIGNATURE)
             raise

@@ -1,7 +1,8 @@
 """`myticket send FILE` (and `make send`): POST a ticket file to a running service.
 
 A small client for trying the service by hand: the exact bytes of the file, signed
-with MYTICKET_WEBHOOK_SECRET when it is set (as the service will then require), and
+with MYTICKET_WEBHOOK_SECRET, or the first of MYTICKET_WEBHOOK_SECRETS, when one is set
+(as the service will then require), and
 the answer printed as it came. The secret never appears on a command line.
 """
 
@@ -36,8 +37,8 @@ def send_ticket(settings: Settings, path: Path, *, url: str | None = None) -> in
         raise SendError(f"cannot read {path}: {exc.strerror}") from None
     target = url or f"http://127.0.0.1:{settings.http_port}/ticket"
     headers = {"Content-Type": "text/plain"}
-    if settings.webhook_secret is not None:
-        headers["X-Signature"] = signature_header(settings.webhook_secret, body)
+    if settings.signing_secret is not None:
+        headers["X-Signature"] = signature_header(settings.signing_secret, body)
     request = urllib.request.Request(target, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_SECONDS) as response:

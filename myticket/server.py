@@ -44,6 +44,14 @@ WORKER_RESTART_MAX_SECONDS = 30.0
 WORKER_SHORT_LIFE_SECONDS = 60.0
 
 
+# Options of aiohttp's HTTP server, the same for the service and the tests.
+# auto_decompress=False: a body with a Content-Encoding is left as received, so the
+# middleware refuses it (415) instead of aiohttp decoding it first (a ticket is stored
+# and signed as the bytes received; a body that is not what its header says used to
+# end in a 500, and a small compressed body can decode to a large one).
+HTTP_SERVER_OPTIONS: dict[str, object] = {"auto_decompress": False}
+
+
 class ListenError(Exception):
     """The HTTP address cannot be listened on; the message is one line naming why."""
 
@@ -98,10 +106,15 @@ def serve(
     beforehand by the caller), else on HTTP_HOST:HTTP_PORT."""
     from aiohttp import web
 
+    from . import loop_errors
     from .app import init_app
 
+    loop = asyncio.new_event_loop()
+    # Out of file descriptors, asyncio reports every failed accept: one line a second.
+    loop_errors.install(loop)
     web.run_app(
         init_app(settings),
+        loop=loop,
         host=None if sockets else settings.http_host,
         port=None if sockets else settings.http_port,
         sock=sockets or None,
@@ -112,6 +125,7 @@ def serve(
         access_log=None,  # no per-request log line on the hot path; see /metrics
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         print=lambda message: log.info("process %d: %s", process_index, message.strip()),
+        **HTTP_SERVER_OPTIONS,
     )
 
 

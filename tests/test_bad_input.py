@@ -125,7 +125,7 @@ def signed(secret: str, body: bytes) -> str:
 
 @pytest.fixture
 async def signing_client(aiohttp_client, settings, db):
-    return await aiohttp_client(await init_app(dataclasses.replace(settings, webhook_secret="s3cret")))
+    return await aiohttp_client(await init_app(dataclasses.replace(settings, webhook_secrets=("s3cret",))))
 
 
 async def test_signature_is_required_when_a_secret_is_set(signing_client, db):

@@ -122,13 +122,13 @@ def make_targets(target: str, **variables: str) -> subprocess.CompletedProcess:
 
 def test_make_run_installs_what_serving_needs_and_not_the_test_tools(tmp_path):
     planned = make_targets("run", VENV=str(tmp_path / "venv")).stdout
-    installs = [line for line in planned.splitlines() if "pip install" in line and "-e" in line]
+    installs = [line for line in planned.splitlines() if "pip install" in line and " -e " in line]
     assert installs == [f"{tmp_path / 'venv'}/bin/pip install --quiet -e '.[embedded]'"]
     assert "myticket serve" in planned
 
 
 async def test_make_send_signs_with_the_secret_and_does_not_echo_its_command(aiohttp_client, settings, db, tmp_path):
-    app = await init_app(dataclasses.replace(settings, webhook_secret="s3cret"))
+    app = await init_app(dataclasses.replace(settings, webhook_secrets=("s3cret",)))
     client = await aiohttp_client(app)
     stamp = tmp_path / "installed"
     stamp.write_text("")  # newer than pyproject.toml: make installs nothing

@@ -1,0 +1,111 @@
+"""Who may read stored receipts: the read routes (`/tickets/…`, `/products…`) need a
+bearer token from MYTICKET_API_TOKENS; with none configured, loopback clients only.
+
+The receiving side stays open (`POST /ticket` has its own optional signature), and so
+do the probes (`/ping`, `/ready`, `/metrics`): load balancers and scrapers carry no token.
+The decision is a pure function of the configured tokens, the Authorization header and
+the peer address; the middleware only feeds it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .routes import ApiError
+from .typedefs import SETTINGS
+
+# Routes anyone who reaches the port may use; every other route is a read route. New
+# routes are protected unless added here.
+PUBLIC_ROUTES = frozenset({"/ping", "/ready", "/metrics", "/ticket"})
+
+# RFC 6750: the challenge names the scheme, and says why a token was not accepted.
+CHALLENGE = 'Bearer realm="myticket"'
+CHALLENGE_BAD_TOKEN = 'Bearer realm="myticket", error="invalid_token"'
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    message: str
+    challenge: str | None = None
+
+
+def is_loopback(peer: str | None) -> bool:
+    """True for 127.0.0.0/8 and ::1 (IPv4-mapped too); False for anything else, an
+    unknown peer included."""
+    if not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (scheme in any case)."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def token_accepted(token: str, tokens: tuple[str, ...]) -> bool:
+    """Whether `token` is one of `tokens`, compared in constant time against every one
+    (no early exit, so the time does not say which token, or how much of it, matched)."""
+    received = token.encode("utf-8", "surrogateescape")
+    accepted = False
+    for candidate in tokens:
+        accepted |= hmac.compare_digest(received, candidate.encode())
+    return accepted
+
+
+def read_access_refusal(tokens: tuple[str, ...], authorization: str | None, peer: str | None) -> Refusal | None:
+    """None when the request may read; else why not.
+
+    With tokens configured only the token counts, wherever the client is. Without, a
+    loopback client may read (`make run` on a laptop) and anyone else is told what to set.
+    """
+    if tokens:
+        token = bearer_token(authorization)
+        if token is None:
+            return Refusal(401, "missing Authorization: Bearer <token> (a token from MYTICKET_API_TOKENS)", CHALLENGE)
+        if not token_accepted(token, tokens):
+            return Refusal(401, "bad token", CHALLENGE_BAD_TOKEN)
+        return None
+    if is_loopback(peer):
+        return None
+    return Refusal(
+        403,
+        "read routes answer loopback clients only while no token is configured: "
+        "set MYTICKET_API_TOKENS and send Authorization: Bearer <token>",
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def require_read_access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a read route to a request without the right token (or, with no token
+    configured, from a client that is not on this host). Unmatched paths pass through:
+    their 404 or 405 reveals nothing."""
+    resource = request.match_info.route.resource
+    if resource is not None and resource.canonical not in PUBLIC_ROUTES:
+        refusal = read_access_refusal(
+            request.app[SETTINGS].api_tokens, request.headers.get("Authorization"), request.remote
+        )
+        if refusal is not None:
+            headers = {"WWW-Authenticate": refusal.challenge} if refusal.challenge else None
+            raise ApiError(refusal.status, refusal.message, headers=headers)
+    return await handler(request)
