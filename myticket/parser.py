@@ -19,6 +19,13 @@ from decimal import Decimal, InvalidOperation
 
 # numeric(12,2): ten digits before the point.
 MAX_AMOUNT = Decimal("9999999999.99")
+# Documented limits, far below PostgreSQL's own (an index entry must fit in about 2.7 kB;
+# product_id is indexed twice): a ticket past one is rejected naming the line, instead
+# of reaching the database. A receipt line is short; a cash register sends no more than
+# a few hundred lines; the body limit (1 MiB) allows some tens of thousands.
+MAX_PRODUCT_ID_CHARACTERS = 100
+MAX_PRODUCT_NAME_CHARACTERS = 500
+MAX_PRODUCT_LINES = 50_000
 REQUIRED_COLUMNS = ("product", "product_id", "price")
 # Tried in this order on the CSV header row; the one that yields the required columns is
 # used for that ticket's rows (French exports use `;`, with decimal commas).
@@ -221,6 +228,14 @@ def _fit_row(fields: list[str], width: int, row: str, line_number: int, price_is
     raise TicketParseError(f"line {line_number}: {len(fields)} {noun}, the header has {width}")
 
 
+def _too_long(line_number: int, row: dict[str, str]) -> str:
+    """The message for a product_id or name over its documented limit."""
+    if len(row["product_id"]) > MAX_PRODUCT_ID_CHARACTERS:
+        return (f"line {line_number}: product_id of {len(row['product_id'])} characters "
+                f"(at most {MAX_PRODUCT_ID_CHARACTERS})")
+    return f"line {line_number}: product name of {len(row['product'])} characters (at most {MAX_PRODUCT_NAME_CHARACTERS})"
+
+
 def parse_ticket(body: bytes) -> ParsedTicket:
     """Parse one ticket body, or raise TicketParseError naming the line at fault."""
     text, encoding = _decode(body)
@@ -301,6 +316,10 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         for column in REQUIRED_COLUMNS:
             if column != "price" and not row[column]:
                 raise TicketParseError(f"line {line_number}: missing {column}")
+        if len(row["product_id"]) > MAX_PRODUCT_ID_CHARACTERS or len(row["product"]) > MAX_PRODUCT_NAME_CHARACTERS:
+            raise TicketParseError(_too_long(line_number, row))
+        if len(ticket_lines) == MAX_PRODUCT_LINES:
+            raise TicketParseError(f"line {line_number}: more than {MAX_PRODUCT_LINES} product lines")
         try:
             price = parse_amount(row["price"], what="price")
         except TicketParseError as exc:  # the line is named here: no f-string per row on the happy path

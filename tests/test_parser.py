@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from myticket.parser import TicketParseError, parse_amount, parse_ticket
+from myticket.parser import (
+    MAX_PRODUCT_ID_CHARACTERS,
+    MAX_PRODUCT_LINES,
+    MAX_PRODUCT_NAME_CHARACTERS,
+    TicketParseError,
+    parse_amount,
+    parse_ticket,
+)
 
 from .conftest import REFERENCE_TICKET
 
@@ -18,6 +25,17 @@ REFERENCE_LINES = [("aZde", "Formule(s) midi", Decimal("14.90")), ("IZ8z", "Caf√
 
 def lines_of(ticket):
     return [(line.product_id, line.name, line.price) for line in ticket.lines]
+
+
+def test_the_documented_limits_themselves_are_accepted():
+    at_the_limits = (
+        b"Order: 1\n\nproduct,product_id,price\n"
+        + b"N" * MAX_PRODUCT_NAME_CHARACTERS + b"," + b"X" * MAX_PRODUCT_ID_CHARACTERS + b",1.00\n"
+        + b"".join(b"Eau,E%d,1.00\n" % n for n in range(MAX_PRODUCT_LINES - 1))
+    )
+    ticket = parse_ticket(at_the_limits)
+    assert len(ticket.lines) == MAX_PRODUCT_LINES
+    assert ticket.lines[0].product_id == "X" * MAX_PRODUCT_ID_CHARACTERS
 
 
 def test_reference_ticket():
@@ -174,6 +192,18 @@ REJECTED = {
         'line 7: price "99999999999" is too large',
     ),
     "missing-product-id": (REFERENCE_TICKET.replace(b",aZde,", b",,"), "line 6: missing product_id"),
+    "product-id-over-the-limit": (
+        REFERENCE_TICKET.replace(b",IZ8z,", b"," + b"X" * (MAX_PRODUCT_ID_CHARACTERS + 1) + b","),
+        f"line 7: product_id of {MAX_PRODUCT_ID_CHARACTERS + 1} characters (at most {MAX_PRODUCT_ID_CHARACTERS})",
+    ),
+    "product-name-over-the-limit": (
+        REFERENCE_TICKET.replace(b"Formule(s) midi,", b"N" * (MAX_PRODUCT_NAME_CHARACTERS + 1) + b","),
+        f"line 6: product name of {MAX_PRODUCT_NAME_CHARACTERS + 1} characters (at most {MAX_PRODUCT_NAME_CHARACTERS})",
+    ),
+    "more-lines-than-the-limit": (
+        REFERENCE_TICKET + b"".join(b"Eau,E%d,1.00\n" % n for n in range(MAX_PRODUCT_LINES - 1)),
+        f"line {MAX_PRODUCT_LINES + 6}: more than {MAX_PRODUCT_LINES} product lines",
+    ),
     "missing-product": (REFERENCE_TICKET.replace(b"Formule(s) midi,", b","), "line 6: missing product"),
     "short-row": (REFERENCE_TICKET.replace(b",IZ8z,2\n", b"\n"), "line 7: 1 field, the header has 3"),
     "short-row-2-fields": (REFERENCE_TICKET + b"Eau,E1\n", "line 8: 2 fields, the header has 3"),
