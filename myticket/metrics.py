@@ -42,6 +42,8 @@ class RefusalReason(enum.StrEnum):
     OVERLOADED = "overloaded"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     SHUTTING_DOWN = "shutting_down"
+    BAD_HEADER = "bad_header"
+    STORE_FAILED = "store_failed"
 
 
 # The worker's outcomes (the final ticket statuses): the `outcome` label of
