@@ -89,6 +89,31 @@ async def store_isolating_failures(
     return [None] * len(tickets)
 
 
+# SQLSTATE of a statement cancelled by the server: statement_timeout, or pg_cancel_backend.
+QUERY_CANCELED = "57014"
+
+
+def is_statement_timeout(failure: BaseException) -> bool:
+    """Whether a failure to store a batch is a timeout of its statement (aiopg's own
+    operation timeout, or the server's statement_timeout), rather than a refusal."""
+    seen: set[int] = set()
+    cause: BaseException | None = failure
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, TimeoutError) or getattr(cause, "pgcode", None) == QUERY_CANCELED:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def cancelled_by_the_server(cancellation: asyncio.CancelledError) -> bool:
+    """aiopg turns a statement the server cancelled (SQLSTATE 57014) into a CancelledError
+    of the awaiting task; tell it from a real cancellation of that task."""
+    task = asyncio.current_task()
+    asked_to_cancel = task is not None and task.cancelling() > 0
+    return not asked_to_cancel and getattr(cancellation.__context__, "pgcode", None) == QUERY_CANCELED
+
+
 class _Waiting:
     """A ticket admitted for the next batches, the future its handler awaits, and what
     to call once it is settled (stored or failed), whether or not the handler still waits."""
@@ -228,7 +253,7 @@ class DurableStore:
     async def __call__(self, tickets: Sequence[IncomingTicket]) -> None:
         if not self.spooling or self._spool is None:
             try:
-                await self._repository.store_tickets(tickets=tickets)
+                await self._insert_halving_on_timeout(tickets)
                 return
             except DatabaseUnavailable as exc:
                 if self._spool is None:
@@ -240,6 +265,37 @@ class DurableStore:
         self._metrics.count(self._metrics.tickets_spooled, amount=len(tickets))
         log.debug("spooled %d tickets: %s", len(tickets), [ticket.id for ticket in tickets])
         self._replay_needed.set()
+
+    async def _insert_halving_on_timeout(self, tickets: Sequence[IncomingTicket]) -> None:
+        """Insert a batch; one that runs past the timeout is too big, not a sign of an
+        outage, so it is inserted in two halves, and its second half halved again while
+        it times out. A first half that times out too means the database itself is slow
+        or gone: that is raised as unavailability, after two timeouts rather than a whole
+        binary search of them. A half committed before a later one fails is spooled again
+        with the batch, which replay's ON CONFLICT DO NOTHING makes harmless.
+        """
+        try:
+            await self._insert(tickets)
+        except DatabaseUnavailable as exc:
+            if len(tickets) < 2 or not is_statement_timeout(exc):
+                raise
+            log.warning(
+                "batch of %d tickets (%d bytes) ran past the database timeout; storing it in two halves",
+                len(tickets), sum(len(ticket.body) for ticket in tickets),
+            )
+            middle = len(tickets) // 2
+            await self._insert(tickets[:middle])
+            await self._insert_halving_on_timeout(tickets[middle:])
+
+    async def _insert(self, tickets: Sequence[IncomingTicket]) -> None:
+        try:
+            await self._repository.store_tickets(tickets=tickets)
+        except asyncio.CancelledError as cancellation:
+            if not cancelled_by_the_server(cancellation):
+                raise
+            raise DatabaseUnavailable(
+                f"insert_tickets: statement cancelled by the server ({QUERY_CANCELED})"
+            ) from cancellation.__context__
 
     async def replay(self, stop: asyncio.Event | None = None) -> int:
         """Move spooled tickets into PostgreSQL, oldest first, until the spool is empty or
