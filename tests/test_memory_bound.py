@@ -204,3 +204,14 @@ async def test_expect_100_continue_beyond_the_byte_bound_gets_503_instead_of_con
     holding.release()
     assert budget.reserved == 0
     assert db.value("count_tickets") == 0
+
+
+async def test_an_expectation_other_than_100_continue_gets_417_in_json(bounded_client, db):
+    sender = await RawRequest.open(bounded_client, b"Expect: a-pony\r\nContent-Length: %d\r\n" % len(BODY))
+
+    status, headers, body = await sender.answer()
+
+    assert status == 417
+    assert json.loads(body) == {"error": "unsupported Expect header 'a-pony'"}
+    sender.close()
+    assert db.value("count_tickets") == 0
