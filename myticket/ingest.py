@@ -76,7 +76,9 @@ async def store_isolating_failures(
     except Exception as exc:
         if not isolates_culprit(exc, len(tickets)):
             return [exc] * len(tickets)
-        log.warning(
+        # Debug only: each level of the search would repeat it; the culprit's id is
+        # logged once it is alone (GroupCommitIngest) and with its 500 (the handler).
+        log.debug(
             "batch of %d tickets refused (%s: %s); storing it in halves to isolate the culprit",
             len(tickets), type(exc).__name__, exc,
         )
