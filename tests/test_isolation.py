@@ -4,6 +4,7 @@ store refuses is split until only the ticket that causes it fails."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import uuid
 from datetime import datetime, timezone
@@ -80,7 +81,7 @@ async def test_a_non_ascii_content_type_among_a_thousand_concurrent_tickets_fail
     assert db.value("count_tickets") == 1000
 
 
-async def test_a_ticket_the_database_refuses_fails_alone_and_its_batch_neighbours_are_stored(quiet_app, db):
+async def test_a_ticket_the_database_refuses_fails_alone_and_its_batch_neighbours_are_stored(quiet_app, db, caplog):
     # The handler refuses such a header; this is the second line of defence, should
     # anything else in a ticket ever make its INSERT fail.
     store = DurableStore(quiet_app.server.app[REPOSITORY], None, Metrics())
@@ -89,10 +90,13 @@ async def test_a_ticket_the_database_refuses_fails_alone_and_its_batch_neighbour
     batch = tickets(200)
     culprit = batch[137] = IncomingTicket(str(uuid.uuid4()), batch[0].received_at, "\udcff", REFERENCE_TICKET)
 
-    results = await asyncio.gather(*(ingest.submit(ticket) for ticket in batch), return_exceptions=True)
+    with caplog.at_level(logging.WARNING, logger="myticket.ingest"):
+        results = await asyncio.gather(*(ingest.submit(ticket) for ticket in batch), return_exceptions=True)
 
     failed = [ticket.id for ticket, result in zip(batch, results) if result is not None]
     assert failed == [culprit.id]
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and culprit.id in warnings[0] and "1 of " in warnings[0]
     assert sorted(row[0] for row in db.rows("stored_ids")) == sorted(t.id for t in batch if t is not culprit)
     assert sum(batches) == 199
 
