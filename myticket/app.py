@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from aiohttp import web
 
 from .auth import require_read_access
+from .budget import ByteBudget
 from .config import Settings, mask_password
 from .ingest import DurableStore, GroupCommitIngest
 from .metrics import Metrics, RefusalReason
@@ -19,7 +20,9 @@ from .repository import DatabaseUnavailable, Repository
 from .spool import Spool
 from .routes import RETRY_AFTER_UNAVAILABLE, ApiError, setup_routes
 from .server import WorkerProcess
-from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID
+from .typedefs import (
+    BODY_BUDGET, EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID,
+)
 from .worker import TicketWorker
 
 log = logging.getLogger(__name__)
@@ -188,6 +191,7 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
     ingest = GroupCommitIngest(
         store,
         batch_max_size=settings.batch_max_size,
+        batch_max_bytes=settings.batch_max_bytes,
         max_waiting=settings.max_waiting_tickets,
         max_flushes_in_flight=settings.flushes_in_flight,
         on_batch_stored=lambda size: metrics.observe(metrics.batch_size, size),
@@ -271,6 +275,7 @@ async def init_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[BODY_BUDGET] = ByteBudget(settings.max_pending_bytes)
     app[EXPECTED_MIGRATIONS] = migration_ids()
     app.cleanup_ctx.append(repository_context)
     app.cleanup_ctx.append(ingest_context)

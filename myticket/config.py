@@ -40,9 +40,18 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_READ_TIMEOUT_SECONDS",
     "MYTICKET_EMBEDDED_PORT",
     "MYTICKET_WORKER_BATCH_MAX_BYTES",
+    "MYTICKET_MAX_PENDING_BYTES",
+    "MYTICKET_BATCH_MAX_BYTES",
 )
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
 DEFAULT_WORKER_BATCH_MAX_BYTES = 8 * 1024 * 1024
+# Bodies held in memory at once (being read or waiting for a commit): 256 such 1 MiB
+# bodies, far below a small machine's memory, where 20,000 waiting tickets of the
+# body limit would be 20 GiB.
+DEFAULT_MAX_PENDING_BYTES = 256 * 1024 * 1024
+# Body bytes in one group-commit INSERT: 16 such 1 MiB tickets commit in well under a
+# second, where 256 of them ran past the database timeout.
+DEFAULT_BATCH_MAX_BYTES = 16 * 1024 * 1024
 # The embedded PostgreSQL's fixed port: stable across restarts (psql, scripts and a
 # second command find it where it was), and not 5432, where a system PostgreSQL listens.
 DEFAULT_EMBEDDED_PORT = 5499
@@ -67,6 +76,10 @@ class Settings:
     # wait for a commit before POST /ticket answers 503 (bounded memory).
     batch_max_size: int = 256
     max_waiting_tickets: int = 20_000
+    # A batch's body bytes (it always takes at least one ticket), and the body bytes
+    # all requests may hold at once before POST /ticket answers 503.
+    batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
     # Batches being committed at once. One lets the most tickets gather per commit,
     # which halved PostgreSQL's CPU per ticket against two here; more can help when
     # the database is far away (round trips dominate) and has cores to spare.
@@ -245,11 +258,20 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     data_dir = Path(environ.get("MYTICKET_DATA_DIR", "").strip() or ".myticket")
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(f"MYTICKET_DATA_DIR: must be a directory, got {str(data_dir)!r}, which exists and is not one")
+    max_body_bytes = _integer(environ, "MYTICKET_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+    max_pending_bytes = _integer(environ, "MYTICKET_MAX_PENDING_BYTES", DEFAULT_MAX_PENDING_BYTES)
+    if max_pending_bytes < max_body_bytes:
+        raise ConfigError(
+            f"MYTICKET_MAX_PENDING_BYTES: must be at least MYTICKET_MAX_BODY_BYTES ({max_body_bytes}), "
+            f"got {max_pending_bytes}"
+        )
     return Settings(
         database_url=_database_url(environ),
         http_host=environ.get("HTTP_HOST", "").strip() or "0.0.0.0",
         http_port=_integer(environ, "HTTP_PORT", 9098, maximum=65535),
-        max_body_bytes=_integer(environ, "MYTICKET_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        max_body_bytes=max_body_bytes,
+        max_pending_bytes=max_pending_bytes,
+        batch_max_bytes=_integer(environ, "MYTICKET_BATCH_MAX_BYTES", DEFAULT_BATCH_MAX_BYTES),
         data_dir=data_dir,
         log_level=log_level,
         batch_max_size=_integer(environ, "MYTICKET_BATCH_MAX_SIZE", 256, maximum=5000),

@@ -43,6 +43,8 @@ class RefusalReason(enum.StrEnum):
     OVERLOADED = "overloaded"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     SHUTTING_DOWN = "shutting_down"
+    BAD_HEADER = "bad_header"
+    STORE_FAILED = "store_failed"
 
 
 # Why a replay attempt failed: the `cause` label of myticket_spool_replay_failures_total.

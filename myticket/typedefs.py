@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from .budget import ByteBudget
     from .config import Settings
     from .ingest import DurableStore, GroupCommitIngest
     from .spool import Spool
@@ -20,6 +21,8 @@ INGEST = web.AppKey("ingest", "GroupCommitIngest")
 EXPECTED_MIGRATIONS = web.AppKey("expected_migrations", frozenset)
 STORE = web.AppKey("store", "DurableStore")
 SPOOL = web.AppKey("spool", "Spool | None")
+# Bytes of request bodies being read or waiting for storage (MYTICKET_MAX_PENDING_BYTES).
+BODY_BUDGET = web.AppKey("body_budget", "ByteBudget")
 
 # The delivery id of the ticket a request carries, for log lines about that request.
 TICKET_ID = web.RequestKey("ticket_id", str)

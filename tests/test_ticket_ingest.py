@@ -96,7 +96,7 @@ async def test_unknown_path_and_wrong_method_answer_json(client):
 
 
 async def test_unexpected_error_is_500_without_internals_and_logged_with_the_ticket_id(client, caplog):
-    async def explode(ticket):
+    async def explode(ticket, **_):
         raise RuntimeError("secret internal detail")
 
     client.server.app[INGEST].submit = explode
