@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
 from datetime import datetime
 
+from myticket.ingest import DurableStore
+from myticket.metrics import Metrics
+from myticket.migrate import prepare_database
 from myticket.repository import IncomingTicket
 
 from .waiting import wait_until
@@ -32,3 +37,14 @@ async def post(client, body: bytes) -> str:
 def ticket_with(order: str, product_id: str, name: str, price: str, *, received_at: datetime) -> IncomingTicket:
     body = f"Order: {order}\nTotal: {price}\n\nproduct,product_id,price\n{name},{product_id},{price}\n".encode()
     return IncomingTicket(str(uuid.uuid4()), received_at, "text/plain", body)
+
+
+async def confirmed_store(repository, spool, database_url: str) -> DurableStore:
+    """A DurableStore as the app builds it, with its database confirmed (migrations
+    applied, the spool known to be for it), so batches go to PostgreSQL first."""
+    store = DurableStore(
+        repository, spool, Metrics(),
+        prepare_database=functools.partial(asyncio.to_thread, prepare_database, database_url),
+    )
+    await store.confirm_database(at_start=True)
+    return store

@@ -12,15 +12,15 @@ from datetime import datetime, timezone
 import pytest
 
 from myticket.ingest import (
-    DurableStore, GroupCommitIngest, batch_length, isolates_culprit, store_isolating_failures,
+    GroupCommitIngest, batch_length, isolates_culprit, store_isolating_failures,
 )
-from myticket.metrics import Metrics
 from myticket.repository import DatabaseUnavailable, IncomingTicket
 from myticket.routes import ApiError, content_type_to_store
 from myticket.spool import SpoolUnavailable
 from myticket.typedefs import INGEST, REPOSITORY
 
 from .conftest import REFERENCE_TICKET
+from .helpers import confirmed_store
 from .waiting import wait_until
 
 
@@ -81,10 +81,12 @@ async def test_a_non_ascii_content_type_among_a_thousand_concurrent_tickets_fail
     assert db.value("count_tickets") == 1000
 
 
-async def test_a_ticket_the_database_refuses_fails_alone_and_its_batch_neighbours_are_stored(quiet_app, db, caplog):
+async def test_a_ticket_the_database_refuses_fails_alone_and_its_batch_neighbours_are_stored(
+    quiet_app, db, caplog, database_url
+):
     # The handler refuses such a header; this is the second line of defence, should
     # anything else in a ticket ever make its INSERT fail.
-    store = DurableStore(quiet_app.server.app[REPOSITORY], None, Metrics())
+    store = await confirmed_store(quiet_app.server.app[REPOSITORY], None, database_url)
     batches: list[int] = []
     ingest = GroupCommitIngest(store, batch_max_size=64, max_waiting=1000, on_batch_stored=batches.append)
     batch = tickets(200)

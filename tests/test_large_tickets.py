@@ -15,13 +15,13 @@ import pytest
 
 from myticket.app import init_app
 from myticket.config import DEFAULT_BATCH_MAX_BYTES
-from myticket.ingest import DurableStore, is_statement_timeout
-from myticket.metrics import Metrics
+from myticket.ingest import is_statement_timeout
 from myticket.repository import DatabaseUnavailable, IncomingTicket, Repository
 from myticket.spool import Spool
 from myticket.typedefs import INGEST, REPOSITORY
 
 from .conftest import REFERENCE_TICKET, SUPPORT_QUERIES
+from .helpers import confirmed_store
 from .waiting import wait_until
 
 MIB = 1024 * 1024
@@ -87,7 +87,7 @@ async def timing_out_store(database_url, db, tmp_path):
     """A DurableStore whose PostgreSQL sessions cancel any statement after one second."""
     repository = await Repository.connect(database_url + "?options=-c%20statement_timeout%3D1000")
     spool = Spool(tmp_path / "spool", max_bytes=100 * MIB)
-    yield DurableStore(repository, spool, Metrics()), repository, spool
+    yield await confirmed_store(repository, spool, database_url), repository, spool
     await spool.close()
     await repository.close()
 
