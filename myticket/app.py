@@ -178,6 +178,8 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
     store = DurableStore(
         app[REPOSITORY], spool, metrics,
         prepare_database=functools.partial(asyncio.to_thread, prepare_database, settings.database_url),
+        # A replay batch is one INSERT, like a group-commit batch: the same byte bound.
+        replay_batch_max_bytes=settings.batch_max_bytes,
     )
     try:
         await store.confirm_database(at_start=True)

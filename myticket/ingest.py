@@ -19,6 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
+from .config import DEFAULT_BATCH_MAX_BYTES
 from .metrics import Metrics
 from .repository import DatabaseUnavailable, IncomingTicket, Repository
 from .spool import DatabaseIdentity, ForeignSpool, Spool, SpoolUnavailable
@@ -267,12 +268,14 @@ class DurableStore:
         *,
         prepare_database: Callable[[], Awaitable[DatabaseIdentity]],
         replay_batch: int = 500,
+        replay_batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES,
     ):
         self._repository = repository
         self._spool = spool
         self._metrics = metrics
         self._prepare_database = prepare_database
         self._replay_batch = replay_batch
+        self._replay_batch_max_bytes = replay_batch_max_bytes
         self._spool_mode = False
         self._replay_needed = asyncio.Event()
         # Set once PostgreSQL answered, its migrations are applied and the spool is checked.
@@ -389,10 +392,10 @@ class DurableStore:
             return 0
         moved = 0
         while stop is None or not stop.is_set():
-            batch = await self._spool.oldest(self._replay_batch)
+            batch = await self._spool.oldest(self._replay_batch, max_bytes=self._replay_batch_max_bytes)
             if not batch:
                 break
-            await self._repository.store_tickets(tickets=batch)
+            await self._insert_halving_on_timeout(batch)
             await self._spool.delete([ticket.id for ticket in batch])
             moved += len(batch)
             self._metrics.count(self._metrics.tickets_replayed, amount=len(batch))

@@ -270,8 +270,9 @@ class Spool:
                 [(t.id, t.received_at.isoformat(), t.content_type, t.body) for t in tickets],
             )
 
-    def _oldest(self, limit: int) -> list[IncomingTicket]:
-        """The next tickets to replay, if the spool is ours and our database is confirmed."""
+    def _oldest(self, limit: int, max_bytes: int) -> list[IncomingTicket]:
+        """The next tickets to replay (at most `limit`, and `max_bytes` of bodies but at
+        least one), if the spool is ours and our database is confirmed."""
         if self.identity is None:
             return []
         connection = self._connect()
@@ -281,7 +282,7 @@ class Spool:
             if foreign is not None:
                 self.problem = self._foreign_message(foreign, connection)
                 return []
-            rows = connection.execute(self._queries["oldest_spooled"], (limit,)).fetchall()
+            rows = connection.execute(self._queries["oldest_spooled"], (limit, max_bytes)).fetchall()
         return [IncomingTicket(id, datetime.fromisoformat(received), content_type, bytes(body))
                 for id, received, content_type, body in rows]
 
@@ -335,8 +336,10 @@ class Spool:
             raise
         self.problem = None
 
-    async def oldest(self, limit: int) -> list[IncomingTicket]:
-        return await self._run(self._guarded, "readable", self._oldest, limit)
+    async def oldest(self, limit: int, *, max_bytes: int = 2**62) -> list[IncomingTicket]:
+        """The next tickets to replay: a batch bounded in count and in body bytes, so that
+        a spool of large tickets is replayed without loading hundreds of them at once."""
+        return await self._run(self._guarded, "readable", self._oldest, limit, max_bytes)
 
     async def delete(self, ids: Sequence[str]) -> None:
         await self._run(self._guarded, "writable", self._delete, ids)

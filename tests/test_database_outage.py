@@ -341,3 +341,35 @@ async def test_a_spool_of_another_database_is_not_replayed_into_this_one_when_th
     direct = await client.post("/ticket", data=REFERENCE_TICKET)
     assert direct.status == 202
     assert own_db.rows("stored_ids") == [((await direct.json())["id"],)]
+
+
+async def test_a_spool_of_1_mib_tickets_is_replayed_in_batches_bounded_in_bytes(
+    aiohttp_client, own_server, own_db, outage_settings
+):
+    mib = 1024 * 1024
+    settings = dataclasses.replace(outage_settings, batch_max_bytes=3 * mib, max_body_bytes=2 * mib)
+    client = await aiohttp_client(await init_app(settings))
+    repository = client.server.app[REPOSITORY]
+    replayed_batches: list[int] = []
+    store_tickets = repository.store_tickets
+
+    async def observed(*, tickets):
+        replayed_batches.append(sum(len(ticket.body) for ticket in tickets))
+        return await store_tickets(tickets=tickets)
+
+    bodies = [ticket_with(f"big-{n}", f"B{n}", "x" * (mib - 200), "1.00", received_at=datetime.now(timezone.utc)).body
+              for n in range(12)]
+    own_server.stop(mode="immediate")
+    try:
+        answers = [await client.post("/ticket", data=body) for body in bodies]
+        assert [answer.status for answer in answers] == [202] * 12
+        repository.store_tickets = observed  # watch the replay's INSERTs from here on
+    finally:
+        await restart_and_wait_ready(client, own_server)
+
+    async def replayed() -> bool:
+        return (await (await client.get("/ready")).json())["spool"]["tickets"] == 0
+
+    await wait_until(replayed, timeout=60, what="the spool of 1 MiB tickets to be replayed")
+    assert len(own_db.rows("stored_ids")) == 12
+    assert replayed_batches and max(replayed_batches) <= 3 * mib

@@ -215,3 +215,14 @@ async def test_a_spool_corrupted_while_open_is_moved_aside_too(tmp_path):
     assert await reopened.count() == 1
     assert len(await reopened.quarantined()) == 1
     await reopened.close()
+
+
+async def test_a_replay_batch_is_bounded_in_bytes_and_always_takes_the_first(tmp_path):
+    spool = await open_spool(tmp_path, max_bytes=50_000_000)
+    large = tickets(5, 1024 * 1024)
+    await spool.write(large)
+
+    assert await spool.oldest(500, max_bytes=int(2.5 * 1024 * 1024)) == large[:2]
+    assert await spool.oldest(500, max_bytes=1000) == large[:1]  # one, however large
+    assert await spool.oldest(3, max_bytes=50_000_000) == large[:3]  # the count still bounds it
+    await spool.close()

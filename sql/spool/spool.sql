@@ -44,8 +44,21 @@ SELECT EXISTS (SELECT 1 FROM spooled_tickets);
 INSERT OR IGNORE INTO spooled_tickets (id, received_at, content_type, body) VALUES (?, ?, ?, ?);
 
 -- name: oldest_spooled
--- The next tickets to replay, oldest first.
-SELECT id, received_at, content_type, body FROM spooled_tickets ORDER BY position LIMIT ?;
+-- The next tickets to replay, oldest first: at most the given count, and only while
+-- their bodies add up to at most the given bytes (the first always, however large).
+-- Sizes are read with length(), which does not load a body; only the chosen are read.
+WITH candidates AS (
+    SELECT position, length(body) AS size FROM spooled_tickets ORDER BY position LIMIT ?
+), running AS (
+    SELECT position,
+           sum(size) OVER (ORDER BY position) AS bytes_so_far,
+           row_number() OVER (ORDER BY position) AS rank
+    FROM candidates
+)
+SELECT spooled.id, spooled.received_at, spooled.content_type, spooled.body
+FROM running JOIN spooled_tickets AS spooled USING (position)
+WHERE running.bytes_so_far <= ? OR running.rank = 1
+ORDER BY position;
 
 -- name: unspool_ticket
 -- Forgets a ticket once PostgreSQL has committed it.
