@@ -76,15 +76,17 @@ def poison_tickets(number: int) -> list[bytes]:
 
 
 def large_ticket(number: int) -> bytes:
-    """A valid ticket of about 1 MiB: many lines, each a distinct product of this ticket."""
+    """A valid ticket just under 1 MiB (the default body limit): many lines, each a
+    distinct product of this ticket."""
     head = f"Order: L{number}\n\nproduct,product_id,price\n"
     lines, size, index = [], len(head), 0
-    while size < LARGE_TICKET_BYTES:
+    while True:
         line = f"Bulk item {index},L{number}-{index},1.00\n"
+        if size + len(line) > LARGE_TICKET_BYTES:
+            return (head + "".join(lines)).encode()
         lines.append(line)
         size += len(line)
         index += 1
-    return (head + "".join(lines)).encode()
 
 
 @dataclass
