@@ -38,6 +38,18 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _AMOUNT = re.compile(r"^\+?(?P<units>\d+)(?:[.,](?P<cents>\d+))?$")
 
 
+# The most characters of the ticket's own text a rejection quotes: a message must say
+# where the problem is, not copy a line of a megabyte into the database and the log.
+MAX_QUOTED_CHARACTERS = 60
+
+
+def quoted(text: str) -> str:
+    """`text` in double quotes, cut to MAX_QUOTED_CHARACTERS with an ellipsis."""
+    if len(text) <= MAX_QUOTED_CHARACTERS:
+        return f'"{text}"'
+    return f'"{text[:MAX_QUOTED_CHARACTERS]}…" ({len(text)} characters)'
+
+
 class TicketParseError(ValueError):
     """The body is not a ticket we can read; the message says where and why."""
 
@@ -71,17 +83,17 @@ def parse_amount(raw: str, *, what: str) -> Decimal:
     match = _AMOUNT.match(text)
     if match is None:
         if text.startswith("-"):
-            raise TicketParseError(f'{what} "{text}" is negative')
-        raise TicketParseError(f'{what} "{text}" is not a number')
+            raise TicketParseError(f"{what} {quoted(text)} is negative")
+        raise TicketParseError(f"{what} {quoted(text)} is not a number")
     cents = match["cents"] or ""
     if len(cents) > 2:
-        raise TicketParseError(f'{what} "{text}" has more than 2 decimals')
+        raise TicketParseError(f"{what} {quoted(text)} has more than 2 decimals")
     try:
         amount = Decimal(f"{match['units']}.{cents or '0'}")
     except InvalidOperation:  # pragma: no cover - the pattern only lets digits through
-        raise TicketParseError(f'{what} "{text}" is not a number') from None
+        raise TicketParseError(f"{what} {quoted(text)} is not a number") from None
     if amount > MAX_AMOUNT:
-        raise TicketParseError(f'{what} "{text}" is too large')
+        raise TicketParseError(f"{what} {quoted(text)} is too large")
     return amount.quantize(Decimal("0.01"))
 
 
@@ -262,12 +274,12 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         if not colon:
             delimiter, column_names, columns = _read_csv_header(lines[index], index + 1)
             if columns is None:
-                raise TicketParseError(f'line {index + 1}: header line "{line}" is not "Key: Value"')
+                raise TicketParseError(f'line {index + 1}: header line {quoted(line)} is not "Key: Value"')
             warnings.append("no blank line between the header and the product section")
             break
         key = key.strip()
         if not key:
-            raise TicketParseError(f'line {index + 1}: header line "{line}" has no key')
+            raise TicketParseError(f"line {index + 1}: header line {quoted(line)} has no key")
         lowered, value = key.lower(), value.strip()
         if lowered in values:
             warnings.append(f"line {index + 1}: header {key} repeated; the last value is used")
@@ -309,7 +321,7 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         for position in unnamed:
             if fields[position].strip():
                 raise TicketParseError(
-                    f'line {line_number}: field {position + 1} "{fields[position].strip()}"'
+                    f"line {line_number}: field {position + 1} {quoted(fields[position].strip())}"
                     " is under a column the header leaves unnamed"
                 )
         row = {column: fields[position].strip() for column, position in columns.items()}

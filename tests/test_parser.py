@@ -470,3 +470,20 @@ def test_no_accepted_ticket_loses_a_field_of_its_rows(generated):
             )
         assert line.name == fields[columns.index("product")].strip()
         assert line.product_id == fields[columns.index("product_id")].strip()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"a" * 1_000_000,  # one header line of a megabyte
+        b"Order: 1\n\nproduct,product_id,price\nA,B," + b"9" * 100_000 + b"x\n",  # a price of 100 kB
+    ],
+    ids=["megabyte-header-line", "100-kB-price"],
+)
+def test_a_rejection_quotes_at_most_a_short_piece_of_the_ticket(body):
+    with pytest.raises(TicketParseError) as rejection:
+        parse_ticket(body)
+    message = str(rejection.value)
+    assert message.startswith("line ")
+    assert len(message) < 200, message[:300]
+    assert "characters)" in message  # says how long the quoted text really was
