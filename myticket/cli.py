@@ -10,6 +10,7 @@ import importlib.metadata
 import logging
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -33,12 +34,22 @@ def resolved_database(settings: Settings, *, may_take_over: bool = False) -> Ite
         return
     from .embedded import EmbeddedPostgres
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     server = EmbeddedPostgres(settings.pgdata_dir, port=settings.embedded_port)
     url = server.start(take_over_orphan=may_take_over)
+    stop_watching = threading.Event()
+    watchdog = None
+    if may_take_over and server.started_here:
+        # The serve that owns the server keeps it up: a crashed server is started again.
+        watchdog = threading.Thread(
+            target=server.keep_running, args=(stop_watching,), name="embedded-postgres-watchdog", daemon=True
+        )
+        watchdog.start()
     try:
         yield dataclasses.replace(settings, database_url=url)
     finally:
+        stop_watching.set()
+        if watchdog is not None:
+            watchdog.join()
         if server.started_here:
             log.info("stopping embedded PostgreSQL (started by this process)")
             server.stop()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import threading
 import logging
 import os
 import socket
@@ -159,6 +160,8 @@ class EmbeddedPostgres:
         """Initialise pgdata if new and start the server, or use the one already running
         on this pgdata, and return its URL. A running server is left to its owner
         (`started_here` stays False) unless its owner is dead and `take_over_orphan`."""
+        if not (self.pgdata / "PG_VERSION").exists():  # nothing can run here: check the port first
+            self._refuse_a_port_in_use()
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.pgdata.chmod(0o700)
         with self._start_lock():
@@ -191,13 +194,9 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(f"initdb failed: {_one_line(result.stdout)}")
 
     def _start_server(self) -> None:
+        self._refuse_a_port_in_use()
         if self.port is None:
             self.port = _free_port()
-        elif not _port_is_free(self.port):
-            raise EmbeddedPostgresError(
-                f"127.0.0.1:{self.port} is already in use by another program; "
-                "set MYTICKET_EMBEDDED_PORT to a free port"
-            )
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' -c max_connections=200"
         result = self._run(
             "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.pgdata),
@@ -211,6 +210,14 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(f"pg_ctl start failed: {_one_line(result.stdout)} {' '.join(log_tail.split())}")
         log.info("embedded PostgreSQL listening on 127.0.0.1:%d (data in %s)", self.port, self.pgdata)
 
+    def _refuse_a_port_in_use(self) -> None:
+        """Fail before any change (no initdb, no directory) when our port is taken."""
+        if self.port is not None and not _port_is_free(self.port):
+            raise EmbeddedPostgresError(
+                f"127.0.0.1:{self.port} is already in use by another program; "
+                "set MYTICKET_EMBEDDED_PORT to a free port"
+            )
+
     def running_url(self) -> str | None:
         """The URL of a server running on this pgdata, or None; starts nothing."""
         if not (self.pgdata / "PG_VERSION").exists():
@@ -220,6 +227,20 @@ class EmbeddedPostgres:
             return None
         self.port = port
         return self.url
+
+    def keep_running(self, stop: threading.Event, *, every_seconds: float = 2.0) -> None:
+        """Until `stop` is set, start the server again whenever it is found stopped (a
+        crash, an out-of-memory kill, a `pg_ctl stop` by hand): the service that owns it
+        must not stay in spool mode until a person restarts it. Runs in its own thread."""
+        while not stop.wait(every_seconds):
+            if self.is_running():
+                continue
+            log.warning("embedded PostgreSQL on 127.0.0.1:%s stopped unexpectedly; starting it again", self.port)
+            try:
+                self.start(take_over_orphan=True)
+            except (EmbeddedPostgresError, OSError, subprocess.SubprocessError) as exc:
+                log.error("embedded PostgreSQL did not start again (%s); retrying in %g s",
+                          " ".join(str(exc).split())[:300], every_seconds)
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; `mode` is pg_ctl's: smart, fast or immediate."""

@@ -208,7 +208,9 @@ async def run_worker_loops(
     from .worker import TicketWorker
 
     assert settings.database_url is not None
-    repository = await Repository.connect(settings.database_url)
+    # No connection at start: a worker (re)started while PostgreSQL is down waits for it,
+    # logging the outage once, instead of exiting and being restarted again and again.
+    repository = await Repository.connect(settings.database_url, min_connections=0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in stop_signals:

@@ -156,7 +156,7 @@ async def test_an_embedded_port_in_use_fails_the_start_in_one_line_naming_the_se
     assert result.returncode == 1
     line = one_line_without_traceback(result.stderr)
     assert "MYTICKET_EMBEDDED_PORT" in line and str(taken) in line
-    assert not EmbeddedPostgres(tmp_path / "data" / "pgdata").is_running()
+    assert not (tmp_path / "data" / "pgdata").exists(), "a failed start must change nothing (no initdb)"
 
 
 def test_database_url_prints_the_configured_url_or_the_embedded_address(tmp_path: Path):
@@ -208,3 +208,16 @@ async def test_a_worker_outlives_the_serve_that_started_the_server_and_resumes_w
         if worker.poll() is None:
             worker.kill()
         service.stop()
+
+
+async def test_the_serve_that_owns_the_server_starts_it_again_after_a_crash(make_run: Service):
+    service = make_run
+    EmbeddedPostgres(service.data_dir / "pgdata").stop("immediate")  # as a crash or an OOM kill would
+
+    async def back_and_ready() -> bool:
+        state = await service.ready_state()
+        return state is not None and state["status"] == "ready" and state["spool"]["tickets"] == 0
+
+    await wait_until(back_and_ready, timeout=60, what="the embedded server to be started again by its serve")
+    assert "stopped unexpectedly; starting it again" in service.log.read_text()
+    await assert_tickets_reach_postgres(service)

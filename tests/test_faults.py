@@ -306,3 +306,26 @@ async def test_every_process_of_the_service_is_named_in_ps(service, db):
 
     await wait_until(all_named, timeout=30, what="the HTTP and worker processes to carry their titles")
     assert process_title(service.process.pid) == "myticket: serve (supervisor of 2 http processes)"
+
+
+async def test_a_worker_process_started_while_postgres_is_down_waits_for_it(service, postgres, db):
+    service.env["LOG_LEVEL"] = "INFO"
+    await service.start()
+    first = await the_worker_process(service.process.pid)
+    await asyncio.to_thread(postgres.stop, "immediate")
+    try:
+        os.kill(first, signal.SIGKILL)
+        replacement = await the_worker_process(service.process.pid, other_than=first)
+
+        async def waiting_for_the_database() -> bool:
+            return "worker paused, database unavailable" in service.log.read_text()
+
+        await wait_until(waiting_for_the_database, timeout=30, what="the new worker to notice the outage")
+        assert is_alive(replacement)
+    finally:
+        await asyncio.to_thread(postgres.start)
+    sent = await send_tickets("127.0.0.1", service.port, make_tickets(50, seed=109), concurrency=4)
+    assert len(sent.acked) == 50
+    await all_settled(db, 50)
+    assert worker_processes(service.process.pid) == [replacement]
+    assert "exited with code 1" not in service.log.read_text()
