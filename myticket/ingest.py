@@ -396,7 +396,14 @@ class DurableStore:
             if not batch:
                 break
             await self._insert_halving_on_timeout(batch)
-            await self._spool.delete([ticket.id for ticket in batch])
+            try:
+                await self._spool.delete([ticket.id for ticket in batch])
+            except SpoolUnavailable as exc:
+                # They are in PostgreSQL: the spool skips them from now on and deletes them
+                # once it can (a full disk), so the replay goes on with the next ones.
+                self._metrics.replay_failed("spool_unavailable")
+                log.warning("replayed %d tickets but could not delete them from the spool (%s); "
+                            "going on past them", len(batch), exc)
             moved += len(batch)
             self._metrics.count(self._metrics.tickets_replayed, amount=len(batch))
             log.debug("replayed %d spooled tickets: %s", len(batch), [ticket.id for ticket in batch])

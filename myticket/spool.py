@@ -134,19 +134,35 @@ class Spool:
         self._opened_inode: int | None = None
         self.problem: str | None = None
         self._queries = load_queries(SPOOL_SQL_DIR)
+        # Spool positions up to this one are committed in PostgreSQL but their delete
+        # failed (a full disk); and the positions of the batch last read for replay.
+        self._replayed_through = 0
+        self._positions: dict[str, int] = {}
+        self._last_count = 0
 
     # --- on the spool thread -------------------------------------------------
+    def _set_up_file(self, connection: sqlite3.Connection) -> None:
+        """Make a new file a spool (vacuum mode, WAL, tables). These statements may write;
+        on a full disk they fail, and a file that is a spool already is used as it is, so
+        that its tickets can still be read and replayed."""
+        try:
+            connection.execute(self._queries["vacuum_incrementally"])
+            connection.execute(self._queries["use_write_ahead_log"])
+            connection.execute(self._queries["create_spool_table"])
+            connection.execute(self._queries["create_owner_table"])
+        except sqlite3.OperationalError as exc:
+            if not connection.execute(self._queries["is_a_spool"]).fetchone()[0]:
+                raise
+            log.debug("spool %s: set-up skipped on an existing spool (%s)", self.path, exc)
+
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             try:
-                connection.execute(self._queries["vacuum_incrementally"])
-                connection.execute(self._queries["use_write_ahead_log"])
                 connection.execute(self._queries["sync_fully"])
                 connection.execute(self._queries["limit_wal_after_checkpoint"])
-                connection.execute(self._queries["create_spool_table"])
-                connection.execute(self._queries["create_owner_table"])
+                self._set_up_file(connection)
                 self._opened_inode = self.path.stat().st_ino
             except (sqlite3.Error, OSError):
                 connection.close()
@@ -220,10 +236,7 @@ class Spool:
         """Within a write transaction: record us as owner where we may; return the owner
         of tickets that are not ours (None when the spool is ours)."""
         owner = self._owner(connection)
-        holds_tickets = bool(connection.execute(self._queries["holds_tickets"]).fetchone()[0])
-        verdict, new_owner = ownership(
-            owner, holds_tickets=holds_tickets, database_url=self.database_url, identity=self.identity
-        )
+        verdict, new_owner = self._ownership(connection, owner)
         if verdict is Ownership.FOREIGN:
             return owner
         if verdict is Ownership.RECORD and new_owner is not None:
@@ -240,7 +253,7 @@ class Spool:
         return None
 
     def _foreign_message(self, owner: SpoolOwner, connection: sqlite3.Connection) -> str:
-        count = connection.execute(self._queries["count_spooled"]).fetchone()[0]
+        count = connection.execute(self._queries["count_spooled"], (0,)).fetchone()[0]
         ours = SpoolOwner(self.database_url, self.identity)
         return f"spool {self.path} holds {count} tickets for {owner}, not for {ours}"
 
@@ -272,25 +285,65 @@ class Spool:
 
     def _oldest(self, limit: int, max_bytes: int) -> list[IncomingTicket]:
         """The next tickets to replay (at most `limit`, and `max_bytes` of bodies but at
-        least one), if the spool is ours and our database is confirmed."""
+        least one), if the spool is ours and our database is confirmed.
+
+        Read in a read transaction when the owner is already recorded, so that a full
+        disk does not stop the replay; tickets up to `_replayed_through` are in
+        PostgreSQL already (their delete failed) and are skipped, not replayed forever.
+        """
         if self.identity is None:
             return []
         connection = self._connect()
+        self._forget_replayed(connection)
         with connection:  # one transaction: the owner checked is the owner of these rows
-            connection.execute(self._queries["begin_write"])
-            foreign = self._settle_owner(connection)
-            if foreign is not None:
-                self.problem = self._foreign_message(foreign, connection)
+            connection.execute(self._queries["begin_read"])
+            verdict, _ = self._ownership(connection, self._owner(connection))
+            if verdict is Ownership.RECORD:  # the owner must be written first: a write transaction
+                connection.rollback()
+                connection.execute(self._queries["begin_write"])
+                verdict = Ownership.FOREIGN if self._settle_owner(connection) is not None else Ownership.KEEP
+            if verdict is Ownership.FOREIGN:
+                self.problem = self._foreign_message(self._owner(connection), connection)
                 return []
-            rows = connection.execute(self._queries["oldest_spooled"], (limit, max_bytes)).fetchall()
+            rows = connection.execute(
+                self._queries["oldest_spooled"], (self._replayed_through, limit, max_bytes)
+            ).fetchall()
+        self._positions = {id: position for position, id, _, _, _ in rows}
         return [IncomingTicket(id, datetime.fromisoformat(received), content_type, bytes(body))
-                for id, received, content_type, body in rows]
+                for _, id, received, content_type, body in rows]
+
+    def _ownership(
+        self, connection: sqlite3.Connection, owner: SpoolOwner | None
+    ) -> tuple[Ownership, SpoolOwner | None]:
+        holds_tickets = bool(connection.execute(self._queries["holds_tickets"]).fetchone()[0])
+        return ownership(owner, holds_tickets=holds_tickets, database_url=self.database_url, identity=self.identity)
+
+    def _forget_replayed(self, connection: sqlite3.Connection) -> None:
+        """Delete the replayed tickets whose delete failed; on failure, try again later."""
+        if not self._replayed_through:
+            return
+        try:
+            with connection:
+                connection.execute(self._queries["begin_write"])
+                connection.execute(self._queries["forget_replayed"], (self._replayed_through,))
+        except sqlite3.OperationalError as exc:
+            log.debug("spooled tickets already in PostgreSQL still cannot be deleted (%s)", exc)
+            return
+        log.info("deleted the spooled tickets that were already in PostgreSQL")
+        self._replayed_through = 0
 
     def _delete(self, ids: Sequence[str]) -> None:
+        """Forget tickets PostgreSQL committed. If the delete fails (a full disk), the
+        replay skips them from now on, and their delete is tried again before each read."""
         connection = self._connect()
-        with connection:
-            connection.execute(self._queries["begin_write"])
-            connection.executemany(self._queries["unspool_ticket"], [(ticket_id,) for ticket_id in ids])
+        try:
+            with connection:
+                connection.execute(self._queries["begin_write"])
+                connection.executemany(self._queries["unspool_ticket"], [(ticket_id,) for ticket_id in ids])
+        except sqlite3.OperationalError:
+            replayed = [self._positions[ticket_id] for ticket_id in ids if ticket_id in self._positions]
+            self._replayed_through = max([self._replayed_through, *replayed])
+            raise
         # Give the space back: freed pages to the file system, the WAL truncated. Both
         # only reclaim space (SQLite skips the checkpoint while another process reads),
         # so their failure, on a full disk say, costs nothing but space for now.
@@ -304,7 +357,8 @@ class Spool:
             log.debug("spool space not reclaimed yet: %s", exc)
 
     def _count(self) -> int:
-        return self._connect().execute(self._queries["count_spooled"]).fetchone()[0]
+        """Tickets waiting for PostgreSQL (not those in it already whose delete failed)."""
+        return self._connect().execute(self._queries["count_spooled"], (self._replayed_through,)).fetchone()[0]
 
     def _reset(self) -> None:
         if self._connection is not None:
@@ -346,12 +400,14 @@ class Spool:
         self.problem = None  # a write went through: whatever failed before works again
 
     async def count(self) -> int:
-        """Tickets waiting; 0, with `problem` saying why, when the spool cannot be read."""
+        """Tickets waiting for PostgreSQL. When the spool cannot be read, the last count
+        read (never 0 for a spool that held tickets: an alert on it must still fire), with
+        `problem` saying why."""
         try:
-            return await self._run(self._guarded, "readable", self._count)
+            self._last_count = await self._run(self._guarded, "readable", self._count)
         except SpoolUnavailable as exc:
             self.problem = str(exc)
-            return 0
+        return self._last_count
 
     async def size(self) -> int:
         """Bytes the spool occupies on disk, its WAL and shared memory included."""

@@ -271,7 +271,7 @@ async def test_a_full_disk_during_replay_neither_kills_the_replayer_nor_refuses_
     assert during.status == 202
     status, state = await ready_state(client)
     assert (status, state["status"]) == (200, "ready")
-    assert any("replay failed, retrying" in record.getMessage() for record in caplog.records)
+    assert any("could not delete them from the spool" in record.getMessage() for record in caplog.records)
 
     filler.unlink()  # the space comes back: the replayer, still alive, finishes the job
     await wait_until(lambda: spool_drained_and_left(client), timeout=60, what="the spool to drain once space is back")
@@ -373,3 +373,31 @@ async def test_a_spool_of_1_mib_tickets_is_replayed_in_batches_bounded_in_bytes(
     await wait_until(replayed, timeout=60, what="the spool of 1 MiB tickets to be replayed")
     assert len(own_db.rows("stored_ids")) == 12
     assert replayed_batches and max(replayed_batches) <= 3 * mib
+
+
+async def test_a_full_disk_does_not_strand_spooled_tickets_behind_a_delete_that_fails(
+    aiohttp_client, own_server, own_db, outage_settings, small_disk
+):
+    # Small replay batches (bounded in bytes), so that the replay needs many batches and
+    # each batch's delete fails on the full disk.
+    settings = dataclasses.replace(outage_settings, spool_dir=small_disk, batch_max_bytes=2048)
+    client = await aiohttp_client(await init_app(settings))
+    own_server.stop(mode="immediate")
+    try:
+        answers = [await client.post("/ticket", data=CP1252_TICKET * 8 + b"%d" % n) for n in range(30)]
+        assert [answer.status for answer in answers] == [202] * 30
+        spooled = sorted([(await answer.json())["id"] for answer in answers])
+        filler = fill(small_disk)
+    finally:
+        own_server.start()
+
+    async def every_ticket_in_postgres_and_the_spool_left() -> bool:
+        status, state = await ready_state(client)
+        return (own_db.value("count_tickets") == 30 and status == 200 and state["status"] == "ready"
+                and state["spool"]["tickets"] == 0 and not state["spool"]["mode"])
+
+    # With the disk still full: past the deletes that fail, every ticket reaches PostgreSQL.
+    await wait_until(every_ticket_in_postgres_and_the_spool_left, timeout=60,
+                     what="all 30 spooled tickets in PostgreSQL while the spool's disk is full")
+    assert sorted(row[0] for row in own_db.rows("stored_ids")) == spooled
+    filler.unlink()

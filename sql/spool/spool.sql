@@ -44,18 +44,20 @@ SELECT EXISTS (SELECT 1 FROM spooled_tickets);
 INSERT OR IGNORE INTO spooled_tickets (id, received_at, content_type, body) VALUES (?, ?, ?, ?);
 
 -- name: oldest_spooled
--- The next tickets to replay, oldest first: at most the given count, and only while
--- their bodies add up to at most the given bytes (the first always, however large).
--- Sizes are read with length(), which does not load a body; only the chosen are read.
+-- The next tickets to replay after a position, oldest first: at most the given count,
+-- and only while their bodies add up to at most the given bytes (the first always,
+-- however large). Sizes are read with length(), which does not load a body; only the
+-- chosen are read.
 WITH candidates AS (
-    SELECT position, length(body) AS size FROM spooled_tickets ORDER BY position LIMIT ?
+    SELECT position, length(body) AS size FROM spooled_tickets WHERE position > ?
+    ORDER BY position LIMIT ?
 ), running AS (
     SELECT position,
            sum(size) OVER (ORDER BY position) AS bytes_so_far,
            row_number() OVER (ORDER BY position) AS rank
     FROM candidates
 )
-SELECT spooled.id, spooled.received_at, spooled.content_type, spooled.body
+SELECT spooled.position, spooled.id, spooled.received_at, spooled.content_type, spooled.body
 FROM running JOIN spooled_tickets AS spooled USING (position)
 WHERE running.bytes_so_far <= ? OR running.rank = 1
 ORDER BY position;
@@ -65,8 +67,14 @@ ORDER BY position;
 DELETE FROM spooled_tickets WHERE id = ?;
 
 -- name: count_spooled
--- How many tickets wait in the spool.
-SELECT count(*) FROM spooled_tickets;
+-- How many tickets wait in the spool for PostgreSQL: those after the given position
+-- (the ones up to it are in PostgreSQL already; only their delete failed).
+SELECT count(*) FROM spooled_tickets WHERE position > ?;
+
+-- name: forget_replayed
+-- Deletes the tickets up to a position, all committed in PostgreSQL already, whose
+-- delete failed before (a full disk).
+DELETE FROM spooled_tickets WHERE position <= ?;
 
 -- name: use_write_ahead_log
 -- WAL: readers and one writer at a time across processes, crash-safe.
@@ -75,6 +83,10 @@ PRAGMA journal_mode=WAL;
 -- name: sync_fully
 -- fsync at every commit, so a spooled ticket survives a crash or power loss.
 PRAGMA synchronous=FULL;
+
+-- name: is_a_spool
+-- Whether this file has the spool's tables already (then its set-up may be skipped).
+SELECT count(*) = 2 FROM sqlite_master WHERE type = 'table' AND name IN ('spooled_tickets', 'spool_owner');
 
 -- name: vacuum_incrementally
 -- Set before the first table of a new file: pages freed by a replay can then be given
@@ -94,6 +106,10 @@ PRAGMA incremental_vacuum;
 -- Copies the WAL into the file and truncates the WAL to zero bytes (skipped by SQLite
 -- while another process reads an older snapshot).
 PRAGMA wal_checkpoint(TRUNCATE);
+
+-- name: begin_read
+-- A read transaction: one snapshot, and no write lock (a full disk can still be read).
+BEGIN DEFERRED;
 
 -- name: begin_write
 -- Takes the write lock at once, so two processes never deadlock upgrading a read.
