@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from myticket.repository import IncomingTicket
+from myticket.domain import IncomingTicket
 
 from .waiting import wait_until
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from myticket.app import init_app
+from myticket.web.app import init_app
 
 from .conftest import PROJECT_ROOT, REFERENCE_TICKET
 from .helpers import post, settled

@@ -15,14 +15,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from myticket.app import init_app
+from myticket.web.app import init_app
 from myticket.config import Settings, mask_password
 from myticket.embedded import EmbeddedPostgres
 from myticket.metrics import Metrics
 from myticket.migrate import prepare_database
-from myticket.repository import DATABASE_FAILURE_REASONS, DatabaseUnavailable, Repository
+from myticket.database_errors import DATABASE_FAILURE_REASONS, DatabaseUnavailable
+from myticket.repository import Repository
 from myticket.spool import Spool
-from myticket.typedefs import REPOSITORY
+from myticket.web.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
 from .conftest import CP1252_TICKET, REFERENCE_TICKET, Db, create_empty_database, emptied_database, private_server

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from myticket.app import init_app
+from myticket.web.app import init_app
 from myticket.config import ENVIRONMENT_VARIABLES, Settings
-from myticket.routes import setup_routes
+from myticket.web.routes import setup_routes
 
 from .conftest import PROJECT_ROOT
 from .service_process import free_port

@@ -15,7 +15,7 @@ import pytest
 
 from bench.loadgen import SendResult, make_tickets, send_tickets
 from myticket.embedded import EmbeddedPostgres
-from myticket.server import restart_delay
+from myticket.supervision import restart_delay
 
 from .conftest import Db, emptied_database, private_server
 from .service_process import Service

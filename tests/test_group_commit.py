@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from myticket.app import init_app
+from myticket.web.app import init_app
 from myticket.ingest import GroupCommitIngest
-from myticket.repository import IncomingTicket
-from myticket.typedefs import INGEST, REPOSITORY
+from myticket.domain import IncomingTicket
+from myticket.web.typedefs import INGEST, REPOSITORY
 
 from .conftest import REFERENCE_TICKET
 from .waiting import wait_until

@@ -10,8 +10,8 @@ import logging
 import pytest
 from aiohttp.test_utils import TestServer
 
-from myticket.app import init_app, nul_character_in, printable, unsupported_content_encoding
-from myticket.server import HTTP_SERVER_OPTIONS
+from myticket.web.app import init_app, nul_character_in, printable, unsupported_content_encoding
+from myticket.processes import HTTP_SERVER_OPTIONS
 
 from .conftest import REFERENCE_TICKET
 from .test_metrics import sample

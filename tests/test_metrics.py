@@ -6,7 +6,7 @@ import re
 from datetime import datetime, timezone
 
 from myticket.metrics import PROCESSING_OUTCOMES, RefusalReason
-from myticket.typedefs import METRICS, REPOSITORY
+from myticket.web.typedefs import METRICS, REPOSITORY
 from myticket.worker import TicketWorker
 
 from .conftest import PROJECT_ROOT, REFERENCE_TICKET

@@ -9,7 +9,8 @@ import sys
 import pytest
 from yoyo import get_backend, read_migrations
 
-from myticket.migrate import MIGRATIONS_DIR, MigrationLockTimeout, apply_migrations, migration_ids
+from myticket.migrate import MigrationLockTimeout, apply_migrations, migration_ids
+from myticket.resources import migrations_directory
 
 from .conftest import PROJECT_ROOT, Db, create_empty_database
 
@@ -57,7 +58,7 @@ def test_every_migration_rolls_back_and_applies_again(pg_server_url):
 
     backend = get_backend(url)
     try:
-        migrations = read_migrations(str(MIGRATIONS_DIR))
+        migrations = read_migrations(str(migrations_directory()))
         with backend.lock():
             backend.rollback_migrations(backend.to_rollback(migrations))
         assert len(backend.to_apply(migrations)) == len(migration_ids())
@@ -99,9 +100,9 @@ def test_a_killed_migrate_process_leaves_nothing_that_blocks_the_next(pg_server_
 # has written yoyo's lock row when it is killed.
 HOLD_THE_LOCKS_THEN_WAIT = """
 import sys, psycopg2
-from myticket.repository import load_queries
+from myticket.resources import named_queries
 from pathlib import Path
-queries = load_queries(Path("tests/sql"))
+queries = named_queries(Path("tests/sql"))
 conn = psycopg2.connect(sys.argv[1])
 conn.autocommit = True
 with conn.cursor() as cursor:

@@ -15,8 +15,10 @@ import pytest
 
 from myticket.config import ConfigError, load_settings
 from myticket.metrics import Metrics
-from myticket.repository import DataRejected, FailureKind, IncomingTicket, _database_error, failure_kind
-from myticket.typedefs import REPOSITORY
+from myticket.database_errors import DataRejected, FailureKind, failure_kind
+from myticket.domain import IncomingTicket
+from myticket.repository import _database_error
+from myticket.web.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
 from .helpers import post, settled, ticket_with
@@ -86,11 +88,11 @@ async def test_a_ticket_postgresql_refuses_is_rejected_and_the_others_are_proces
         await running
 
     rejected = await repository.ticket(ticket_id=poison.id)
-    assert rejected["status"] == "rejected"
-    assert rejected["error"]  # the reason: PostgreSQL's refusal, or the parser's
-    assert rejected["lines"] == []
+    assert rejected.status == "rejected"
+    assert rejected.error  # the reason: PostgreSQL's refusal, or the parser's
+    assert (await repository.ticket_lines(ticket_id=poison.id, after=0, limit=100)) == ([], None)
     for good in good_before + good_after:
-        assert (await repository.ticket(ticket_id=good.id))["status"] == "processed"
+        assert (await repository.ticket(ticket_id=good.id)).status == "processed"
     assert db.value("count_lines") == 6
     assert (await repository.product(product_id=OVERSIZED_PRODUCT_ID)) is None
 

@@ -12,10 +12,10 @@ from decimal import Decimal
 
 import pytest
 
-from myticket import worker as worker_module
 from myticket.metrics import Metrics
-from myticket.repository import IncomingTicket
-from myticket.typedefs import REPOSITORY
+from myticket.parser import parse_ticket
+from myticket.domain import IncomingTicket
+from myticket.web.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
 from .conftest import PROJECT_ROOT, REFERENCE_TICKET
@@ -82,8 +82,8 @@ async def test_latest_received_price_wins_when_processed_out_of_order(quiet_app)
     assert await worker.drain() == 1
 
     product = await repository.product(product_id="P1")
-    assert (product["name"], product["price"]) == ("New name", Decimal("3.00"))
-    assert (product["first_seen_at"], product["last_seen_at"], product["times_seen"]) == (earlier, later, 2)
+    assert (product.name, product.price) == ("New name", Decimal("3.00"))
+    assert (product.first_seen_at, product.last_seen_at, product.times_seen) == (earlier, later, 2)
 
 
 async def test_two_workers_process_2000_tickets_each_exactly_once(quiet_app, db):
@@ -121,32 +121,42 @@ async def test_a_worker_that_dies_mid_batch_leaves_its_tickets_pending(quiet_app
     assert db.rows("status_counts") == [("processed", 1)]
 
 
-async def test_failing_ticket_is_rejected_after_bounded_retries_then_reprocessed(quiet_app, db, monkeypatch, database_url):
+async def test_failing_ticket_is_rejected_after_bounded_retries_then_reprocessed(quiet_app, db, database_url):
     repository = quiet_app.server.app[REPOSITORY]
-    real_parse = worker_module.parse_ticket
     poison = b"Order: POISON\n\nproduct,product_id,price\nA,P1,1\n"
 
     def parse_or_crash(body: bytes):
         if b"POISON" in body:
             raise RuntimeError("parser bug")
-        return real_parse(body)
+        return parse_ticket(body)
 
-    monkeypatch.setattr(worker_module, "parse_ticket", parse_or_crash)
     now = datetime.now(timezone.utc)
     bad = IncomingTicket(str(uuid.uuid4()), now, None, poison)
     good = ticket_with("2", "P2", "B", "2.00", received_at=now)
     await repository.store_tickets(tickets=[bad, good])
 
-    worker = TicketWorker(repository, Metrics(), max_attempts=3)
-    await worker.drain()
+    metrics = Metrics()
+    crashing = TicketWorker(repository, metrics, max_attempts=3, parse=parse_or_crash)
+    # A drain that never rejects the ticket would loop forever: fail by assertion instead.
+    draining = asyncio.create_task(crashing.drain())
+    try:
+        await wait_until(lambda: _done(draining), timeout=30, what="the drain to reject the failing ticket and end")
+    finally:
+        draining.cancel()
+    assert draining.result() == 1  # the good ticket; the bad one was charged, not handled
 
     rejected = await repository.ticket(ticket_id=bad.id)
-    assert rejected["status"] == "rejected"
-    assert rejected["attempts"] == 3
-    assert rejected["error"] == "processing failed 3 times: RuntimeError: parser bug"
-    assert (await repository.ticket(ticket_id=good.id))["status"] == "processed"
+    assert rejected.status == "rejected"
+    assert rejected.attempts == 3
+    assert rejected.error == "processing failed 3 times: RuntimeError: parser bug"
+    assert (await repository.ticket(ticket_id=good.id)).status == "processed"
+    # Rejected after its retries, it is counted like any outcome, with its lag.
+    report = metrics.take_report()
+    assert report.counts[("myticket_tickets_processed_total", (("outcome", "rejected"),))] == 1
+    assert report.counts[("myticket_tickets_processed_total", (("outcome", "processed"),))] == 1
+    assert report.observations["myticket_processing_lag_seconds", ()].observations == 2
 
-    monkeypatch.setattr(worker_module, "parse_ticket", real_parse)
+    worker = TicketWorker(repository, Metrics(), max_attempts=3)
     result = subprocess.run(
         [sys.executable, "-m", "myticket", "reprocess", "--status", "rejected", "--since", "2000-01-01"],
         cwd=PROJECT_ROOT, env={**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"},
@@ -157,8 +167,9 @@ async def test_failing_ticket_is_rejected_after_bounded_retries_then_reprocessed
 
     assert await worker.drain() == 1
     fixed = await repository.ticket(ticket_id=bad.id)
-    assert (fixed["status"], fixed["error"], fixed["attempts"]) == ("processed", None, 0)
-    assert [line["product_id"] for line in fixed["lines"]] == ["P1"]
+    assert (fixed.status, fixed.error, fixed.attempts) == ("processed", None, 0)
+    lines, _ = await repository.ticket_lines(ticket_id=bad.id, after=0, limit=100)
+    assert [line.product_id for line in lines] == ["P1"]
 
 
 async def test_read_api_paginates_products_and_answers_404_json(quiet_app):
@@ -231,10 +242,14 @@ async def test_idle_worker_wakes_on_the_batch_notify_not_on_its_poll(quiet_app, 
         await repository.store_tickets(tickets=[ticket])
 
         async def processed() -> bool:
-            return (await repository.ticket(ticket_id=ticket.id))["status"] == "processed"
+            return (await repository.ticket(ticket_id=ticket.id)).status == "processed"
 
         await wait_until(processed, timeout=15, what="the NOTIFY to wake the worker")
     finally:
         stop.set()
         await running
 
+
+
+async def _done(task: asyncio.Task) -> bool:
+    return task.done()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from myticket.config import ENVIRONMENT_VARIABLES
-from myticket.routes import setup_routes
+from myticket.web.routes import setup_routes
 
 from .conftest import PROJECT_ROOT
 

@@ -9,8 +9,8 @@ import uuid
 from datetime import datetime, timezone
 
 from myticket.metrics import Metrics
-from myticket.repository import IncomingTicket
-from myticket.typedefs import REPOSITORY
+from myticket.domain import IncomingTicket
+from myticket.web.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
 from .conftest import PROJECT_ROOT, REFERENCE_TICKET

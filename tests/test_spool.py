@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from myticket.repository import IncomingTicket
+from myticket.domain import IncomingTicket
 from myticket.spool import (
     SPOOL_FILE,
     DatabaseIdentity,

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from myticket.app import init_app
-from myticket.typedefs import INGEST
+from myticket.web.app import init_app
+from myticket.web.typedefs import INGEST
 
 from .conftest import CP1252_TICKET, REFERENCE_TICKET
 

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import pytest
 
 from myticket.metrics import Metrics
-from myticket.repository import IncomingTicket
-from myticket.typedefs import REPOSITORY
+from myticket.domain import IncomingTicket
+from myticket.web.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
 from .helpers import ticket_with

@@ -10,17 +10,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import web
 
+from ..config import Settings, mask_password
+from ..database_errors import DatabaseUnavailable
+from ..events import first_of
+from ..ingest import GroupCommitIngest
+from ..metrics import Metrics, RefusalReason
+from ..migrate import migration_ids, prepare_database
+from ..repository import Repository
+from ..spool import Spool
+from ..store import DurableStore
+from ..supervision import WorkerProcess
+from ..worker import run_worker_loops
 from .auth import require_read_access
-from .config import Settings, mask_password
-from .ingest import DurableStore, GroupCommitIngest
-from .metrics import Metrics, RefusalReason
-from .migrate import migration_ids, prepare_database
-from .repository import DatabaseUnavailable, Repository
-from .spool import Spool
 from .routes import RETRY_AFTER_UNAVAILABLE, ApiError, setup_routes
-from .server import WorkerProcess
-from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID
-from .worker import TicketWorker
+from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, STORE, TICKET_ID
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +145,9 @@ async def repository_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.database_url is not None, "the CLI resolves the database before building the app"
     log.info("using %s", mask_password(settings.database_url))
-    app[REPOSITORY] = await Repository.connect(settings.database_url, min_connections=0)
+    app[REPOSITORY] = await Repository.connect(
+        settings.database_url, max_connections=settings.database_pool_size, min_connections=0
+    )
     yield
     await app[REPOSITORY].close()
 
@@ -175,6 +180,7 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
     store = DurableStore(
         app[REPOSITORY], spool, metrics,
         prepare_database=functools.partial(asyncio.to_thread, prepare_database, settings.database_url),
+        replay_batch=settings.spool_replay_batch,
     )
     try:
         await store.confirm_database(at_start=True)
@@ -184,7 +190,6 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
         log.warning("PostgreSQL does not answer at start (%s): tickets go to the spool %s; migrations and "
                     "replay wait until it answers", exc.reason, spool.path)
     app[STORE] = store
-    app[SPOOL] = spool
     ingest = GroupCommitIngest(
         store,
         batch_max_size=settings.batch_max_size,
@@ -193,47 +198,23 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
         on_batch_stored=lambda size: metrics.observe(metrics.batch_size, size),
     )
     app[INGEST] = ingest
-    stop_replay = asyncio.Event()
-    replayer = asyncio.create_task(store.replay_forever(stop_replay), name="spool-replayer")
+    store.start()
     yield
     await ingest.close()
-    stop_replay.set()
-    await replayer
-    if spool is not None:
-        await spool.close()
-
-
-async def until_database_confirmed(app: web.Application, stop: asyncio.Event) -> bool:
-    """Wait until the database is confirmed (migrations applied) or `stop`; return
-    whether it was confirmed. The worker must not read tables that may not exist yet."""
-    confirmed = asyncio.ensure_future(app[STORE].database_confirmed.wait())
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((confirmed, stopped), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        confirmed.cancel()
-        stopped.cancel()
-    return app[STORE].database_confirmed.is_set() and not stop.is_set()
+    await store.close()
 
 
 async def worker_context(app: web.Application) -> AsyncIterator[None]:
-    """Ticket worker loops as background tasks, once the database is confirmed; on
-    shutdown each finishes its batch."""
-    settings = app[SETTINGS]
-    workers = [
-        TicketWorker(app[REPOSITORY], app[METRICS], batch_max_bytes=settings.worker_batch_max_bytes)
-        for _ in range(settings.workers)
-    ]
+    """The worker loops as tasks of this event loop (MYTICKET_WORKER=inline), once the
+    database is confirmed; on shutdown each finishes its batch."""
     stop = asyncio.Event()
-
-    async def run(worker: TicketWorker) -> None:
-        if await until_database_confirmed(app, stop):
-            await worker.run(stop)
-
-    tasks = [asyncio.create_task(run(worker), name=f"ticket-worker-{n}") for n, worker in enumerate(workers)]
+    loops = asyncio.create_task(
+        run_worker_loops(app[REPOSITORY], app[METRICS], app[SETTINGS], stop, start_when=app[STORE].database_confirmed),
+        name="ticket-workers",
+    )
     yield
     stop.set()
-    await asyncio.gather(*tasks)
+    await loops
 
 
 async def worker_process_context(app: web.Application) -> AsyncIterator[None]:
@@ -244,7 +225,8 @@ async def worker_process_context(app: web.Application) -> AsyncIterator[None]:
     stop = asyncio.Event()
 
     async def start_when_confirmed() -> None:
-        if await until_database_confirmed(app, stop):
+        await first_of(app[STORE].database_confirmed, stop)
+        if not stop.is_set():
             worker.start()
 
     starting = asyncio.create_task(start_when_confirmed(), name="worker-process-start")

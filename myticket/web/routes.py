@@ -16,11 +16,13 @@ from typing import Any
 
 from aiohttp import StreamReader, web
 
-from .ingest import Overloaded, ShuttingDown
-from .metrics import RefusalReason
-from .repository import DatabaseUnavailable, IncomingTicket
-from .spool import SpoolUnavailable
-from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, SPOOL, STORE, TICKET_ID
+from ..database_errors import DatabaseUnavailable
+from ..domain import IncomingTicket, Product, TicketRecord, field_names
+from ..ingest import Overloaded, ShuttingDown
+from ..metrics import RefusalReason
+from ..parser import TicketLine
+from ..spool import SpoolUnavailable
+from .typedefs import EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, STORE, TICKET_ID
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +105,8 @@ async def ready(request: web.Request) -> web.Response:
     the database's host and port.
     """
     app = request.app
-    spool = app[SPOOL]
     store = app[STORE]
-    spool_state = None
-    if spool is not None:
-        spool_state = {
-            "mode": store.spooling,
-            "tickets": await spool.count(),
-            "bytes": await spool.size(),
-            "problem": spool.problem,
-            "quarantined": await spool.quarantined(),
-        }
+    spool_state = await store.spool_state()
     database_problem = None if store.database_confirmed.is_set() else store.database_problem or "not confirmed"
     missing: list[str] = []
     if database_problem is None:
@@ -123,7 +116,7 @@ async def ready(request: web.Request) -> web.Response:
             database_problem = f"unavailable: {exc.reason}"
     status, body = readiness(
         database_problem=database_problem, missing_migrations=missing, spool=spool_state,
-        spool_max_bytes=spool.max_bytes if spool is not None else 0,
+        spool_max_bytes=store.spool.max_bytes if store.spool is not None else 0,
     )
     if status != 200:
         raise ApiError(status, body["error"], retry_after=RETRY_AFTER_UNAVAILABLE)
@@ -267,10 +260,29 @@ async def get_ticket(request: web.Request) -> web.Response:
         raise ApiError(404, f"no ticket {raw_id}") from None
     lines_after = query_integer(request, "lines_after", 0, minimum=0, maximum=2**31 - 1)
     lines_limit = query_integer(request, "lines_limit", DEFAULT_LINES_PAGE, minimum=1, maximum=MAX_LINES_PAGE)
-    ticket = await request.app[REPOSITORY].ticket(ticket_id=ticket_id, lines_after=lines_after, lines_limit=lines_limit)
+    repository = request.app[REPOSITORY]
+    ticket = await repository.ticket(ticket_id=ticket_id)
     if ticket is None:
         raise ApiError(404, f"no ticket {ticket_id}")
-    return web.json_response(ticket, dumps=json_dumps)
+    lines, next_lines_after = await repository.ticket_lines(ticket_id=ticket_id, after=lines_after, limit=lines_limit)
+    return web.json_response(ticket_json(ticket, lines, next_lines_after), dumps=json_dumps)
+
+
+def ticket_json(ticket: TicketRecord, lines: Sequence[TicketLine], next_lines_after: int | None) -> dict[str, Any]:
+    """The answer of GET /tickets/{id}: the record's fields by name, one page of lines."""
+    return {
+        **{name: getattr(ticket, name) for name in field_names(TicketRecord)},
+        "warnings": list(ticket.warnings),
+        "lines": [
+            {"line_number": line.line_number, "product_id": line.product_id, "name": line.name, "price": line.price}
+            for line in lines
+        ],
+        "next_lines_after": next_lines_after,
+    }
+
+
+def product_json(product: Product) -> dict[str, Any]:
+    return {name: getattr(product, name) for name in field_names(Product)}
 
 
 MAX_PAGE_SIZE = 1000
@@ -287,7 +299,9 @@ async def list_products(request: web.Request) -> web.Response:
         raise ApiError(400, f"limit must be between 1 and {MAX_PAGE_SIZE}")
     after = request.query.get("after") or None
     products, next_after = await request.app[REPOSITORY].products(limit=limit, after=after)
-    return web.json_response({"products": products, "next_after": next_after}, dumps=json_dumps)
+    return web.json_response(
+        {"products": [product_json(product) for product in products], "next_after": next_after}, dumps=json_dumps
+    )
 
 
 async def get_product(request: web.Request) -> web.Response:
@@ -295,4 +309,4 @@ async def get_product(request: web.Request) -> web.Response:
     product = await request.app[REPOSITORY].product(product_id=product_id)
     if product is None:
         raise ApiError(404, f"no product {product_id}")
-    return web.json_response(product, dumps=json_dumps)
+    return web.json_response(product_json(product), dumps=json_dumps)
