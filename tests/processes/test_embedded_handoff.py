@@ -22,9 +22,9 @@ import pytest
 
 from myticket.embedded import EmbeddedPostgres
 
-from .conftest import PROJECT_ROOT, REFERENCE_TICKET, Db
-from .service_process import Service
-from .waiting import wait_until
+from ..conftest import PROJECT_ROOT, REFERENCE_TICKET, Db
+from ..service_process import Service
+from ..waiting import wait_until
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from myticket.web.app import init_app
 from myticket.config import ENVIRONMENT_VARIABLES, Settings
 from myticket.web.routes import setup_routes
 
-from .conftest import PROJECT_ROOT
-from .service_process import free_port
+from ..conftest import PROJECT_ROOT
+from ..service_process import free_port
 
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())

@@ -26,9 +26,9 @@ from myticket.spool import Spool
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
-from .conftest import CP1252_TICKET, REFERENCE_TICKET, Db, create_empty_database, emptied_database, private_server
-from .helpers import ticket_with
-from .waiting import wait_until
+from ..conftest import CP1252_TICKET, REFERENCE_TICKET, Db, create_empty_database, emptied_database, private_server
+from ..helpers import ticket_with
+from ..waiting import wait_until
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from myticket.web.app import init_app, nul_character_in, printable, unsupported_content_encoding
 from myticket.processes import HTTP_SERVER_OPTIONS
 
-from .conftest import REFERENCE_TICKET
+from ..conftest import REFERENCE_TICKET
 from .test_metrics import sample
 
 

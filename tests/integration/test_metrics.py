@@ -9,8 +9,8 @@ from myticket.metrics import PROCESSING_OUTCOMES, RefusalReason
 from myticket.web.typedefs import METRICS, REPOSITORY
 from myticket.worker import TicketWorker
 
-from .conftest import PROJECT_ROOT, REFERENCE_TICKET
-from .helpers import post, settled, ticket_with
+from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
+from ..helpers import post, settled, ticket_with
 
 
 def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:

@@ -7,7 +7,7 @@ from aiohttp import web
 from myticket.config import ENVIRONMENT_VARIABLES
 from myticket.web.routes import setup_routes
 
-from .conftest import PROJECT_ROOT
+from ..conftest import PROJECT_ROOT
 
 README = (PROJECT_ROOT / "README.md").read_text()
 

@@ -17,9 +17,9 @@ import pytest
 
 from myticket.loop_errors import CollapsingExceptionHandler, RepeatCollapser, report_kind
 
-from .conftest import REFERENCE_TICKET
-from .service_process import Service
-from .waiting import wait_until
+from ..conftest import REFERENCE_TICKET
+from ..service_process import Service
+from ..waiting import wait_until
 
 ACCEPT_FAILED = "socket.accept() out of system resource"
 # Enough for the service to start (database pool, spool, listening socket), and few

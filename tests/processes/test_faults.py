@@ -17,9 +17,9 @@ from bench.loadgen import SendResult, make_tickets, send_tickets
 from myticket.embedded import EmbeddedPostgres
 from myticket.supervision import restart_delay
 
-from .conftest import Db, emptied_database, private_server
-from .service_process import Service
-from .waiting import wait_until
+from ..conftest import Db, emptied_database, private_server
+from ..service_process import Service
+from ..waiting import wait_until
 
 BURST = 5000
 CLIENTS = 64

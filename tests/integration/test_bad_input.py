@@ -15,8 +15,8 @@ import pytest
 
 from myticket.web.app import init_app
 
-from .conftest import PROJECT_ROOT, REFERENCE_TICKET
-from .helpers import post, settled
+from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
+from ..helpers import post, settled
 
 TEN_MB = 10 * 1024 * 1024
 

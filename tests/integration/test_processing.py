@@ -18,9 +18,9 @@ from myticket.domain import IncomingTicket
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
-from .conftest import PROJECT_ROOT, REFERENCE_TICKET
-from .helpers import post, settled, ticket_with
-from .waiting import wait_until
+from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
+from ..helpers import post, settled, ticket_with
+from ..waiting import wait_until
 
 
 async def test_reference_ticket_is_processed_into_lines_and_products(client):

@@ -11,7 +11,7 @@ import pytest
 
 from myticket.config import DEFAULT_MAX_BODY_BYTES, ConfigError, load_settings, mask_password
 
-from .conftest import PROJECT_ROOT
+from ..conftest import PROJECT_ROOT
 
 
 def test_defaults():

@@ -13,8 +13,8 @@ from myticket.domain import IncomingTicket
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
-from .conftest import PROJECT_ROOT, REFERENCE_TICKET
-from .helpers import ticket_with
+from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
+from ..helpers import ticket_with
 
 MALFORMED = b"this is not a ticket"
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from myticket.parser import TicketParseError, parse_amount, parse_ticket
 
-from .conftest import REFERENCE_TICKET
+from ..conftest import REFERENCE_TICKET
 
 REFERENCE_LINES = [("aZde", "Formule(s) midi", Decimal("14.90")), ("IZ8z", "Café", Decimal("2.00"))]
 

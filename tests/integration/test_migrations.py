@@ -12,7 +12,7 @@ from yoyo import get_backend, read_migrations
 from myticket.migrate import MigrationLockTimeout, apply_migrations, migration_ids
 from myticket.resources import migrations_directory
 
-from .conftest import PROJECT_ROOT, Db, create_empty_database
+from ..conftest import PROJECT_ROOT, Db, create_empty_database
 
 
 def test_applying_twice_applies_everything_once(pg_server_url):

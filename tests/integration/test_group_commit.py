@@ -14,8 +14,8 @@ from myticket.ingest import GroupCommitIngest
 from myticket.domain import IncomingTicket
 from myticket.web.typedefs import INGEST, REPOSITORY
 
-from .conftest import REFERENCE_TICKET
-from .waiting import wait_until
+from ..conftest import REFERENCE_TICKET
+from ..waiting import wait_until
 
 
 async def test_concurrent_posts_are_all_acknowledged_and_stored_once(client, db):

@@ -21,8 +21,8 @@ from myticket.repository import _database_error
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
-from .helpers import post, settled, ticket_with
-from .waiting import wait_until
+from ..helpers import post, settled, ticket_with
+from ..waiting import wait_until
 
 # Over PostgreSQL's btree limit (about 2,700 bytes an index row), and incompressible
 # (random letters), so the index on ticket_lines.product_id and the products key refuse it.

@@ -18,10 +18,10 @@ from myticket.embedded import EmbeddedPostgres
 from myticket.migrate import migration_ids, prepare_database
 from myticket.spool import Spool
 
-from .conftest import PROJECT_ROOT, Db, create_empty_database, emptied_database, private_server
-from .helpers import ticket_with
-from .service_process import Service
-from .waiting import wait_until
+from ..conftest import PROJECT_ROOT, Db, create_empty_database, emptied_database, private_server
+from ..helpers import ticket_with
+from ..service_process import Service
+from ..waiting import wait_until
 
 
 @pytest.fixture(scope="module")

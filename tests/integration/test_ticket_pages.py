@@ -13,7 +13,7 @@ from myticket.domain import IncomingTicket
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
-from .helpers import ticket_with
+from ..helpers import ticket_with
 
 
 async def test_a_ticket_of_250_lines_is_read_in_pages(quiet_app):
