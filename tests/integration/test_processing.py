@@ -140,7 +140,7 @@ async def test_failing_ticket_is_rejected_after_bounded_retries_then_reprocessed
     # A drain that never rejects the ticket would loop forever: fail by assertion instead.
     draining = asyncio.create_task(crashing.drain())
     try:
-        await wait_until(lambda: _done(draining), timeout=30, what="the drain to reject the failing ticket and end")
+        await wait_until(lambda: _done(draining), timeout=15, what="the drain to reject the failing ticket and end")
     finally:
         draining.cancel()
     assert draining.result() == 1  # the good ticket; the bad one was charged, not handled
