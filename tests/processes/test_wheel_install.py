@@ -5,6 +5,7 @@ package, and an installation missing them fails loudly instead of migrating noth
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import site
 import subprocess
@@ -16,12 +17,15 @@ import aiohttp
 from ..conftest import PROJECT_ROOT, REFERENCE_TICKET, Db, create_empty_database
 from ..service_process import Service
 
+# Nothing may lead the installed python back to the checkout.
+CLEAN_ENVIRONMENT = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
 
 def build_wheel(into: Path) -> Path:
     """The wheel of the checkout, built as `pip install .` would build it."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(into), str(PROJECT_ROOT)],
-        check=True, capture_output=True, timeout=300,
+        check=True, capture_output=True, timeout=300, env=CLEAN_ENVIRONMENT,
     )
     [wheel] = into.glob("myticket-*.whl")
     return wheel
@@ -31,16 +35,18 @@ def fresh_venv_with(wheel: Path, directory: Path) -> Path:
     """A new venv holding the wheel (not editable); its dependencies are borrowed from
     the test venv's site-packages by path, which runs none of that venv's .pth files,
     so the editable myticket of the checkout stays invisible. Returns its python."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(directory)], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(directory)], check=True, timeout=120, env=CLEAN_ENVIRONMENT
+    )
     python = directory / "bin" / "python"
     purelib = Path(subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env=CLEAN_ENVIRONMENT,
     ).stdout.strip())
     (purelib / "borrowed_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(wheel)],
-        check=True, capture_output=True, timeout=300,
+        check=True, capture_output=True, timeout=300, env=CLEAN_ENVIRONMENT,
     )
     return python
 
@@ -52,13 +58,14 @@ async def test_a_wheel_installed_in_a_fresh_venv_migrates_and_serves_from_outsid
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     located = subprocess.run(
-        [str(python), "-c", "import myticket; print(myticket.__file__)"], cwd=elsewhere,
+        [str(python), "-c", "import myticket; print(myticket.__file__)"], cwd=elsewhere, env=CLEAN_ENVIRONMENT,
         capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert Path(located).is_relative_to(tmp_path / "venv"), located  # the wheel, not the checkout
 
     database_url = create_empty_database(pg_server_url, "myticket_wheel")
     service = Service(database_url, tmp_path / "data", python=str(python), cwd=elsewhere, LOG_LEVEL="INFO")
+    service.env = {**CLEAN_ENVIRONMENT, **{k: v for k, v in service.env.items() if k != "PYTHONPATH"}}
 
     migrated = await asyncio.to_thread(service.run, "migrate")
     assert migrated.returncode == 0, migrated.stderr
