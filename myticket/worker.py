@@ -35,7 +35,7 @@ from .domain import ClaimedTicket, TicketOutcome
 from .events import first_of
 from .metrics import Metrics
 from .parser import parse_ticket
-from .processing import Parse, RetryAction, body_digest, plan_batch, retry_decision, settle_batch
+from .processing import Parse, RetryAction, RetryDecision, body_digest, plan_batch, retry_decision, settle_batch
 from .repository import Repository
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class TicketWorker:
                 break
         return handled
 
-    async def _charge(self, decision, exc: Exception) -> None:
+    async def _charge(self, decision: RetryDecision, exc: Exception) -> None:
         """Count a failed attempt against the ticket the decision names; a ticket
         rejected by it is counted as processed (rejected), with its lag."""
         attempt = await self._repository.record_failed_attempt(
