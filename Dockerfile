@@ -11,17 +11,18 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN mkdir myticket && touch myticket/__init__.py \
     && pip install . && pip uninstall -y myticket && rm -rf myticket build
-# The code. sql/ and migrations/ are read from the source tree, hence the editable install.
+# The code, installed as a wheel (not editable): sql/ and migrations/ ship inside the
+# package (myticket/sql and myticket/migrations link to them) and are read with
+# importlib.resources, so the runtime image needs nothing from /app.
 COPY myticket ./myticket
 COPY sql ./sql
 COPY migrations ./migrations
-RUN pip install --no-deps -e .
+RUN pip install --no-deps . && rm -rf build
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin myticket \
     && mkdir -p /var/lib/myticket && chown myticket /var/lib/myticket
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app /app
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

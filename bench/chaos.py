@@ -41,9 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import make_tickets  # noqa: E402
 from myticket.embedded import EmbeddedPostgres  # noqa: E402
-from myticket.repository import load_queries  # noqa: E402
+from myticket.resources import named_queries  # noqa: E402
 
-QUERIES = load_queries(ROOT / "bench" / "sql")
+QUERIES = named_queries(ROOT / "bench" / "sql")
 SPOOL_DISK_BYTES = 48 * 1024 * 1024
 LARGE_TICKET_BYTES = 1024 * 1024
 

@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 from bench.loadgen import make_tickets, send_tickets  # noqa: E402
 from myticket.embedded import EmbeddedPostgres  # noqa: E402
 from myticket.migrate import apply_migrations  # noqa: E402
-from myticket.repository import load_queries  # noqa: E402
+from myticket.resources import named_queries  # noqa: E402
 
-QUERIES = load_queries(ROOT / "bench" / "sql")
+QUERIES = named_queries(ROOT / "bench" / "sql")
 TICKET = ROOT / "bench" / "ticket.txt"
 # The hey loads of each repeat: the path they hit and hey's arguments.
 SCENARIOS = {

@@ -195,9 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
 
     from .embedded import EmbeddedPostgresError
+    from .database_errors import DatabaseUnavailable
     from .migrate import MigrationLockTimeout, apply_migrations
-    from .repository import DatabaseUnavailable
-    from .server import ListenError, bind_listeners, set_process_title
+    from .processes import ListenError, bind_listeners
+    from .resources import ResourcesMissing
+    from .supervision import set_process_title
 
     sockets = []
     if args.command == "serve":
@@ -212,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert settings.database_url is not None
             log.info("database %s", mask_password(settings.database_url))
             if args.command == "serve":
-                from .server import serve_processes
+                from .processes import serve_processes
 
                 refusal = _prepare_to_serve(settings)
                 if refusal is not None:
@@ -224,10 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             apply_migrations(settings.database_url)
             if args.command == "worker":
-                from .server import run_worker_loops
+                from .supervision import run_worker_process
 
                 set_process_title("worker")
-                asyncio.run(run_worker_loops(settings))
+                asyncio.run(run_worker_process(settings))
             elif args.command == "reprocess":
                 return asyncio.run(_reprocess(settings, args))
     except EmbeddedPostgresError as exc:
@@ -238,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except MigrationLockTimeout as exc:
         print(f"myticket: migrations not applied: {exc}", file=sys.stderr)
+        return 1
+    except ResourcesMissing as exc:
+        print(f"myticket: broken installation: {exc}", file=sys.stderr)
         return 1
     finally:
         for sock in sockets:
@@ -253,8 +258,8 @@ def _prepare_to_serve(settings: Settings) -> str | None:
     answers. Without a spool it is (DatabaseUnavailable, one line). A spool that holds
     tickets for another database is: they would never be replayed here.
     """
+    from .database_errors import DatabaseUnavailable
     from .migrate import prepare_database
-    from .repository import DatabaseUnavailable
     from .spool import SpoolUnavailable, claim_now
 
     assert settings.database_url is not None

@@ -42,6 +42,10 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_WORKER_BATCH_MAX_BYTES",
     "MYTICKET_MAX_PENDING_BYTES",
     "MYTICKET_BATCH_MAX_BYTES",
+    "MYTICKET_WORKER_BATCH_SIZE",
+    "MYTICKET_WORKER_MAX_ATTEMPTS",
+    "MYTICKET_DATABASE_POOL_SIZE",
+    "MYTICKET_SPOOL_REPLAY_BATCH",
 )
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
 DEFAULT_WORKER_BATCH_MAX_BYTES = 8 * 1024 * 1024
@@ -91,6 +95,16 @@ class Settings:
     # Body bytes one worker claim may load (at least one ticket, however large): with
     # 200 tickets of 1 MiB pending, a claim holds 8 MiB, not 200.
     worker_batch_max_bytes: int = DEFAULT_WORKER_BATCH_MAX_BYTES
+    # Most tickets one worker claim locks (one transaction); its bodies are further
+    # bounded by worker_batch_max_bytes.
+    worker_batch_size: int = 200
+    # Attempts a ticket gets when its processing fails for another reason than its data
+    # or the database being down (a deadlock, a bug), before it is rejected.
+    worker_max_attempts: int = 3
+    # Connections of a process's PostgreSQL pool (group commit, reads, the worker).
+    database_pool_size: int = 10
+    # Spooled tickets the replayer moves into PostgreSQL per statement.
+    spool_replay_batch: int = 500
     # None: $MYTICKET_DATA_DIR/spool. A spool of at most 0 bytes means no spool.
     spool_dir: Path | None = None
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
@@ -280,6 +294,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         http_processes=_integer(environ, "HTTP_PROCESSES", 1, maximum=64),
         workers=_integer(environ, "MYTICKET_WORKERS", 2, maximum=64),
         worker_batch_max_bytes=_integer(environ, "MYTICKET_WORKER_BATCH_MAX_BYTES", DEFAULT_WORKER_BATCH_MAX_BYTES),
+        worker_batch_size=_integer(environ, "MYTICKET_WORKER_BATCH_SIZE", 200, maximum=5000),
+        worker_max_attempts=_integer(environ, "MYTICKET_WORKER_MAX_ATTEMPTS", 3, maximum=100),
+        database_pool_size=_integer(environ, "MYTICKET_DATABASE_POOL_SIZE", 10, maximum=1000),
+        spool_replay_batch=_integer(environ, "MYTICKET_SPOOL_REPLAY_BATCH", 500, maximum=5000),
         spool_dir=Path(environ["MYTICKET_SPOOL_DIR"].strip()) if environ.get("MYTICKET_SPOOL_DIR", "").strip() else None,
         spool_max_bytes=_integer(environ, "MYTICKET_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES, minimum=0),
         webhook_secrets=_webhook_secrets(environ),

@@ -17,20 +17,25 @@ import psycopg2
 import psycopg2.errors
 from yoyo import get_backend, read_migrations
 
-from .repository import PROJECT_ROOT, DatabaseUnavailable, load_queries
-from .spool import DatabaseIdentity
+from .database_errors import DatabaseUnavailable
+from .domain import DatabaseIdentity
+from .resources import ResourcesMissing, load_queries, migrations_directory
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 LOCK_TIMEOUT_SECONDS = 600
 # How long a start-up connection waits for PostgreSQL before calling it unavailable.
 CONNECT_TIMEOUT_SECONDS = 10
 
 
-def migration_ids(migrations_dir: Path = MIGRATIONS_DIR) -> frozenset[str]:
-    """The ids of every migration shipped with this version of the code."""
-    return frozenset(migration.id for migration in read_migrations(str(migrations_dir)))
+def migration_ids(migrations_dir: Path | None = None) -> frozenset[str]:
+    """The ids of every migration shipped with this version of the code; none found is
+    ResourcesMissing: a schema with no migration is a broken install, not an empty one."""
+    directory = migrations_dir or migrations_directory()
+    ids = frozenset(migration.id for migration in read_migrations(str(directory)))
+    if not ids:
+        raise ResourcesMissing(f"no migration found in {directory}: the installation is incomplete")
+    return ids
 
 
 class MigrationLockTimeout(Exception):
@@ -38,10 +43,15 @@ class MigrationLockTimeout(Exception):
 
 
 def apply_migrations(
-    database_url: str, *, migrations_dir: Path = MIGRATIONS_DIR, lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS
+    database_url: str, *, migrations_dir: Path | None = None, lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS
 ) -> list[str]:
-    """Apply what is missing, under the advisory lock; return the ids applied by this call."""
+    """Apply what is missing, under the advisory lock; return the ids applied by this call.
+
+    Finding no migration to read raises ResourcesMissing before connecting: a run that
+    applied nothing because it found nothing must not look like an up-to-date schema."""
     queries = load_queries()
+    migrations_dir = migrations_dir or migrations_directory()
+    migration_ids(migrations_dir)
     try:
         lock_session = psycopg2.connect(database_url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
         backend = get_backend(database_url)
@@ -73,7 +83,7 @@ def apply_migrations(
     return applied
 
 
-def prepare_database(database_url: str, *, migrations_dir: Path = MIGRATIONS_DIR) -> DatabaseIdentity:
+def prepare_database(database_url: str, *, migrations_dir: Path | None = None) -> DatabaseIdentity:
     """Apply any missing migration and return which database this is (for the spool).
 
     What a service needs before it writes to a database, also when it started while
@@ -90,7 +100,7 @@ def prepare_database(database_url: str, *, migrations_dir: Path = MIGRATIONS_DIR
         session.autocommit = True
         with session.cursor() as cursor:
             cursor.execute(queries["database_identity"])
-            system_identifier, name = cursor.fetchone()
+            system_identifier, name = cursor.fetchone()  # the query's two columns, in this order
             cursor.execute(queries["migrations_table_exists"])
             applied: set[str] = set()
             if cursor.fetchone()[0]:

@@ -1,38 +1,22 @@
-"""The only module that talks SQL.
+"""The database layer: the only module that executes SQL, and the only one that
+imports the driver (aiopg, psycopg2).
 
-Queries live in `sql/*.sql` as named blocks (`-- name: insert_tickets`, then comment
-lines that document it, then the statement) and are loaded once. Every method takes
-keyword arguments and turns driver errors into the domain errors below, so callers
-never see psycopg2. aiopg connections are autocommit: a single statement is its own
-transaction, and multi-statement work uses `cursor.begin()`.
-
-Driver errors are classified by SQLSTATE (`failure_kind`), not by psycopg2's class:
-psycopg2 files "index row too large" (54000) under OperationalError, beside a lost
-connection. Every repository method raises one of:
-
-- `DatabaseUnavailable`: the database cannot do any work now (connection lost or
-  refused, shutting down, out of disk or memory, read-only): nothing is wrong with the
-  data; retry the same work later (the worker pauses, ingest spools or answers 503).
-- `DatabaseConflict`, a subclass of `DatabaseUnavailable`: this attempt lost a race or
-  ran out of time (serialization failure, deadlock, lock or statement timeout). The same
-  work may succeed at once; callers that only know `DatabaseUnavailable` treat it so.
-- `DataRejected`: PostgreSQL refused the data itself (a value out of range, a constraint,
-  an index row over the size limit, ...). Retrying the same data fails again: the input
-  that carried it is rejected with `reason`, and the other inputs go on.
+Queries are the named blocks shipped in `sql/*.sql` (`resources.load_queries`), loaded
+once. Every method takes keyword arguments, returns the records of `domain` (rows
+mapped once, by column name) and turns every driver error into the errors of
+`database_errors`, classified by SQLSTATE, so that no caller ever sees psycopg2.
+aiopg connections are autocommit: a single statement is its own transaction, and
+multi-statement work uses `cursor.begin()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import re
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiopg
@@ -40,199 +24,41 @@ import orjson
 import psycopg2
 import psycopg2.errorcodes
 
+from .database_errors import DatabaseConflict, DatabaseUnavailable, DataRejected, FailureKind, failure_kind
+from .domain import (
+    ClaimedTicket,
+    FailedAttempt,
+    IncomingTicket,
+    Product,
+    ProductSighting,
+    RequeueCandidate,
+    TicketOutcome,
+    TicketRecord,
+    field_names,
+    from_row,
+)
+from .parser import TicketLine
+from .resources import load_queries
+
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SQL_DIR = PROJECT_ROOT / "sql"
-
-_NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
-
-
-class DatabaseUnavailable(Exception):
-    """PostgreSQL could not be reached or refused the work; the caller may retry later.
-
-    Its message is one line with the driver's detail, for logs; `reason` is a short
-    class of the failure without host, port or driver wording, for answers to clients.
-    """
-
-    @property
-    def reason(self) -> str:
-        return classify_database_failure(self.__cause__)
-
-
-class DatabaseConflict(DatabaseUnavailable):
-    """This attempt lost a race or ran out of time (deadlock, serialization failure, lock
-    or statement timeout): the same work may succeed if tried again now. A subclass of
-    DatabaseUnavailable, so that a caller unaware of it retries later, never drops."""
-
-
-class DataRejected(Exception):
-    """PostgreSQL refused the data of a statement: trying the same data again fails again.
-
-    `sqlstate` is PostgreSQL's code (e.g. 54000); `reason` names the condition and carries
-    the server's message, on one line, to be stored as the rejection of the input at fault.
-    """
-
-    def __init__(self, message: str, *, sqlstate: str | None, reason: str) -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-        self.reason = reason
-
-
-class FailureKind(enum.Enum):
-    """What a database error says about the work that met it."""
-
-    UNAVAILABLE = "unavailable"  # the database cannot work now: retry later, the data is fine
-    CONFLICT = "conflict"  # this attempt lost a race or timed out: retry now, bounded
-    DATA = "data"  # the data was refused: the input carrying it is rejected
-
-
-# SQLSTATE classes (first two characters) of the database's state, not of our data.
-_UNAVAILABLE_CLASSES = frozenset({
-    "08",  # connection exception
-    "28",  # invalid authorization (password changed, role dropped)
-    "3D",  # invalid catalog name: the database does not exist (yet, or any more)
-    "53",  # insufficient resources: disk full, out of memory, too many connections
-    "57",  # operator intervention: admin or crash shutdown, cannot connect now (57014 aside)
-    "58",  # system error: I/O error, file missing
-    "F0",  # configuration file error
-})
-_UNAVAILABLE_CODES = frozenset({
-    "25006",  # read-only transaction: a standby, or a primary during a failover
-    "25P03",  # idle-in-transaction timeout: the server closed the session
-})
-_CONFLICT_CLASSES = frozenset({
-    "40",  # transaction rollback: serialization failure 40001, deadlock 40P01
-})
-_CONFLICT_CODES = frozenset({
-    "55P03",  # lock not available (lock_timeout)
-    "57014",  # query canceled (statement_timeout)
-})
-
-
-def failure_kind(sqlstate: str | None) -> FailureKind:
-    """Classify a driver error by its SQLSTATE.
-
-    No SQLSTATE means the server never answered (a dropped connection, a refused
-    connect, a timeout on our side): unavailable. Codes of the server's state are
-    unavailable, races and timeouts are conflicts, and every other code (data exception
-    22, integrity 23, program limit 54, and the rest) is the data's: an unknown code must
-    never pause processing for everyone, so it is isolated with the input that met it.
-    """
-    if not sqlstate:
-        return FailureKind.UNAVAILABLE
-    if sqlstate in _CONFLICT_CODES or sqlstate[:2] in _CONFLICT_CLASSES:
-        return FailureKind.CONFLICT
-    if sqlstate in _UNAVAILABLE_CODES or sqlstate[:2] in _UNAVAILABLE_CLASSES:
-        return FailureKind.UNAVAILABLE
-    return FailureKind.DATA
-
-
-# Substrings of driver messages (lower case), and the short reason each stands for.
-_FAILURE_REASONS = (
-    ("connection refused", "connection refused"),
-    ("could not translate host name", "host name not found"),
-    ("timeout", "timeout"),
-    ("timed out", "timeout"),
-    ("server closed the connection", "connection lost"),
-    ("connection already closed", "connection lost"),
-    ("terminating connection", "server shutting down"),
-    ("database system is shutting down", "server shutting down"),
-    ("database system is starting up", "server starting up"),
-    ("database system is in recovery mode", "server starting up"),
-    ("password authentication failed", "authentication failed"),
-    ("does not exist", "database or role does not exist"),
-    ("too many clients", "too many connections"),
-    ("no space left", "disk full"),
-    ("read-only transaction", "read-only"),
-)
-DATABASE_FAILURE_REASONS = frozenset(reason for _, reason in _FAILURE_REASONS)
-
-
-def classify_database_failure(exc: BaseException | None) -> str:
-    """A short reason for a driver error, or its type name when none is recognised."""
-    if exc is None:
-        return "unknown"
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    message = str(exc).lower()
-    for fragment, reason in _FAILURE_REASONS:
-        if fragment in message:
-            return reason
-    return type(exc).__name__
-
+Row = dict[str, Any]
 
 # Everything the driver and the pool raise; `_database_error` tells them apart.
 _DRIVER_ERRORS = (psycopg2.Error, OSError, asyncio.TimeoutError)
+# The outcome fields written as they are; money and the digest are converted first.
+_OUTCOME_FIELDS = field_names(TicketOutcome)
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingTicket:
-    """One delivery as received: what POST /ticket stores before acknowledging."""
-
-    id: str
-    received_at: datetime
-    content_type: str | None
-    body: bytes
+async def _rows(cursor) -> list[Row]:
+    """The cursor's result as dicts keyed by column name (empty for no result)."""
+    if cursor.description is None:
+        return []
+    names = [column.name for column in cursor.description]
+    return [dict(zip(names, row)) for row in await cursor.fetchall()]
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedTicket:
-    """A pending ticket locked by a worker's transaction."""
-
-    id: str
-    seq: int
-    received_at: datetime
-    body: bytes
-
-
-@dataclass(slots=True)
-class TicketOutcome:
-    """What processing decided for one ticket: processed, rejected or duplicate."""
-
-    id: str
-    status: str
-    digest: bytes | None = None
-    order_ref: str | None = None
-    vat: Decimal | None = None
-    total: Decimal | None = None
-    headers: dict[str, str] | None = None
-    warnings: Sequence[str] = ()
-    error: str | None = None
-    encoding: str | None = None
-    duplicate_of: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LineRow:
-    ticket_id: str
-    line_number: int
-    product_id: str
-    name: str
-    price: Decimal
-
-
-@dataclass(slots=True)
-class ProductSighting:
-    """One batch's view of a product: merged into the catalogue by upsert_products."""
-
-    product_id: str
-    name: str
-    price: Decimal
-    first_seen_at: datetime
-    last_seen_at: datetime
-    last_ticket_seq: int
-    times_seen: int = 1
-
-
-@dataclass(frozen=True)
-class RequeueCandidate:
-    """A ticket `myticket reprocess` would put back to pending."""
-
-    id: str
-    status: str
-    received_at: datetime
-    error: str | None
+DEFAULT_POOL_SIZE = 10
 
 
 class ClaimedBatch:
@@ -253,7 +79,7 @@ class ClaimedBatch:
         if not digests:
             return {}
         await self._cursor.execute(self._queries["first_tickets_with_bodies"], {"digests": list(digests)})
-        return {bytes(digest): ticket_id for digest, ticket_id in await self._cursor.fetchall()}
+        return {bytes(row["body_sha256"]): row["ticket_id"] for row in await _rows(self._cursor)}
 
     async def first_tickets_for(self, *, digests: dict[bytes, str]) -> dict[bytes, str]:
         """Register digest -> candidate ticket id; return digest -> the ticket that was first."""
@@ -266,19 +92,24 @@ class ClaimedBatch:
         return await self.first_tickets_with(digests=set(digests))
 
     async def save(
-        self, *, outcomes: Sequence[TicketOutcome], lines: Sequence[LineRow], products: Sequence[ProductSighting]
+        self,
+        *,
+        outcomes: Sequence[TicketOutcome],
+        lines: Sequence[tuple[str, TicketLine]],
+        products: Sequence[ProductSighting],
     ) -> None:
-        """Write lines, catalogue merges and outcomes; each statement takes one JSON array."""
+        """Write lines (each with its ticket's id), catalogue merges and outcomes; each
+        statement takes one JSON array of records keyed by column name."""
         if lines:
             rows = [
                 {
-                    "ticket_id": line.ticket_id,
+                    "ticket_id": ticket_id,
                     "line_number": line.line_number,
                     "product_id": line.product_id,
                     "name": line.name,
                     "price": str(line.price),
                 }
-                for line in lines
+                for ticket_id, line in lines
             ]
             await self._cursor.execute(self._queries["insert_ticket_lines"], {"rows": _json(rows)})
         if products:
@@ -295,23 +126,19 @@ class ClaimedBatch:
                 for product in products
             ]
             await self._cursor.execute(self._queries["upsert_products"], {"rows": _json(rows)})
-        rows = [
-            {
-                "id": outcome.id,
-                "status": outcome.status,
-                "order_ref": outcome.order_ref,
-                "vat": _money(outcome.vat),
-                "total": _money(outcome.total),
-                "headers": outcome.headers,
-                "warnings": list(outcome.warnings),
-                "error": outcome.error,
-                "text_encoding": outcome.encoding,
-                "body_sha256": outcome.digest.hex() if outcome.digest is not None else None,
-                "duplicate_of": outcome.duplicate_of,
-            }
-            for outcome in outcomes
-        ]
+        rows = [_outcome_row(outcome) for outcome in outcomes]
         await self._cursor.execute(self._queries["record_outcomes"], {"rows": _json(rows)})
+
+
+def _outcome_row(outcome: TicketOutcome) -> Row:
+    """An outcome as `record_outcomes` reads it: every field under its column's name,
+    money as strings (never a float), the digest in hex, warnings as a list."""
+    row = {name: getattr(outcome, name) for name in _OUTCOME_FIELDS}
+    row["vat"] = _money(outcome.vat)
+    row["total"] = _money(outcome.total)
+    row["warnings"] = list(outcome.warnings)
+    row["body_sha256"] = outcome.body_sha256.hex() if outcome.body_sha256 is not None else None
+    return row
 
 
 def _one_line(exc: BaseException) -> str:
@@ -351,21 +178,6 @@ def _json(rows: list[dict[str, Any]]) -> str:
     return orjson.dumps(rows).decode()
 
 
-def load_queries(sql_dir: Path = SQL_DIR) -> dict[str, str]:
-    """Read every `-- name:` block of sql/*.sql; names must be unique."""
-    queries: dict[str, str] = {}
-    for path in sorted(sql_dir.glob("*.sql")):
-        text = path.read_text(encoding="utf-8")
-        matches = list(_NAME_LINE.finditer(text))
-        for index, match in enumerate(matches):
-            end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
-            name = match.group("name")
-            if name in queries:
-                raise ValueError(f"{path.name}: query {name!r} is defined twice")
-            queries[name] = text[match.end():end].strip()
-    return queries
-
-
 class Repository:
     """Named queries over an aiopg pool."""
 
@@ -375,7 +187,9 @@ class Repository:
         self._database_url = database_url
 
     @classmethod
-    async def connect(cls, database_url: str, *, max_connections: int = 10, min_connections: int = 1) -> Repository:
+    async def connect(
+        cls, database_url: str, *, max_connections: int = DEFAULT_POOL_SIZE, min_connections: int = 1
+    ) -> Repository:
         """A pool; with `min_connections=0` it opens no connection yet, so it can be
         created while PostgreSQL is down (the service then starts spooling)."""
         try:
@@ -395,14 +209,12 @@ class Repository:
         self._pool.close()
         await self._pool.wait_closed()
 
-    async def _fetch(self, name: str, params: dict[str, Any] | None = None) -> list[tuple]:
+    async def _fetch(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
         try:
             async with self._pool.acquire() as conn:
                 async with conn.cursor() as cur:
                     await cur.execute(self._queries[name], params)
-                    if cur.description is None:
-                        return []
-                    return await cur.fetchall()
+                    return await _rows(cur)
         except _DRIVER_ERRORS as exc:
             raise _database_error(name, exc) from exc
 
@@ -417,7 +229,7 @@ class Repository:
                 "bodies": [ticket.body for ticket in tickets],
             },
         )
-        return rows[0][0]
+        return rows[0]["stored"]
 
     @contextlib.asynccontextmanager
     async def claim_pending(self, *, limit: int, max_bytes: int) -> AsyncIterator[ClaimedBatch]:
@@ -430,44 +242,47 @@ class Repository:
                         await cur.execute(
                             self._queries["claim_pending_tickets"], {"limit": limit, "max_bytes": max_bytes}
                         )
-                        rows = await cur.fetchall()
+                        rows = await _rows(cur)
                         tickets = [
-                            ClaimedTicket(ticket_id, seq, received_at, bytes(body))
-                            for ticket_id, seq, received_at, body, _ in rows
+                            ClaimedTicket(id=row["id"], seq=row["seq"], received_at=row["received_at"],
+                                          body=bytes(row["body"]))
+                            for row in rows
                         ]
-                        yield ClaimedBatch(cur, self._queries, tickets, locked=rows[0][4] if rows else 0)
+                        yield ClaimedBatch(cur, self._queries, tickets, locked=rows[0]["locked_count"] if rows else 0)
         except _DRIVER_ERRORS as exc:
             raise _database_error("claim_pending", exc) from exc
 
-    async def record_failed_attempt(self, *, ticket_id: str, error: str, max_attempts: int) -> str | None:
-        """Count one unexpected failure; return the ticket's status afterwards."""
+    async def record_failed_attempt(self, *, ticket_id: str, error: str, max_attempts: int) -> FailedAttempt | None:
+        """Count one failed attempt; return the ticket's state afterwards (None when it
+        is no longer pending)."""
         rows = await self._fetch(
             "record_failed_attempt", {"id": ticket_id, "error": error, "max_attempts": max_attempts}
         )
-        return rows[0][0] if rows else None
+        return from_row(FailedAttempt, rows[0]) if rows else None
 
     async def count_pending(self) -> int:
-        return (await self._fetch("count_pending"))[0][0]
+        return (await self._fetch("count_pending"))[0]["pending"]
 
     async def requeue(self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None) -> int:
         """Put the matching tickets back to pending; return how many."""
         params = {"statuses": list(statuses), "since": since, "id": ticket_id}
-        return (await self._fetch("requeue_tickets", params))[0][0]
+        return (await self._fetch("requeue_tickets", params))[0]["requeued"]
 
     async def requeue_candidates(
         self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None
     ) -> list[RequeueCandidate]:
         """What `requeue` would put back to pending, oldest first; changes nothing."""
         params = {"statuses": list(statuses), "since": since, "id": ticket_id}
-        return [RequeueCandidate(*row) for row in await self._fetch("requeue_candidates", params)]
+        return [from_row(RequeueCandidate, row) for row in await self._fetch("requeue_candidates", params)]
 
     async def ticket_status(self, *, ticket_id: str) -> str | None:
         rows = await self._fetch("ticket_status", {"id": ticket_id})
-        return rows[0][0] if rows else None
+        return rows[0]["status"] if rows else None
 
     @contextlib.asynccontextmanager
     async def ticket_notifications(self) -> AsyncIterator[asyncio.Queue]:
-        """A dedicated LISTEN connection; yields its queue of wake-ups."""
+        """A dedicated LISTEN connection; yields its queue of wake-ups. A driver error met
+        while it is open (the connection lost under a wait) leaves as a domain error."""
         try:
             conn = await aiopg.connect(self._database_url, enable_hstore=False, timeout=10)
         except _DRIVER_ERRORS as exc:
@@ -476,77 +291,38 @@ class Repository:
             async with conn.cursor() as cur:
                 await cur.execute(self._queries["listen_tickets"])
             yield conn.notifies
+        except _DRIVER_ERRORS as exc:
+            raise _database_error("listen", exc) from exc
         finally:
             conn.close()
 
-    async def ticket(
-        self, *, ticket_id: str, lines_after: int = 0, lines_limit: int = 100
-    ) -> dict[str, Any] | None:
-        """A ticket with one page of its lines: those numbered after `lines_after`, at most
-        `lines_limit`. `next_lines_after` is the `lines_after` of the next page, None on
-        the last; `line_count` counts them all. Pages keep one read from building
-        megabytes of JSON on the event loop for a ticket of 100,000 lines."""
+    async def ticket(self, *, ticket_id: str) -> TicketRecord | None:
+        """A stored ticket and its processing result, with how many lines it has."""
         rows = await self._fetch("ticket_by_id", {"id": ticket_id})
-        if not rows:
-            return None
-        (
-            ticket_id, status, received_at, content_type, body_bytes, processed_at, order_ref, vat, total,
-            headers, warnings, error, encoding, duplicate_of, attempts, line_count,
-        ) = rows[0]
-        lines = await self._fetch("lines_of_ticket", {"id": ticket_id, "after": lines_after, "limit": lines_limit + 1})
-        page = lines[:lines_limit]
-        next_lines_after = page[-1][0] if len(lines) > lines_limit else None
-        return {
-            "id": ticket_id,
-            "status": status,
-            "received_at": received_at,
-            "content_type": content_type,
-            "body_bytes": body_bytes,
-            "processed_at": processed_at,
-            "order_ref": order_ref,
-            "vat": vat,
-            "total": total,
-            "headers": headers,
-            "warnings": list(warnings),
-            "error": error,
-            "text_encoding": encoding,
-            "duplicate_of": duplicate_of,
-            "attempts": attempts,
-            "line_count": line_count,
-            "lines": [
-                {"line_number": number, "product_id": product_id, "name": name, "price": price}
-                for number, product_id, name, price in page
-            ],
-            "next_lines_after": next_lines_after,
-        }
+        return from_row(TicketRecord, rows[0]) if rows else None
 
-    async def products(self, *, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    async def ticket_lines(self, *, ticket_id: str, after: int, limit: int) -> tuple[list[TicketLine], int | None]:
+        """One page of a ticket's lines: those numbered after `after`, at most `limit`,
+        and the `after` of the next page (None on the last). Pages keep one read from
+        building megabytes of JSON on the event loop for a ticket of 100,000 lines."""
+        rows = await self._fetch("lines_of_ticket", {"id": ticket_id, "after": after, "limit": limit + 1})
+        page = [from_row(TicketLine, row) for row in rows[:limit]]
+        return page, page[-1].line_number if len(rows) > limit else None
+
+    async def products(self, *, limit: int, after: str | None) -> tuple[list[Product], str | None]:
         """One page of the catalogue and the `after` of the next page, None on the last.
 
         One row more than `limit` is fetched: only its presence tells a full last page
         from a page that has a successor.
         """
         rows = await self._fetch("products_page", {"limit": limit + 1, "after": after})
-        page = [_product(row) for row in rows[:limit]]
-        next_after = page[-1]["product_id"] if len(rows) > limit else None
-        return page, next_after
+        page = [from_row(Product, row) for row in rows[:limit]]
+        return page, page[-1].product_id if len(rows) > limit else None
 
-    async def product(self, *, product_id: str) -> dict[str, Any] | None:
+    async def product(self, *, product_id: str) -> Product | None:
         rows = await self._fetch("product_by_id", {"product_id": product_id})
-        return _product(rows[0]) if rows else None
+        return from_row(Product, rows[0]) if rows else None
 
     async def applied_migrations(self) -> set[str]:
         rows = await self._fetch("applied_migrations")
-        return {row[0] for row in rows}
-
-
-def _product(row: tuple) -> dict[str, Any]:
-    product_id, name, price, first_seen_at, last_seen_at, times_seen = row
-    return {
-        "product_id": product_id,
-        "name": name,
-        "price": price,
-        "first_seen_at": first_seen_at,
-        "last_seen_at": last_seen_at,
-        "times_seen": times_seen,
-    }
+        return {row["migration_id"] for row in rows}

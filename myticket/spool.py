@@ -31,12 +31,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from .repository import SQL_DIR, IncomingTicket, load_queries
+from .domain import DatabaseIdentity, IncomingTicket
+from .resources import SPOOL_SQL_DIRECTORY, load_queries
 
 log = logging.getLogger(__name__)
 
 SPOOL_FILE = "spool.sqlite3"
-SPOOL_SQL_DIR = SQL_DIR / "spool"
 # SQLite keeps its write-ahead log and its shared-memory index beside the file.
 COMPANION_SUFFIXES = ("-wal", "-shm")
 QUARANTINE_MARK = ".corrupt-"
@@ -56,18 +56,6 @@ class SpoolUnavailable(Exception):
 
 class ForeignSpool(Exception):
     """The spool holds tickets for another database than the one this service uses."""
-
-
-@dataclass(frozen=True)
-class DatabaseIdentity:
-    """Which PostgreSQL database this is: the cluster's system identifier (from
-    pg_control_system(), unique per initdb) and the database's name."""
-
-    system_identifier: str
-    database_name: str
-
-    def __str__(self) -> str:
-        return f"database {self.database_name!r} of PostgreSQL system {self.system_identifier}"
 
 
 @dataclass(frozen=True)
@@ -133,7 +121,7 @@ class Spool:
         self._connection: sqlite3.Connection | None = None
         self._opened_inode: int | None = None
         self.problem: str | None = None
-        self._queries = load_queries(SPOOL_SQL_DIR)
+        self._queries = load_queries(SPOOL_SQL_DIRECTORY)
         # Spool positions up to this one are committed in PostgreSQL but their delete
         # failed (a full disk); and the positions of the batch last read for replay.
         self._replayed_through = 0

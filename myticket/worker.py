@@ -13,31 +13,30 @@ blocks the queue, and only `DatabaseUnavailable` pauses the worker.
 
 A claim is bounded in bytes as well as in tickets (`batch_max_bytes`): bodies are
 fetched only while they fit, so a burst of large tickets never sits in memory at once.
+
+The decisions (duplicate or not, outcome, catalogue folding, what a failure means)
+are the pure functions of `processing`; this module does the I/O around them.
+`run_worker_loops` is the one lifecycle of the worker, however it is placed (tasks in
+the HTTP process, the worker process of `serve`, the standalone `myticket worker`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import weakref
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import psycopg2
-
+from .config import Settings
+from .database_errors import DatabaseUnavailable
+from .domain import ClaimedTicket, TicketOutcome
+from .events import first_of
 from .metrics import Metrics
-from .parser import ParsedTicket, TicketParseError, parse_ticket
-from .repository import (
-    ClaimedTicket,
-    DatabaseConflict,
-    DatabaseUnavailable,
-    DataRejected,
-    LineRow,
-    ProductSighting,
-    Repository,
-    TicketOutcome,
-)
+from .parser import parse_ticket
+from .processing import Parse, RetryAction, RetryDecision, body_digest, plan_batch, retry_decision, settle_batch
+from .repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,7 @@ BACKLOG_REFRESH_SECONDS = 1.0
 MIN_DRAIN_INTERVAL_SECONDS = 0.05
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_BATCH_MAX_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_ATTEMPTS = 3
 
 
 class DatabaseOutageLog:
@@ -89,37 +89,23 @@ def outage_log_for(repository: Repository) -> DatabaseOutageLog:
     return outage_log
 
 
-def merge_sighting(sightings: dict[str, ProductSighting], ticket: ClaimedTicket, product_id: str, name, price) -> None:
-    """Fold one ticket's product into the batch's view; the latest received ticket wins."""
-    current = sightings.get(product_id)
-    if current is None:
-        sightings[product_id] = ProductSighting(
-            product_id, name, price, ticket.received_at, ticket.received_at, ticket.seq
-        )
-        return
-    current.times_seen += 1
-    current.first_seen_at = min(current.first_seen_at, ticket.received_at)
-    if (ticket.received_at, ticket.seq) > (current.last_seen_at, current.last_ticket_seq):
-        current.name, current.price = name, price
-        current.last_seen_at, current.last_ticket_seq = ticket.received_at, ticket.seq
+@dataclass(frozen=True)
+class Claimed:
+    """What one claim did: tickets handled, and rows locked (more than handled when the
+    byte budget left some bodies on the server)."""
+
+    handled: int
+    locked: int
 
 
-def processed_outcome(ticket: ClaimedTicket, parsed: ParsedTicket, digest: bytes) -> TicketOutcome:
-    return TicketOutcome(
-        id=ticket.id,
-        status="processed",
-        digest=digest,
-        order_ref=parsed.order_ref,
-        vat=parsed.vat,
-        total=parsed.total,
-        headers=parsed.headers,
-        warnings=parsed.warnings,
-        encoding=parsed.encoding,
-    )
+class BatchFailed(Exception):
+    """A batch failed; `claimed` names the tickets it had claimed (none when the claim
+    itself failed), so that the failure can be charged to the right ticket."""
 
-
-def duplicate_outcome(ticket: ClaimedTicket, digest: bytes, original: str) -> TicketOutcome:
-    return TicketOutcome(id=ticket.id, status="duplicate", digest=digest, duplicate_of=original)
+    def __init__(self, cause: Exception, claimed: tuple[str, ...]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.claimed = claimed
 
 
 class TicketWorker:
@@ -130,77 +116,48 @@ class TicketWorker:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES,
-        max_attempts: int = 3,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         idle_poll_seconds: float = 1.0,
         outage_log: DatabaseOutageLog | None = None,
+        parse: Parse = parse_ticket,
     ) -> None:
         self._repository = repository
         self._outage_log = outage_log if outage_log is not None else outage_log_for(repository)
         self._metrics = metrics
+        self._parse = parse
         self.batch_size = batch_size
         self.batch_max_bytes = batch_max_bytes
         self.max_attempts = max_attempts
         self.idle_poll_seconds = idle_poll_seconds
-        self._claimed_ids: list[str] = []
-        # Rows the last claim locked: more than it loaded when the byte budget cut it short.
-        self._locked_in_last_claim = 0
         self._backlog_refreshed_at = 0.0
         # Set while the worker waits for a wake-up with nothing left to do.
         self.idle = asyncio.Event()
 
-    async def process_batch(self, *, limit: int) -> int:
-        """Claim and process up to `limit` pending tickets in one transaction; return how many."""
-        self._claimed_ids = []
-        self._locked_in_last_claim = 0
-        async with self._repository.claim_pending(limit=limit, max_bytes=self.batch_max_bytes) as batch:
-            self._claimed_ids = [ticket.id for ticket in batch.tickets]
-            self._locked_in_last_claim = batch.locked
-            if not batch.tickets:
-                return 0
-            outcomes: dict[str, TicketOutcome] = {}
-            parsed: list[tuple[ClaimedTicket, ParsedTicket, bytes]] = []
-            first_in_batch: dict[bytes, str] = {}
-            digests = {ticket.id: hashlib.sha256(ticket.body).digest() for ticket in batch.tickets}
-            # A body processed before (a sender's retry, hey's repeated body) is not parsed again.
-            processed_before = await batch.first_tickets_with(digests=set(digests.values()))
-            for ticket in batch.tickets:
-                digest = digests[ticket.id]
-                if digest in processed_before:
-                    outcomes[ticket.id] = duplicate_outcome(ticket, digest, processed_before[digest])
-                    continue
-                try:
-                    result = parse_ticket(ticket.body)
-                except TicketParseError as exc:
-                    outcomes[ticket.id] = TicketOutcome(ticket.id, "rejected", digest=digest, error=str(exc))
-                    log.info("ticket %s rejected: %s", ticket.id, exc)
-                    continue
-                parsed.append((ticket, result, digest))
-                first_in_batch.setdefault(digest, ticket.id)
-
-            first_ticket = await batch.first_tickets_for(digests=first_in_batch)
-            lines: list[LineRow] = []
-            sightings: dict[str, ProductSighting] = {}
-            for ticket, result, digest in parsed:
-                original = first_ticket[digest]
-                if original != ticket.id:
-                    outcomes[ticket.id] = duplicate_outcome(ticket, digest, original)
-                    continue
-                outcomes[ticket.id] = processed_outcome(ticket, result, digest)
-                last_of_each: dict[str, tuple[str, object]] = {}
-                for line in result.lines:
-                    lines.append(LineRow(ticket.id, line.line_number, line.product_id, line.name, line.price))
-                    last_of_each[line.product_id] = (line.name, line.price)
-                for product_id, (name, price) in last_of_each.items():
-                    merge_sighting(sightings, ticket, product_id, name, price)
-
-            await batch.save(
-                outcomes=list(outcomes.values()),
-                lines=lines,
-                products=sorted(sightings.values(), key=lambda sighting: sighting.product_id),
-            )
-            tickets = batch.tickets
-        self._count_outcomes(tickets, outcomes)
-        return len(tickets)
+    async def process_batch(self, *, limit: int) -> Claimed:
+        """Claim and process up to `limit` pending tickets in one transaction; raise
+        BatchFailed, naming the tickets claimed, if it fails."""
+        claimed: tuple[str, ...] = ()
+        try:
+            async with self._repository.claim_pending(limit=limit, max_bytes=self.batch_max_bytes) as batch:
+                claimed = tuple(ticket.id for ticket in batch.tickets)
+                if not batch.tickets:
+                    return Claimed(0, batch.locked)
+                digests = {ticket.id: body_digest(ticket.body) for ticket in batch.tickets}
+                # A body processed before (a sender's retry, hey's repeated body) is not parsed again.
+                processed_before = await batch.first_tickets_with(digests=set(digests.values()))
+                plan = plan_batch(batch.tickets, digests, processed_before, self._parse)
+                for ticket_id, reason in plan.rejections.items():
+                    log.info("ticket %s rejected: %s", ticket_id, reason)
+                first_ticket = await batch.first_tickets_for(digests=plan.candidates)
+                results = settle_batch(plan, first_ticket)
+                await batch.save(
+                    outcomes=list(results.outcomes.values()), lines=results.lines, products=results.products
+                )
+                tickets, locked = batch.tickets, batch.locked
+        except Exception as exc:
+            raise BatchFailed(exc, claimed) from exc
+        self._count_outcomes(tickets, results.outcomes)
+        return Claimed(len(tickets), locked)
 
     def _count_outcomes(self, tickets: list[ClaimedTicket], outcomes: dict[str, TicketOutcome]) -> None:
         now = datetime.now(timezone.utc)
@@ -210,48 +167,43 @@ class TicketWorker:
     async def drain(self, stop: asyncio.Event | None = None) -> int:
         """Process until no pending ticket is left (or `stop` is set); return how many were handled."""
         handled = 0
-        one_at_a_time = 0
+        one_at_a_time = 0  # tickets of a failed batch still to retry alone
         while stop is None or not stop.is_set():
             limit = 1 if one_at_a_time else self.batch_size
             try:
-                count = await self.process_batch(limit=limit)
-            except Exception as exc:
-                if isinstance(exc, DatabaseUnavailable) and not isinstance(exc, DatabaseConflict):
-                    raise  # nothing is wrong with these tickets: pause, then retry them all
-                if len(self._claimed_ids) > 1:
+                claim = await self.process_batch(limit=limit)
+            except BatchFailed as failure:
+                decision = retry_decision(failure.cause, claimed=failure.claimed, max_attempts=self.max_attempts)
+                if decision.action in (RetryAction.PAUSE, RetryAction.RAISE):
+                    raise failure.cause from None  # PAUSE: nothing is wrong with these tickets
+                if decision.action is RetryAction.SPLIT:
                     log.warning("batch of %d failed (%s: %s); retrying one ticket at a time",
-                                len(self._claimed_ids), type(exc).__name__, exc)
-                    one_at_a_time = len(self._claimed_ids)
+                                len(failure.claimed), type(failure.cause).__name__, failure.cause)
+                    one_at_a_time = len(failure.claimed)
                     continue
-                await self._record_failure(exc)
+                await self._charge(decision, failure.cause)
                 continue
-            handled += count
-            one_at_a_time = max(0, one_at_a_time - count)
+            handled += claim.handled
+            one_at_a_time = max(0, one_at_a_time - claim.handled)
             # Fewer rows locked than asked, all of them loaded: the queue is empty for now.
             # Rows the byte budget left behind are pending again: the drain goes on.
-            queue_emptied = self._locked_in_last_claim < limit and self._locked_in_last_claim == count
-            if count == 0 or (queue_emptied and not one_at_a_time):
+            queue_emptied = claim.locked < limit and claim.locked == claim.handled
+            if claim.handled == 0 or (queue_emptied and not one_at_a_time):
                 break
         return handled
 
-    async def _record_failure(self, exc: Exception) -> None:
-        """Charge the failure of a claim of one ticket to that ticket."""
-        if not self._claimed_ids:
-            raise exc
-        ticket_id = self._claimed_ids[0]
-        if isinstance(exc, DataRejected):
-            # The same bytes give the same refusal: retrying would only delay the rejection.
-            error = f"PostgreSQL refused the ticket's data: {exc.reason}"
-            max_attempts = 1
-        else:
-            error = f"processing failed {self.max_attempts} times: {type(exc).__name__}: {exc}"
-            max_attempts = self.max_attempts
-        status = await self._repository.record_failed_attempt(
-            ticket_id=ticket_id, error=error, max_attempts=max_attempts
+    async def _charge(self, decision: RetryDecision, exc: Exception) -> None:
+        """Count a failed attempt against the ticket the decision names; a ticket
+        rejected by it is counted as processed (rejected), with its lag."""
+        attempt = await self._repository.record_failed_attempt(
+            ticket_id=decision.ticket_id, error=decision.error, max_attempts=decision.max_attempts
         )
-        log.warning("ticket %s failed to process (%s: %s); now %s", ticket_id, type(exc).__name__, exc, status)
-        if status == "rejected":
-            self._metrics.count(self._metrics.tickets_processed, (("outcome", "rejected"),))
+        status = attempt.status if attempt is not None else None
+        log.warning("ticket %s failed to process (%s: %s); now %s",
+                    decision.ticket_id, type(exc).__name__, exc, status)
+        if attempt is not None and attempt.status == "rejected":
+            lag = (datetime.now(timezone.utc) - attempt.received_at).total_seconds()
+            self._metrics.processed("rejected", lag_seconds=lag)
 
     async def refresh_backlog(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -273,21 +225,21 @@ class TicketWorker:
                         await self._wait_for_wakeup(wakeups, stop)
                         pause = MIN_DRAIN_INTERVAL_SECONDS - (time.monotonic() - drain_started)
                         if pause > 0:
-                            await _wait_or_stop(stop, pause)
-            except (DatabaseUnavailable, psycopg2.Error) as exc:
+                            await first_of(stop, timeout=pause)
+            except DatabaseUnavailable as exc:
                 self._outage_log.failed(exc, retry_seconds=self.idle_poll_seconds)
-                await _wait_or_stop(stop, self.idle_poll_seconds)
+                await first_of(stop, timeout=self.idle_poll_seconds)
             except Exception:
                 # A bug must not silently end processing for the life of the process.
                 log.exception("worker loop failed; restarting it")
-                await _wait_or_stop(stop, self.idle_poll_seconds)
+                await first_of(stop, timeout=self.idle_poll_seconds)
 
     async def _wait_for_wakeup(self, wakeups, stop: asyncio.Event) -> None:
         if wakeups.empty():
             waiting = asyncio.ensure_future(wakeups.get())
             self.idle.set()
             try:
-                await _wait_or_stop(stop, self.idle_poll_seconds, waiting)
+                await first_of(stop, timeout=self.idle_poll_seconds, others=(waiting,))
             finally:
                 self.idle.clear()
             if not waiting.done():
@@ -298,10 +250,28 @@ class TicketWorker:
             wakeups.get_nowait()
 
 
-async def _wait_or_stop(stop: asyncio.Event, timeout: float, *others: asyncio.Future) -> None:
-    """Return when `stop` is set, any of `others` is done, or after `timeout` seconds."""
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({stopping, *others}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
+def workers_for(repository: Repository, metrics: Metrics, settings: Settings) -> list[TicketWorker]:
+    """The worker loops `settings` ask for, on one repository."""
+    return [
+        TicketWorker(
+            repository, metrics,
+            batch_size=settings.worker_batch_size,
+            batch_max_bytes=settings.worker_batch_max_bytes,
+            max_attempts=settings.worker_max_attempts,
+        )
+        for _ in range(settings.workers)
+    ]
+
+
+async def run_worker_loops(
+    repository: Repository, metrics: Metrics, settings: Settings, stop: asyncio.Event,
+    *, start_when: asyncio.Event | None = None,
+) -> None:
+    """The worker of one process, however it is placed: once `start_when` is set (the
+    database confirmed: the worker must not read tables that may not exist yet), the
+    loops run until `stop`, each finishing its batch."""
+    if start_when is not None:
+        await first_of(start_when, stop)
+        if stop.is_set():
+            return
+    await asyncio.gather(*(worker.run(stop) for worker in workers_for(repository, metrics, settings)))

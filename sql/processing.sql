@@ -23,7 +23,7 @@ WITH locked AS (
            row_number() OVER (ORDER BY seq) AS position, count(*) OVER () AS locked_count
     FROM locked
 )
-SELECT s.id::text, s.seq, s.received_at, t.body, s.locked_count
+SELECT s.id::text AS id, s.seq, s.received_at, t.body, s.locked_count
 FROM sized AS s
 JOIN tickets AS t ON t.id = s.id
 WHERE s.position = 1 OR s.size_up_to_here <= %(max_bytes)s
@@ -39,7 +39,7 @@ ON CONFLICT (body_sha256) DO NOTHING;
 
 -- name: first_tickets_with_bodies
 -- Which ticket each digest was first processed as.
-SELECT body_sha256, ticket_id::text
+SELECT body_sha256, ticket_id::text AS ticket_id
 FROM processed_bodies
 WHERE body_sha256 = ANY(%(digests)s::bytea[]);
 
@@ -103,11 +103,11 @@ SET attempts = attempts + 1,
     error = CASE WHEN attempts + 1 >= %(max_attempts)s THEN %(error)s ELSE error END,
     processed_at = CASE WHEN attempts + 1 >= %(max_attempts)s THEN now() ELSE processed_at END
 WHERE id = %(id)s AND status = 'pending'
-RETURNING status;
+RETURNING status, received_at;
 
 -- name: count_pending
 -- The backlog, for the pending-tickets gauge.
-SELECT count(*) FROM tickets WHERE status = 'pending';
+SELECT count(*) AS pending FROM tickets WHERE status = 'pending';
 
 -- name: requeue_tickets
 -- Puts the chosen tickets (of the given statuses, optionally received since a date,
@@ -122,12 +122,12 @@ WITH requeued AS (
       AND (%(id)s::uuid IS NULL OR id = %(id)s::uuid)
     RETURNING 1
 )
-SELECT count(*), pg_notify('myticket_tickets', '') FROM requeued;
+SELECT count(*) AS requeued, pg_notify('myticket_tickets', '') FROM requeued;
 
 -- name: requeue_candidates
 -- What requeue_tickets would put back to pending, with the same filters, oldest first:
 -- for `myticket reprocess --dry-run`.
-SELECT id::text, status, received_at, error
+SELECT id::text AS id, status, received_at, error
 FROM tickets
 WHERE status = ANY(%(statuses)s::text[])
   AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)

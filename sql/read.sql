@@ -1,9 +1,9 @@
 -- name: ticket_by_id
 -- One ticket's delivery and processing result, for GET /tickets/{id}, with how many
 -- lines it has (counted from the primary key's index; the lines come by pages).
-SELECT t.id::text, t.status, t.received_at, t.content_type, octet_length(t.body), t.processed_at,
-       t.order_ref, t.vat, t.total, t.headers, t.warnings, t.error, t.text_encoding,
-       t.duplicate_of::text, t.attempts,
+SELECT t.id::text AS id, t.status, t.received_at, t.content_type, octet_length(t.body) AS body_bytes,
+       t.processed_at, t.order_ref, t.vat, t.total, t.headers, t.warnings, t.error, t.text_encoding,
+       t.duplicate_of::text AS duplicate_of, t.attempts,
        (SELECT count(*) FROM ticket_lines AS l WHERE l.ticket_id = t.id) AS line_count
 FROM tickets AS t
 WHERE t.id = %(id)s::uuid;

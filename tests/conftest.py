@@ -13,14 +13,14 @@ import psycopg2
 import pytest
 from psycopg2 import sql as pgsql
 
-from myticket.app import init_app
+from myticket.web.app import init_app
 from myticket.config import Settings
 from myticket.embedded import EmbeddedPostgres
 from myticket.migrate import apply_migrations
-from myticket.repository import load_queries
+from myticket.resources import named_queries
 
 TESTS_DIR = Path(__file__).resolve().parent
-SUPPORT_QUERIES = load_queries(TESTS_DIR / "sql")
+SUPPORT_QUERIES = named_queries(TESTS_DIR / "sql")
 PROJECT_ROOT = TESTS_DIR.parent
 REFERENCE_TICKET = (PROJECT_ROOT / "bench" / "ticket.txt").read_bytes()
 CP1252_TICKET = "Order: 77\nVAT: 0.50\nTotal: 3.00\n\nproduct,product_id,price\nCafé crème,CC01,3.00\n".encode("cp1252")

@@ -7,10 +7,10 @@ import functools
 import uuid
 from datetime import datetime
 
-from myticket.ingest import DurableStore
+from myticket.domain import IncomingTicket
 from myticket.metrics import Metrics
 from myticket.migrate import prepare_database
-from myticket.repository import IncomingTicket
+from myticket.store import DurableStore
 
 from .waiting import wait_until
 

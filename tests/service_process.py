@@ -32,10 +32,14 @@ class Service:
         *,
         log_name: str = "service.log",
         serve_args: tuple[str, ...] = (),
+        python: str = sys.executable,
+        cwd: Path = PROJECT_ROOT,
         **extra_env: str,
     ) -> None:
         """`database_url` None: as under `make run`, the embedded PostgreSQL in `data_dir`,
-        on a free port of its own (never the default one a developer's `make run` uses)."""
+        on a free port of its own (never the default one a developer's `make run` uses).
+        `python` and `cwd`: another installation of myticket (a wheel in its own venv),
+        run from outside the checkout."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -53,15 +57,17 @@ class Service:
         self.log = data_dir / log_name
         data_dir.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen | None = None
+        self.python = python
+        self.cwd = cwd
 
     def command(self, *args: str) -> list[str]:
         """A `myticket` command line, to run with `self.env`."""
-        return [sys.executable, "-m", "myticket", *args]
+        return [self.python, "-m", "myticket", *args]
 
     def run(self, *args: str, timeout: float = 120, **extra_env: str) -> subprocess.CompletedProcess:
         """Another `myticket` command against the same configuration, to its end."""
         return subprocess.run(
-            self.command(*args), cwd=PROJECT_ROOT, env={**self.env, **extra_env},
+            self.command(*args), cwd=self.cwd, env={**self.env, **extra_env},
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )
 
@@ -70,7 +76,7 @@ class Service:
             await asyncio.to_thread(self.process.wait)  # reap the previous, killed or stopped
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command("serve", *self.serve_args), cwd=PROJECT_ROOT, env=self.env,
+                self.command("serve", *self.serve_args), cwd=self.cwd, env=self.env,
                 stdout=log, stderr=subprocess.STDOUT,
             )
         await wait_until(self.ready, timeout=60, what="the service to answer /ready")

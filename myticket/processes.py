@@ -1,0 +1,170 @@
+"""The HTTP processes: one server, or N sharing one port, and their supervisor.
+
+With N > 1 each HTTP process is started with `spawn` (no event loop or connection is
+inherited) and binds the port with SO_REUSEPORT, so the kernel spreads connections
+between them. The parent forwards SIGTERM and SIGINT to every child, waits for their
+graceful shutdown, and stops them all if one dies, so that a supervisor sees the
+failure and restarts the service.
+
+The ticket worker belongs to HTTP process 0 (see `supervision` for its process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+
+from .config import Settings
+from .supervision import CHILD_STOP_SECONDS, SHUTDOWN_TIMEOUT_SECONDS, set_process_title, stop_when_parent_dies
+
+log = logging.getLogger(__name__)
+
+
+# Options of aiohttp's HTTP server, the same for the service and the tests.
+# auto_decompress=False: a body with a Content-Encoding is left as received, so the
+# middleware refuses it (415) instead of aiohttp decoding it first (a ticket is stored
+# and signed as the bytes received; a body that is not what its header says used to
+# end in a 500, and a small compressed body can decode to a large one).
+HTTP_SERVER_OPTIONS: dict[str, object] = {"auto_decompress": False}
+
+
+class ListenError(Exception):
+    """The HTTP address cannot be listened on; the message is one line naming why."""
+
+
+def bind_listeners(host: str, port: int) -> list[socket.socket]:
+    """Bound sockets for every address `host` resolves to, or ListenError.
+
+    `serve` binds before any other side effect (starting PostgreSQL, migrating, a
+    worker), so that a port in use or a bad HTTP_HOST changes nothing.
+    """
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"HTTP_HOST: cannot resolve {host!r} ({exc.strerror})") from None
+    sockets: list[socket.socket] = []
+    bound: set[tuple] = set()
+    try:
+        for family, kind, protocol, _name, address in addresses:
+            if address in bound:
+                continue
+            bound.add(address)
+            sock = socket.socket(family, kind, protocol)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise ListenError(
+            f"cannot listen on HTTP_HOST={host} HTTP_PORT={port}: {exc.strerror or exc}"
+        ) from None
+    return sockets
+
+
+def serve(
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    process_index: int = 0,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve in this process until SIGTERM or SIGINT, on `sockets` when given (bound
+    beforehand by the caller), else on HTTP_HOST:HTTP_PORT."""
+    from aiohttp import web
+
+    from . import loop_errors
+    from .web.app import init_app
+
+    loop = asyncio.new_event_loop()
+    # Out of file descriptors, asyncio reports every failed accept: one line a second.
+    loop_errors.install(loop)
+    web.run_app(
+        init_app(settings),
+        loop=loop,
+        host=None if sockets else settings.http_host,
+        port=None if sockets else settings.http_port,
+        sock=sockets or None,
+        reuse_port=None if sockets else reuse_port,
+        # aiohttp closes a connection that has not sent a complete request head within
+        # keepalive_timeout: this is also the header read timeout for slow senders.
+        keepalive_timeout=settings.read_timeout_seconds,
+        access_log=None,  # no per-request log line on the hot path; see /metrics
+        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+        print=lambda message: log.info("process %d: %s", process_index, message.strip()),
+        **HTTP_SERVER_OPTIONS,
+    )
+
+
+def _child(settings: Settings, process_index: int, parent_pid: int) -> None:
+    from .config import configure_logging
+
+    configure_logging(settings.log_level)
+    stop_when_parent_dies(parent_pid)
+    set_process_title(f"http {process_index}")
+    serve(settings, reuse_port=True, process_index=process_index)
+
+
+def serve_processes(settings: Settings, processes: int, sockets: list[socket.socket]) -> int:
+    """Run `processes` server processes on one port; return the exit code.
+
+    `sockets` were bound by the caller before anything else happened. One process
+    serves on them; several close them and each binds the port with SO_REUSEPORT.
+    """
+    if processes == 1:
+        set_process_title("serve")
+        serve(settings, sockets=sockets)
+        return 0
+    for sock in sockets:
+        sock.close()
+    set_process_title(f"serve (supervisor of {processes} http processes)")
+    context = multiprocessing.get_context("spawn")
+    children = []
+    for index in range(processes):
+        child_settings = dataclasses.replace(settings, run_worker=settings.run_worker and index == 0)
+        child = context.Process(
+            target=_child, args=(child_settings, index, os.getpid()), name=f"myticket-http-{index}"
+        )
+        child.start()
+        children.append(child)
+    log.info("started %d server processes on port %d (worker in process 0)", processes, settings.http_port)
+
+    stopping = False
+
+    def forward(signal_number: int, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.is_alive():
+                child.terminate()  # SIGTERM: the child drains in-flight tickets, then exits 0
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stopping and all(child.is_alive() for child in children):
+            children[0].join(timeout=0.5)
+        if not stopping:
+            dead = [child.name for child in children if not child.is_alive()]
+            log.error("server process %s exited; stopping the others", ", ".join(dead))
+            for child in children:
+                if child.is_alive():
+                    child.terminate()
+        deadline = time.monotonic() + CHILD_STOP_SECONDS
+        for child in children:
+            child.join(timeout=max(0.0, deadline - time.monotonic()))
+            if child.is_alive():
+                log.error("%s did not stop in time; killing it", child.name)
+                child.kill()
+                child.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    failed = [child for child in children if child.exitcode not in (0, -signal.SIGTERM)]
+    return 0 if stopping and not failed else 1

@@ -1,0 +1,50 @@
+"""The app honours MYTICKET_MAX_WAITING_TICKETS: past it a POST is answered 503 at once.
+Failing by assertion within seconds (a larger bound would leave the third request
+waiting on the gated database), and opening the gate whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from myticket.web.app import init_app
+from myticket.web.typedefs import INGEST, REPOSITORY
+
+from ..conftest import REFERENCE_TICKET
+from ..waiting import wait_until
+
+
+async def test_the_ticket_past_the_configured_bound_is_refused_without_waiting(aiohttp_client, settings, db):
+    client = await aiohttp_client(await init_app(dataclasses.replace(settings, run_worker=False, max_waiting_tickets=2)))
+    repository = client.server.app[REPOSITORY]
+    gate = asyncio.Event()
+    store = repository.store_tickets
+
+    async def gated_store(*, tickets):
+        await gate.wait()
+        return await store(tickets=tickets)
+
+    repository.store_tickets = gated_store
+    ingest = client.server.app[INGEST]
+    admitted = [asyncio.create_task(client.post("/ticket", data=REFERENCE_TICKET)) for _ in range(2)]
+    past_the_bound = None
+    try:
+        async def two_waiting() -> bool:
+            return ingest.waiting == 2
+
+        await wait_until(two_waiting, timeout=10, what="two tickets waiting for the database")
+        past_the_bound = asyncio.create_task(client.post("/ticket", data=REFERENCE_TICKET))
+
+        async def answered() -> bool:
+            return past_the_bound.done()
+
+        await wait_until(answered, timeout=5, what="the ticket past the bound to be answered while the others wait")
+        assert past_the_bound.result().status == 503
+        assert ingest.waiting == 2
+    finally:
+        gate.set()
+        statuses = [(await request).status for request in admitted]
+        if past_the_bound is not None:
+            await past_the_bound
+    assert statuses == [202, 202]
+    assert db.value("count_tickets") == 2

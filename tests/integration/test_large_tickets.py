@@ -1,0 +1,178 @@
+"""Large tickets: batches are bounded in bytes, and a batch that runs past the database's
+timeout is split, not taken for an outage."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import resource
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from myticket.web.app import init_app
+from myticket.config import DEFAULT_BATCH_MAX_BYTES
+from myticket.ingest import is_statement_timeout
+from myticket.database_errors import DatabaseUnavailable
+from myticket.domain import IncomingTicket
+from myticket.repository import Repository
+from myticket.spool import Spool
+from myticket.web.typedefs import INGEST, REPOSITORY
+
+from ..conftest import REFERENCE_TICKET, SUPPORT_QUERIES
+from ..helpers import confirmed_store
+from ..waiting import wait_until
+
+MIB = 1024 * 1024
+
+
+def resident_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / MIB
+
+
+def one_mib_ticket(number: int) -> bytes:
+    padding = b"#" * (MIB - len(REFERENCE_TICKET) - 8)
+    return REFERENCE_TICKET.replace(b"123456", b"%06d" % number) + padding
+
+
+async def test_a_burst_of_one_megabyte_tickets_is_stored_in_batches_under_the_byte_bound(aiohttp_client, settings, db):
+    client = await aiohttp_client(await init_app(dataclasses.replace(settings, run_worker=False)))
+    ingest, repository = client.server.app[INGEST], client.server.app[REPOSITORY]
+    batch_bytes: list[int] = []
+    gate = asyncio.Event()
+    store = repository.store_tickets
+
+    async def measured_store(*, tickets):
+        batch_bytes.append(sum(len(ticket.body) for ticket in tickets))
+        await gate.wait()
+        return await store(tickets=tickets)
+
+    repository.store_tickets = measured_store
+    bodies = [one_mib_ticket(n) for n in range(48)]
+    rss_before = resident_mib()
+    posts = asyncio.gather(*(client.post("/ticket", data=body) for body in bodies))
+
+    # Hold the first commit until the whole burst waits, so the next batches are cut
+    # by the byte bound and not by the arrival times.
+    async def burst_waiting() -> bool:
+        return ingest.waiting == len(bodies)
+
+    await wait_until(burst_waiting, timeout=60, what="the whole burst to wait for a commit")
+    gate.set()
+    responses = await posts
+
+    assert [response.status for response in responses] == [202] * len(bodies)
+    assert max(batch_bytes) <= DEFAULT_BATCH_MAX_BYTES
+    assert sum(batch_bytes) == sum(len(body) for body in bodies)
+    # One ticket left alone (nothing was in flight), then the other 47 at most 16 a batch
+    # (each body is 8 bytes under 1 MiB).
+    assert [size // len(bodies[0]) for size in batch_bytes] == [1, 16, 16, 15]
+    ids = [(await response.json())["id"] for response in responses]
+    assert sorted(size for (size,) in db.rows("ticket_body_sizes")) == sorted(len(body) for body in bodies)
+    for ticket_id, body in list(zip(ids, bodies))[::11]:
+        assert bytes(db.rows("ticket_delivery", {"id": ticket_id})[0][1]) == body
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\n48 x 1 MiB: batches of {[round(size / MIB, 1) for size in batch_bytes]} MiB; test process RSS "
+          f"{rss_before:.0f} MiB before the burst, {resident_mib():.0f} MiB after, peak {peak:.0f} MiB")
+
+
+def tickets(count: int) -> list[IncomingTicket]:
+    now = datetime.now(timezone.utc)
+    return [IncomingTicket(str(uuid.uuid4()), now, "text/plain", REFERENCE_TICKET) for _ in range(count)]
+
+
+@pytest.fixture
+async def timing_out_store(database_url, db, tmp_path):
+    """A DurableStore whose PostgreSQL sessions cancel any statement after one second."""
+    repository = await Repository.connect(database_url + "?options=-c%20statement_timeout%3D1000")
+    spool = Spool(tmp_path / "spool", max_bytes=100 * MIB)
+    yield await confirmed_store(repository, spool, database_url), repository, spool
+    await spool.close()
+    await repository.close()
+
+
+async def test_a_batch_that_runs_past_the_statement_timeout_is_halved_and_stored_not_spooled(
+    timing_out_store, database_url, db
+):
+    store, repository, spool = timing_out_store
+    batch = tickets(8)
+    # Another session inserts the last ticket's id and keeps its transaction open: the
+    # batch's INSERT waits on it until the server cancels the statement (SQLSTATE 57014).
+    blocker = psycopg2.connect(database_url)
+    with blocker.cursor() as cursor:
+        cursor.execute(SUPPORT_QUERIES["insert_ticket_row"], {"id": batch[-1].id})
+    batch_sizes: list[int] = []
+    insert = repository.store_tickets
+
+    async def insert_then_unblock(*, tickets):
+        batch_sizes.append(len(tickets))
+        try:
+            return await insert(tickets=tickets)
+        finally:
+            blocker.rollback()  # after the first attempt, nothing holds the id any more
+
+    repository.store_tickets = insert_then_unblock
+    try:
+        await store(batch)
+    finally:
+        blocker.close()
+
+    assert batch_sizes == [8, 4, 4]
+    assert await spool.count() == 0
+    assert not store.spooling
+    assert sorted(row[0] for row in db.rows("stored_ids")) == sorted(ticket.id for ticket in batch)
+
+
+class QueryCanceled(Exception):
+    pgcode = "57014"
+
+
+def failure(cause: BaseException) -> DatabaseUnavailable:
+    try:
+        try:
+            raise cause
+        except BaseException as exc:
+            raise DatabaseUnavailable(f"insert_tickets: {exc}") from exc
+    except DatabaseUnavailable as unavailable:
+        return unavailable
+
+
+def test_a_statement_timeout_is_told_from_other_failures():
+    assert is_statement_timeout(failure(TimeoutError()))
+    assert is_statement_timeout(failure(asyncio.TimeoutError()))
+    assert is_statement_timeout(failure(QueryCanceled("canceling statement due to statement timeout")))
+    assert not is_statement_timeout(failure(psycopg2.OperationalError("connection refused")))
+    assert not is_statement_timeout(failure(ValueError("cannot encode")))
+
+
+async def test_a_timed_out_batch_whose_first_half_times_out_too_is_spooled_after_two_timeouts(
+    timing_out_store, database_url, db
+):
+    store, repository, spool = timing_out_store
+    batch = tickets(8)
+    blocker = psycopg2.connect(database_url)
+    with blocker.cursor() as cursor:
+        cursor.execute(SUPPORT_QUERIES["insert_ticket_row"], {"id": batch[0].id})
+    batch_sizes: list[int] = []
+    insert = repository.store_tickets
+
+    async def counted_insert(*, tickets):
+        batch_sizes.append(len(tickets))
+        return await insert(tickets=tickets)
+
+    repository.store_tickets = counted_insert
+    try:
+        await store(batch)
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    # Halving did not help: the database is taken for unavailable, not searched further.
+    assert batch_sizes == [8, 4]
+    assert store.spooling
+    assert await spool.count() == 8
+    assert await store.replay() == 8
+    assert sorted(row[0] for row in db.rows("stored_ids")) == sorted(ticket.id for ticket in batch)

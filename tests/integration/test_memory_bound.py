@@ -1,0 +1,217 @@
+"""Body bytes held in memory are bounded (MYTICKET_MAX_PENDING_BYTES), whatever ends each
+request, and `Expect: 100-continue` is answered from the declared length."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+
+import pytest
+
+from myticket.web.app import init_app
+from myticket.budget import ByteBudget
+from myticket.web.typedefs import BODY_BUDGET, INGEST, REPOSITORY
+
+from ..conftest import REFERENCE_TICKET
+from ..waiting import wait_until
+
+BODY = REFERENCE_TICKET + b"#" * (10_000 - len(REFERENCE_TICKET))
+
+
+def test_a_reservation_never_takes_the_budget_past_its_limit_and_is_released_once():
+    budget = ByteBudget(100)
+    first, second = budget.reservation(), budget.reservation()
+
+    assert first.grow(60)
+    assert not second.grow(41)
+    assert second.grow(40)
+    assert not first.grow(1)
+    assert budget.reserved == 100
+
+    first.release()
+    first.release()
+    assert budget.reserved == 40
+    second.release()
+    assert budget.reserved == 0
+
+
+class RawRequest:
+    """One connection driven byte by byte, as a slow sender would."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, client, head: bytes) -> RawRequest:
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(b"POST /ticket HTTP/1.1\r\nHost: t\r\n" + head + b"\r\n")
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def answer(self) -> tuple[int, dict[str, str], bytes]:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout=60)
+        status_line, *header_lines = head.decode().split("\r\n")[:-2]
+        headers = dict(line.split(": ", 1) for line in header_lines)
+        body = await asyncio.wait_for(self.reader.readexactly(int(headers.get("Content-Length", 0))), timeout=60)
+        return int(status_line.split(" ")[1]), headers, body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+async def bounded_client(aiohttp_client, settings, db):
+    """Room for five 10,000-byte bodies in memory; bodies must arrive within 3 seconds."""
+    return await aiohttp_client(await init_app(dataclasses.replace(
+        settings, run_worker=False, max_body_bytes=len(BODY), max_pending_bytes=5 * len(BODY),
+        read_timeout_seconds=3,
+    )))
+
+
+async def test_slow_bodies_beyond_the_byte_bound_get_503_and_every_exit_releases_its_bytes(bounded_client, db):
+    budget = bounded_client.server.app[BODY_BUDGET]
+    head = b"Content-Length: %d\r\n" % len(BODY)
+    senders = [await RawRequest.open(bounded_client, head) for _ in range(20)]
+    for sender in senders:
+        await sender.send(BODY[:5000])
+
+    # Each declared length is reserved before its body is read: five fit, fifteen are
+    # refused at once, without waiting for their bodies.
+    answers = await asyncio.gather(*(sender.answer() for sender in senders[5:]))
+    assert [status for status, _, _ in answers] == [503] * 15
+    assert all(headers["Retry-After"] == "1" for _, headers, _ in answers)
+    assert all("too many tickets waiting" in json.loads(body)["error"] for _, _, body in answers)
+    assert budget.reserved == 5 * len(BODY)
+
+    # Of the five admitted: three complete, one disconnects, one never finishes (408).
+    completing, disconnecting, stalling = senders[:3], senders[3], senders[4]
+    disconnecting.close()
+    for sender in completing:
+        await sender.send(BODY[5000:])
+    statuses = [status for status, _, _ in await asyncio.gather(*(sender.answer() for sender in completing))]
+    assert statuses == [202, 202, 202]
+    assert (await stalling.answer())[0] == 408
+
+    async def all_released() -> bool:
+        return budget.reserved == 0
+
+    await wait_until(all_released, timeout=10, what="every reservation to be released")
+    assert db.value("count_tickets") == 3
+    for sender in senders:
+        sender.close()
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+async def test_a_chunked_body_is_counted_as_its_chunks_arrive(bounded_client, db):
+    budget = bounded_client.server.app[BODY_BUDGET]
+    declared = [await RawRequest.open(bounded_client, b"Content-Length: %d\r\n" % len(BODY)) for _ in range(4)]
+    for sender in declared:
+        await sender.send(BODY[:100])
+    chunked = await RawRequest.open(bounded_client, b"Transfer-Encoding: chunked\r\n")
+    await chunked.send(chunk(BODY[:6000]))
+
+    async def chunk_reserved() -> bool:
+        return budget.reserved == 4 * len(BODY) + 6000
+
+    await wait_until(chunk_reserved, timeout=10, what="the first chunk to be reserved")
+    # 4,000 bytes are left: a second chunked body's first 5,000 bytes do not fit.
+    refused = await RawRequest.open(bounded_client, b"Transfer-Encoding: chunked\r\n")
+    await refused.send(chunk(BODY[:5000]))
+    status, headers, _ = await refused.answer()
+    assert status == 503 and headers["Retry-After"] == "1"
+
+    await chunked.send(chunk(BODY[6000:]) + b"0\r\n\r\n")
+    for sender in declared:
+        await sender.send(BODY[100:])
+    assert [(await sender.answer())[0] for sender in [*declared, chunked]] == [202] * 5
+    assert budget.reserved == 0
+    assert db.value("count_tickets") == 5
+    for sender in [*declared, chunked, refused]:
+        sender.close()
+
+
+async def test_an_admitted_ticket_keeps_its_bytes_reserved_until_committed_even_if_its_sender_leaves(
+    bounded_client, db
+):
+    app = bounded_client.server.app
+    budget, ingest, repository = app[BODY_BUDGET], app[INGEST], app[REPOSITORY]
+    gate = asyncio.Event()
+    store = repository.store_tickets
+
+    async def gated_store(*, tickets):
+        await gate.wait()
+        return await store(tickets=tickets)
+
+    repository.store_tickets = gated_store
+    sender = await RawRequest.open(bounded_client, b"Content-Length: %d\r\n" % len(BODY))
+    await sender.send(BODY)
+
+    async def admitted() -> bool:
+        return ingest.waiting == 1
+
+    await wait_until(admitted, timeout=10, what="the ticket to be admitted")
+    sender.close()
+    await sender.writer.wait_closed()
+    assert budget.reserved == len(BODY)
+    gate.set()
+
+    async def committed_and_released() -> bool:
+        return db.value("count_tickets") == 1 and budget.reserved == 0
+
+    await wait_until(committed_and_released, timeout=10, what="the ticket to be committed and its bytes released")
+
+
+async def test_expect_100_continue_over_the_body_limit_gets_413_instead_of_continue(bounded_client, db):
+    over = await RawRequest.open(bounded_client, b"Expect: 100-continue\r\nContent-Length: %d\r\n" % (len(BODY) + 1))
+
+    status, headers, body = await over.answer()
+
+    assert status == 413
+    assert "over the limit" in json.loads(body)["error"]
+    assert headers["Connection"] == "close"
+    over.close()
+
+    within = await RawRequest.open(bounded_client, b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(BODY))
+    interim = await asyncio.wait_for(within.reader.readuntil(b"\r\n\r\n"), timeout=60)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    await within.send(BODY)
+    assert (await within.answer())[0] == 202
+    within.close()
+    assert db.value("count_tickets") == 1
+
+
+async def test_expect_100_continue_beyond_the_byte_bound_gets_503_instead_of_continue(bounded_client, db):
+    budget = bounded_client.server.app[BODY_BUDGET]
+    holding = budget.reservation()
+    assert holding.grow(4 * len(BODY) + 1)  # as if other senders were reading bodies
+    sender = await RawRequest.open(bounded_client, b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(BODY))
+
+    status, headers, body = await sender.answer()
+
+    assert status == 503
+    assert headers["Retry-After"] == "1"
+    assert "too many tickets waiting" in json.loads(body)["error"]
+    sender.close()
+    holding.release()
+    assert budget.reserved == 0
+    assert db.value("count_tickets") == 0
+
+
+async def test_an_expectation_other_than_100_continue_gets_417_in_json(bounded_client, db):
+    sender = await RawRequest.open(bounded_client, b"Expect: a-pony\r\nContent-Length: %d\r\n" % len(BODY))
+
+    status, headers, body = await sender.answer()
+
+    assert status == 417
+    assert json.loads(body) == {"error": "unsupported Expect header 'a-pony'"}
+    sender.close()
+    assert db.value("count_tickets") == 0

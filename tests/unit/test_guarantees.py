@@ -1,0 +1,86 @@
+"""Guarantees a single-line change could break silently, each pinned without a
+database: the spool's fsync, the constant-time signature comparison, and the bound
+on tickets waiting for a commit."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from datetime import datetime, timezone
+
+import pytest
+
+from myticket.domain import IncomingTicket
+from myticket.ingest import GroupCommitIngest, Overloaded
+from myticket.spool import Spool
+from myticket.web import routes
+from myticket.web.routes import ApiError, verify_signature
+
+from ..waiting import wait_until
+
+SQLITE_SYNCHRONOUS_FULL = 2
+
+
+def a_ticket(number: int) -> IncomingTicket:
+    return IncomingTicket(f"id-{number}", datetime.now(timezone.utc), None, b"Order: %d\n" % number)
+
+
+async def test_the_spool_commits_with_synchronous_full(tmp_path):
+    """A 202 from the spool means fsynced: NORMAL would lose the last commits on a power cut."""
+    spool = Spool(tmp_path, max_bytes=10**9)
+    try:
+        await spool.write([a_ticket(1)])
+        synchronous = await spool._run(lambda: spool._connect().execute("PRAGMA synchronous").fetchone()[0])
+        journal = await spool._run(lambda: spool._connect().execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        await spool.close()
+    assert synchronous == SQLITE_SYNCHRONOUS_FULL
+    assert journal == "wal"
+
+
+def test_every_secret_is_compared_in_constant_time(monkeypatch):
+    compared: list[tuple[bytes, bytes]] = []
+    constant_time_compare = hmac.compare_digest
+
+    def recording_compare(received, expected):
+        compared.append((received, expected))
+        return constant_time_compare(received, expected)
+
+    monkeypatch.setattr(routes.hmac, "compare_digest", recording_compare)
+    body = b"Order: 1\n"
+    signature = hmac.new(b"second", body, hashlib.sha256).hexdigest()
+
+    verify_signature(("first", "second", "third"), body, f"sha256={signature}")
+    assert len(compared) == 3  # all are tried, so the time taken says nothing about which matched
+    with pytest.raises(ApiError) as refused:
+        verify_signature(("first",), body, "sha256=" + "0" * 64)
+    assert refused.value.status == 401
+    assert len(compared) == 4
+
+
+async def test_past_its_bound_submit_refuses_at_once_instead_of_queueing():
+    gate = asyncio.Event()
+    stored: list[str] = []
+
+    async def gated_store(tickets):
+        await gate.wait()
+        stored.extend(ticket.id for ticket in tickets)
+
+    ingest = GroupCommitIngest(gated_store, batch_max_size=10, max_waiting=2)
+    waiting = [asyncio.create_task(ingest.submit(a_ticket(n))) for n in (1, 2)]
+    third = asyncio.create_task(ingest.submit(a_ticket(3)))
+    try:
+        async def third_answered() -> bool:
+            return third.done()
+
+        await wait_until(third_answered, timeout=5, what="the ticket past the bound to be refused")
+        assert isinstance(third.exception(), Overloaded)
+        assert ingest.waiting == 2
+    finally:
+        gate.set()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        if not third.done():
+            await third
+    assert stored == ["id-1", "id-2"]
+    await ingest.close()
