@@ -38,6 +38,7 @@ class RefusalReason(enum.StrEnum):
     EMPTY_BODY = "empty_body"
     TOO_LARGE = "too_large"
     READ_TIMEOUT = "read_timeout"
+    CLIENT_DISCONNECTED = "client_disconnected"
     BAD_SIGNATURE = "bad_signature"
     UNSUPPORTED_ENCODING = "unsupported_encoding"
     OVERLOADED = "overloaded"

@@ -39,8 +39,11 @@ def _route_label(request: web.Request) -> str:
 def printable(text: str, limit: int = 200) -> str:
     """`text` for a log line: control characters escaped (a NUL or a newline from a
     client cannot forge or cut a line), and at most `limit` characters."""
-    shown = text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
-    return shown if len(shown) <= limit else shown[:limit] + "…"
+    if not text.isprintable():
+        # A byte that is not UTF-8 reaches us as a surrogate escape (U+DCxx): show it as
+        # the byte it was (\xe9), not as Python's internal \udce9.
+        text = text.encode("unicode_escape", "backslashreplace").decode("ascii").replace("\\udc", "\\x")
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def log_client_error(request: web.Request, status: int, message: str) -> None:
@@ -118,17 +121,33 @@ def unsupported_content_encoding(content_encoding: str | None) -> str | None:
     return content_encoding.strip()
 
 
+def unsupported_transfer_coding(headers: Iterable[str]) -> str | None:
+    """A transfer coding other than chunked (gzip, deflate…), else None. aiohttp only
+    de-chunks: a body sent `gzip, chunked` would be stored still compressed."""
+    codings = [coding.strip().lower() for header in headers for coding in header.split(",")]
+    if all(coding in ("", "chunked", "identity") for coding in codings):
+        return None
+    return ", ".join(codings)
+
+
 @web.middleware
 async def refuse_malformed_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """400 for a NUL in the path or query of a route, 415 for an encoded body, before any
+    """400 for a NUL in the path or query of a route, 501 for a transfer coding other
+    than chunked, 415 for an encoded body, before any
     handler reads the body or takes a value to the database. (A path that matches no
     route is a 404 whatever it contains.)"""
     if request.match_info.route.resource is not None:
         where = nul_character_in(request.path, request.query.items())
         if where is not None:
             raise ApiError(400, f"NUL character in {where}")
+    transfer_coding = unsupported_transfer_coding(request.headers.getall("Transfer-Encoding", []))
+    if transfer_coding is not None:
+        raise ApiError(
+            501, f"Transfer-Encoding {printable(transfer_coding, 40)!r} is not supported: send the body plain or chunked"
+        )
     if request.body_exists:
-        coding = unsupported_content_encoding(request.headers.get("Content-Encoding"))
+        # Every Content-Encoding header counts: a second one must not slip an encoding past.
+        coding = unsupported_content_encoding(", ".join(request.headers.getall("Content-Encoding", [])) or None)
         if coding is not None:
             if request.method == "POST" and _route_label(request) == "/ticket":
                 request.app[METRICS].refuse(RefusalReason.UNSUPPORTED_ENCODING)

@@ -3,12 +3,14 @@ without a traceback; and the answer to an encoded body (415)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import logging
 
 import pytest
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 
 from myticket.web.app import init_app, nul_character_in, printable, unsupported_content_encoding
 from myticket.processes import HTTP_SERVER_OPTIONS
@@ -142,3 +144,34 @@ async def test_a_client_error_is_logged_in_one_line_and_a_good_request_in_none(c
     assert len(messages) == 2, messages
     assert messages[0].startswith("400 on GET /products?limit=abc from 127.0.0.1: limit 'abc'")
     assert messages[1].startswith("404 on GET /no/such/route from 127.0.0.1")
+
+
+async def test_a_second_content_encoding_header_cannot_slip_an_encoding_past(service_client, db):
+    client = service_client
+    headers = CIMultiDict([("Content-Encoding", "identity"), ("Content-Encoding", "gzip")])
+
+    response = await client.post("/ticket", data=gzip.compress(REFERENCE_TICKET), headers=headers)
+
+    assert response.status == 415
+    assert db.value("count_tickets") == 0
+
+
+async def test_a_transfer_coding_other_than_chunked_is_501_and_nothing_is_stored(service_client, db):
+    client = service_client
+    host, port = client.server.host, client.server.port
+    compressed = gzip.compress(REFERENCE_TICKET)
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST /ticket HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n"
+        + b"%x\r\n" % len(compressed) + compressed + b"\r\n0\r\n\r\n"
+    )
+    answer = await reader.read()
+    writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 501"), answer[:200]
+    assert b"Transfer-Encoding" in answer
+    assert db.value("count_tickets") == 0
+
+
+def test_a_byte_that_is_not_utf8_is_shown_as_that_byte():
+    assert printable("\udce9") == "\\xe9"

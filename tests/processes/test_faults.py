@@ -329,3 +329,33 @@ async def test_a_worker_process_started_while_postgres_is_down_waits_for_it(serv
     await all_settled(db, 50)
     assert worker_processes(service.process.pid) == [replacement]
     assert "exited with code 1" not in service.log.read_text()
+
+
+async def test_a_client_that_leaves_mid_body_is_a_4xx_line_not_a_500_traceback(service, db):
+    service.env["LOG_LEVEL"] = "INFO"
+    await service.start()
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        writer.write(b"POST /ticket HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+        await writer.drain()
+        writer.close()  # 3 of the 1,000 bytes announced
+
+    async def counted() -> bool:
+        return await metric_sample(service, 'myticket_tickets_refused_total{reason="client_disconnected"}') == 3
+
+    await wait_until(counted, timeout=30, what="the three aborted uploads to be counted")
+    assert await metric_sample(service, 'myticket_http_requests_total{method="POST",route="/ticket",status="500"}') is None
+    log = service.log.read_text()
+    assert log.count("connection lost before the whole body arrived") == 3
+    assert "Traceback" not in log
+    assert db.value("count_tickets") == 0
+
+
+async def metric_sample(service: Service, name_and_labels: str) -> float | None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{service.base}/metrics") as response:
+            text = await response.text()
+    for line in text.splitlines():
+        if line.startswith(name_and_labels + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
