@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..budget import ByteBudget
 from ..config import Settings, mask_password
@@ -128,6 +129,31 @@ def unsupported_transfer_coding(headers: Iterable[str]) -> str | None:
     if all(coding in ("", "chunked", "identity") for coding in codings):
         return None
     return ", ".join(codings)
+
+
+class MalformedRequestsInOneLine(logging.Filter):
+    """aiohttp refuses a request its HTTP parser cannot read (a negative Content-Length,
+    a bad chunk size…) with its own 400, and logs it as an ERROR with a traceback: a
+    client's error, which any sender could use to flood the log and fire alerts. This
+    filter makes each such record the one INFO line every other client error gets."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failure = record.exc_info[1] if record.exc_info else None
+        if isinstance(failure, HttpProcessingError) and 400 <= (failure.code or 400) < 500:
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "%d on a malformed HTTP request from %s: %s", (
+                failure.code or 400, remote, printable(str(failure.message), 200),
+            )
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def log_malformed_requests_in_one_line() -> None:
+    """Install the filter on aiohttp's server logger, once per process."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(existing, MalformedRequestsInOneLine) for existing in server_log.filters):
+        server_log.addFilter(MalformedRequestsInOneLine())
 
 
 @web.middleware
@@ -267,6 +293,7 @@ async def worker_process_context(app: web.Application) -> AsyncIterator[None]:
 
 async def init_app(settings: Settings) -> web.Application:
     """Build the application; `web.run_app` accepts the coroutine directly."""
+    log_malformed_requests_in_one_line()
     app = web.Application(
         # Outermost first: errors raised by the others are answered and counted by the first.
         middlewares=[observe_and_answer_errors, require_read_access, refuse_malformed_requests],

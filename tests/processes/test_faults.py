@@ -359,3 +359,25 @@ async def metric_sample(service: Service, name_and_labels: str) -> float | None:
         if line.startswith(name_and_labels + " "):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+async def test_a_request_aiohttp_cannot_parse_is_one_info_line_not_an_error_traceback(service, db):
+    service.env["LOG_LEVEL"] = "INFO"
+    await service.start()
+    malformed = [
+        b"GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /ticket HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    ]
+    for request in malformed:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        writer.write(request)
+        answer = await reader.read()
+        writer.close()
+        assert answer.split(b" ", 2)[1] == b"400", answer[:100]
+
+    async def logged() -> bool:
+        return service.log.read_text().count("on a malformed HTTP request from") == len(malformed)
+
+    await wait_until(logged, timeout=15, what="one line per malformed request")
+    log = service.log.read_text()
+    assert "Traceback" not in log and "ERROR" not in log
