@@ -28,7 +28,7 @@ $(STAMP): $(RUN_STAMP)
 
 install: $(STAMP) ## create .venv and install myticket with its test tools
 
-run: $(RUN_STAMP) ## serve on :9098 (embedded PostgreSQL under .myticket/ when DATABASE_URL is unset)
+run: $(RUN_STAMP) ## serve on HTTP_PORT, 9098 by default (embedded PostgreSQL under .myticket/ when DATABASE_URL is unset)
 	$(BIN)/myticket serve
 
 test: $(STAMP) ## run the tests (they start their own PostgreSQL unless MYTICKET_TEST_DATABASE_URL is set)

@@ -157,19 +157,21 @@ async def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.dry_run:
             candidates = await repository.requeue_candidates(**chosen)
-            for ticket in candidates:
-                reason = " ".join((ticket.error or "").split())
-                print(f"{ticket.id}\t{ticket.status}\t{ticket.received_at.isoformat()}\t{reason}")
-            print(f"dry run: {len(candidates)} {what} tickets would be put back to pending")
             count = len(candidates)
         else:
             count = await repository.requeue(**chosen)
-            print(f"{count} {what} tickets put back to pending")
-        if args.id is not None and count == 0:
+        if args.id is not None and count == 0:  # one line saying why, instead of "0 … put back"
             status = await repository.ticket_status(ticket_id=args.id)
             reason = "no such ticket" if status is None else f"it is {status}, not {what}"
             print(f"myticket: ticket {args.id} not requeued: {reason}", file=sys.stderr)
             return 1
+        if args.dry_run:
+            for ticket in candidates:
+                reason = " ".join((ticket.error or "").split())
+                print(f"{ticket.id}\t{ticket.status}\t{ticket.received_at.isoformat()}\t{reason}")
+            print(f"dry run: {count} {what} tickets would be put back to pending")
+        else:
+            print(f"{count} {what} tickets put back to pending")
         return 0
     finally:
         await repository.close()

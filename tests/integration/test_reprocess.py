@@ -75,7 +75,7 @@ async def test_id_that_cannot_be_requeued_says_why_and_fails(quiet_app, database
     [processed] = await stored_and_processed(repository, REFERENCE_TICKET)
 
     refused = reprocess(database_url, "--id", processed)
-    assert refused.returncode == 1
+    assert refused.returncode == 1 and refused.stdout == ""  # the reason alone, not "0 … put back" first
     assert f"ticket {processed} not requeued: it is processed, not rejected or duplicate" in refused.stderr
     assert await statuses(repository, [processed]) == ["processed"]
 
