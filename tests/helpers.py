@@ -48,3 +48,17 @@ async def confirmed_store(repository, spool, database_url: str) -> DurableStore:
     )
     await store.confirm_database(at_start=True)
     return store
+
+
+def gate_database_writes(repository) -> asyncio.Event:
+    """Hold every ticket INSERT of `repository` until the returned event is set, so a
+    test can line requests up behind a commit that has not happened yet."""
+    gate = asyncio.Event()
+    store = repository.store_tickets
+
+    async def gated_store(*, tickets):
+        await gate.wait()
+        return await store(tickets=tickets)
+
+    repository.store_tickets = gated_store
+    return gate

@@ -11,20 +11,14 @@ from myticket.web.app import init_app
 from myticket.web.typedefs import INGEST, REPOSITORY
 
 from ..conftest import REFERENCE_TICKET
+from ..helpers import gate_database_writes
 from ..waiting import wait_until
 
 
 async def test_the_ticket_past_the_configured_bound_is_refused_without_waiting(aiohttp_client, settings, db):
     client = await aiohttp_client(await init_app(dataclasses.replace(settings, run_worker=False, max_waiting_tickets=2)))
     repository = client.server.app[REPOSITORY]
-    gate = asyncio.Event()
-    store = repository.store_tickets
-
-    async def gated_store(*, tickets):
-        await gate.wait()
-        return await store(tickets=tickets)
-
-    repository.store_tickets = gated_store
+    gate = gate_database_writes(repository)
     ingest = client.server.app[INGEST]
     admitted = [asyncio.create_task(client.post("/ticket", data=REFERENCE_TICKET)) for _ in range(2)]
     past_the_bound = None

@@ -15,6 +15,7 @@ from myticket.domain import IncomingTicket
 from myticket.web.typedefs import INGEST, REPOSITORY
 
 from ..conftest import REFERENCE_TICKET
+from ..helpers import gate_database_writes
 from ..waiting import wait_until
 
 
@@ -57,14 +58,7 @@ async def gated_app(aiohttp_client, settings, db):
         await init_app(dataclasses.replace(settings, run_worker=False, max_waiting_tickets=2))
     )
     repository = client.server.app[REPOSITORY]
-    gate = asyncio.Event()
-    store = repository.store_tickets
-
-    async def gated_store(*, tickets):
-        await gate.wait()
-        return await store(tickets=tickets)
-
-    repository.store_tickets = gated_store
+    gate = gate_database_writes(repository)
     return client, gate
 
 

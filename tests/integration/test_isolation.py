@@ -21,7 +21,7 @@ from myticket.spool import SpoolUnavailable
 from myticket.web.typedefs import INGEST, REPOSITORY
 
 from ..conftest import REFERENCE_TICKET
-from ..helpers import confirmed_store
+from ..helpers import confirmed_store, gate_database_writes
 from ..waiting import wait_until
 
 
@@ -49,14 +49,7 @@ async def test_a_non_ascii_content_type_among_a_thousand_concurrent_tickets_fail
     # that the poisoned request, if it is admitted, shares the next batch with 99 others.
     ingest = client.server.app[INGEST]
     repository = client.server.app[REPOSITORY]
-    gate = asyncio.Event()
-    store = repository.store_tickets
-
-    async def gated_store(*, tickets):
-        await gate.wait()
-        return await store(tickets=tickets)
-
-    repository.store_tickets = gated_store
+    gate = gate_database_writes(repository)
     good_bodies = [REFERENCE_TICKET.replace(b"123456", b"%d" % n) for n in range(1000)]
     good = asyncio.gather(*(client.post("/ticket", data=body, headers={"Content-Type": "text/html"})
                             for body in good_bodies))

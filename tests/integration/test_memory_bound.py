@@ -14,6 +14,7 @@ from myticket.budget import ByteBudget
 from myticket.web.typedefs import BODY_BUDGET, INGEST, REPOSITORY
 
 from ..conftest import REFERENCE_TICKET
+from ..helpers import gate_database_writes
 from ..waiting import wait_until
 
 BODY = REFERENCE_TICKET + b"#" * (10_000 - len(REFERENCE_TICKET))
@@ -144,14 +145,7 @@ async def test_an_admitted_ticket_keeps_its_bytes_reserved_until_committed_even_
 ):
     app = bounded_client.server.app
     budget, ingest, repository = app[BODY_BUDGET], app[INGEST], app[REPOSITORY]
-    gate = asyncio.Event()
-    store = repository.store_tickets
-
-    async def gated_store(*, tickets):
-        await gate.wait()
-        return await store(tickets=tickets)
-
-    repository.store_tickets = gated_store
+    gate = gate_database_writes(repository)
     sender = await RawRequest.open(bounded_client, b"Content-Length: %d\r\n" % len(BODY))
     await sender.send(BODY)
 
