@@ -132,7 +132,8 @@ async def test_make_send_signs_with_the_secret_and_does_not_echo_its_command(aio
     client = await aiohttp_client(app)
     stamp = tmp_path / "installed"
     stamp.write_text("")  # newer than pyproject.toml: make installs nothing
-    command = ["make", "send", f"RUN_STAMP={stamp}", f"BIN={Path(sys.executable).parent}"]
+    # --no-print-directory: under `make test` this make is nested, and would say so.
+    command = ["make", "--no-print-directory", "send", f"RUN_STAMP={stamp}", f"BIN={Path(sys.executable).parent}"]
     environment = {**os.environ, "HTTP_PORT": str(client.server.port), "MYTICKET_WEBHOOK_SECRET": "s3cret"}
 
     signed = await asyncio.to_thread(
