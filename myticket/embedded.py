@@ -6,6 +6,10 @@ because we need a TCP port on 127.0.0.1 (so hey, psql and other processes can re
 it), an explicit stop/start (the tests stop the database mid-run), and to share a
 server with the other commands using the same data directory.
 
+Nobody else on the machine can use it: it requires a password (scram-sha-256), kept in a
+file beside pgdata readable only by the user who created it, and as root the server runs
+as an unprivileged user in that user's own group (not root's).
+
 Who stops the server: only its owner, the process that started it (`started_here`).
 A command that finds it already running (a `reprocess` or `worker` beside `make run`)
 uses it and leaves it running. The owner's pid is kept beside pgdata; a server whose
@@ -18,11 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import threading
 import logging
 import os
+import re
+import secrets
+import shutil
 import socket
 import subprocess
+import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +43,10 @@ SERVER_OS_USER = "embedded_postgres"
 
 class EmbeddedPostgresError(RuntimeError):
     pass
+
+
+# A pg_hba.conf line that lets anyone in without a password.
+_TRUST_LINE = re.compile(r"^((?:local|host)\s.*\s)trust\s*$", re.MULTILINE)
 
 
 def _one_line(output: bytes) -> str:
@@ -83,14 +95,41 @@ class EmbeddedPostgres:
         self.started_here = False
 
     @property
+    def _password_file(self) -> Path:
+        return self.pgdata.parent / f".{self.pgdata.name}.password"
+
+    def _password(self) -> str | None:
+        """The superuser's password, if this process may read it."""
+        try:
+            return self._password_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        password = self._password()
+        credentials = f"postgres:{password}" if password else "postgres"
+        return f"postgresql://{credentials}@127.0.0.1:{self.port}/postgres"
+
+    def _new_password(self) -> str:
+        """Create the password file (0600, this process's user); return the password."""
+        password = secrets.token_urlsafe(24)  # URL-safe: it goes into the URL as is
+        descriptor = os.open(self._password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(password)
+        return password
 
     def _run(self, program: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         command = [str(self.bin_dir / program), *args]
+        extra = {}
+        if self._os_user is not None:  # the server user's own group, not root's (gid 0)
+            import pwd
+
+            extra = {"group": pwd.getpwnam(self._os_user).pw_gid, "extra_groups": []}
         return subprocess.run(
             command,
             user=self._os_user,
+            **extra,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -186,10 +225,26 @@ class EmbeddedPostgres:
         if (self.pgdata / "PG_VERSION").exists():
             return
         log.info("initialising embedded PostgreSQL in %s", self.pgdata)
-        result = self._run(
-            "initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
-            "--locale=C", timeout=120,
-        )
+        password = self._new_password()
+        # initdb reads the password from a file of its own user's, outside pgdata (which
+        # must be empty), removed right after.
+        handover = Path(tempfile.mkdtemp(prefix="myticket-initdb-"))
+        try:
+            password_copy = handover / "password"
+            password_copy.write_text(password)
+            if self._os_user is not None:
+                import pwd
+
+                entry = pwd.getpwnam(self._os_user)
+                for path in (handover, password_copy):
+                    os.chown(path, entry.pw_uid, entry.pw_gid)
+            result = self._run(
+                "initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth-host=scram-sha-256",
+                "--auth-local=scram-sha-256", f"--pwfile={password_copy}", "--encoding=UTF8", "--locale=C",
+                timeout=120,
+            )
+        finally:
+            shutil.rmtree(handover, ignore_errors=True)
         if result.returncode != 0:
             raise EmbeddedPostgresError(f"initdb failed: {_one_line(result.stdout)}")
 
@@ -209,6 +264,30 @@ class EmbeddedPostgres:
                 log_tail = server_log.read_text(errors="replace")[-500:]
             raise EmbeddedPostgresError(f"pg_ctl start failed: {_one_line(result.stdout)} {' '.join(log_tail.split())}")
         log.info("embedded PostgreSQL listening on 127.0.0.1:%d (data in %s)", self.port, self.pgdata)
+        self._require_a_password()
+
+    def _require_a_password(self) -> None:
+        """A data directory from before passwords (trust auth) gets one now: the password
+        is set over the still-trusting connection, then pg_hba.conf requires it."""
+        hba = self.pgdata / "pg_hba.conf"
+        if self._password() is not None and not _TRUST_LINE.search(hba.read_text()):
+            return
+        import psycopg2
+
+        from .resources import load_queries
+
+        password = self._password() or self._new_password()
+        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(load_queries()["set_superuser_password"], {"password": password})
+        finally:
+            connection.close()
+        hba.write_text(_TRUST_LINE.sub(r"\1scram-sha-256", hba.read_text()))
+        self._run("pg_ctl", "reload", "-D", str(self.pgdata))
+        log.warning("embedded PostgreSQL in %s used trust authentication: it now requires the password "
+                    "kept in %s", self.pgdata, self._password_file)
 
     def _refuse_a_port_in_use(self) -> None:
         """Fail before any change (no initdb, no directory) when our port is taken."""
