@@ -37,6 +37,9 @@ from .resources import SPOOL_SQL_DIRECTORY, load_queries
 log = logging.getLogger(__name__)
 
 SPOOL_FILE = "spool.sqlite3"
+# Below this much free space on the spool's disk, /ready does not count on the spool:
+# a write needs room for its bodies twice (WAL) and a few pages.
+MIN_FREE_DISK_BYTES = 256 * 1024
 # SQLite keeps its write-ahead log and its shared-memory index beside the file.
 COMPANION_SUFFIXES = ("-wal", "-shm")
 QUARANTINE_MARK = ".corrupt-"
@@ -400,6 +403,20 @@ class Spool:
     async def size(self) -> int:
         """Bytes the spool occupies on disk, its WAL and shared memory included."""
         return await self._run(self._bytes_on_disk)
+
+    def space_problem(self) -> str | None:
+        """Why the spool's disk cannot take a ticket now (nearly full), else None. Asked
+        by /ready, which must not say `spooling` when a write would fail: a failed write
+        is remembered in `problem` only until a later one succeeds, and a fresh process
+        has not tried any yet."""
+        try:
+            disk = os.statvfs(self.directory)
+        except OSError:  # not created yet: the first write creates it
+            return None
+        free = disk.f_bavail * disk.f_frsize
+        if free < MIN_FREE_DISK_BYTES:
+            return f"spool disk nearly full: {free} bytes free in {self.directory}"
+        return None
 
     async def quarantined(self) -> list[str]:
         return await self._run(self.quarantined_files)

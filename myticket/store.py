@@ -121,7 +121,7 @@ class DurableStore:
             "mode": self.spooling,
             "tickets": await self._spool.count(),
             "bytes": await self._spool.size(),
-            "problem": self._spool.problem,
+            "problem": self._spool.problem or self._spool.space_problem(),
             "quarantined": await self._spool.quarantined(),
         }
 

@@ -402,3 +402,21 @@ async def test_a_full_disk_does_not_strand_spooled_tickets_behind_a_delete_that_
                      what="all 30 spooled tickets in PostgreSQL while the spool's disk is full")
     assert sorted(row[0] for row in own_db.rows("stored_ids")) == spooled
     filler.unlink()
+
+
+async def test_ready_never_says_spooling_when_the_spool_s_disk_is_full(
+    aiohttp_client, own_server, own_db, outage_settings, small_disk
+):
+    settings = dataclasses.replace(outage_settings, spool_dir=small_disk)
+    await aiohttp_client(await init_app(settings))  # an earlier run: the spool file exists
+    filler = fill(small_disk)
+    client = await aiohttp_client(await init_app(settings))  # a fresh start, no write tried yet
+    own_server.stop(mode="immediate")
+    try:
+        status, state = await ready_state(client)
+        answer = await client.post("/ticket", data=REFERENCE_TICKET)
+        assert (status, answer.status) == (503, 503), state
+        assert "spool disk nearly full" in state["error"]
+    finally:
+        own_server.start()
+        filler.unlink()
