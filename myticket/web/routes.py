@@ -202,7 +202,7 @@ async def expect_ticket(request: web.Request) -> web.Response | None:
             RefusalReason.TOO_LARGE,
         )
     if declared is not None and not request.app[BODY_BUDGET].fits(declared):
-        return _early_answer(request, 503, OVERLOADED_MESSAGE, RefusalReason.OVERLOADED, RETRY_AFTER_OVERLOADED)
+        return _early_answer(request, 503, BYTES_OVERLOADED_MESSAGE, RefusalReason.OVERLOADED, RETRY_AFTER_OVERLOADED)
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the interim answer is not part of the response's size
     return None
@@ -270,6 +270,8 @@ def verify_signature(secrets: Sequence[str], body: bytes, header: str | None) ->
 
 
 OVERLOADED_MESSAGE = "too many tickets waiting for storage"
+# The same refusal when it is the bytes of bodies in memory that are at their bound.
+BYTES_OVERLOADED_MESSAGE = "too many body bytes waiting for storage (MYTICKET_MAX_PENDING_BYTES)"
 
 
 async def post_ticket(request: web.Request) -> web.Response:
@@ -314,7 +316,7 @@ async def _admissible_ticket(request: web.Request, reservation: Reservation) -> 
     except BodyBudgetExhausted:
         metrics.refuse(RefusalReason.OVERLOADED)
         log.info("POST /ticket refused: the bytes of bodies in memory are at MYTICKET_MAX_PENDING_BYTES")
-        raise ApiError(503, OVERLOADED_MESSAGE, retry_after=RETRY_AFTER_OVERLOADED) from None
+        raise ApiError(503, BYTES_OVERLOADED_MESSAGE, retry_after=RETRY_AFTER_OVERLOADED) from None
     except TimeoutError:
         metrics.refuse(RefusalReason.READ_TIMEOUT)
         raise ApiError(408, f"body not received within {settings.read_timeout_seconds:g} seconds") from None
@@ -363,14 +365,20 @@ MAX_LINES_PAGE = 1000
 DEFAULT_LINES_PAGE = 100
 
 
+def ascii_integer(text: str) -> int | None:
+    """`text` as a whole number written with ASCII digits (and an optional sign), else
+    None: Python's int() also takes `1_0` and other scripts' digits, which no client means."""
+    digits = text[1:] if text[:1] in "+-" else text
+    return int(text) if digits.isascii() and digits.isdigit() else None
+
+
 def query_integer(request: web.Request, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
     """An integer query parameter within bounds, or 400 naming it."""
     raw = request.query.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    value = ascii_integer(raw)
+    if value is None:
         raise ApiError(400, f"{name} {raw!r} is not an integer") from None
     if value < minimum or (maximum is not None and value > maximum):
         bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
@@ -420,9 +428,8 @@ MAX_PAGE_SIZE = 1000
 async def list_products(request: web.Request) -> web.Response:
     """The catalogue ordered by product_id: `?limit=` (1-1000, default 100) and `?after=<product_id>`."""
     raw_limit = request.query.get("limit", "100")
-    try:
-        limit = int(raw_limit)
-    except ValueError:
+    limit = ascii_integer(raw_limit.strip())
+    if limit is None:
         raise ApiError(400, f"limit {raw_limit!r} is not an integer") from None
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ApiError(400, f"limit must be between 1 and {MAX_PAGE_SIZE}")

@@ -87,7 +87,7 @@ async def test_slow_bodies_beyond_the_byte_bound_get_503_and_every_exit_releases
     answers = await asyncio.gather(*(sender.answer() for sender in senders[5:]))
     assert [status for status, _, _ in answers] == [503] * 15
     assert all(headers["Retry-After"] == "1" for _, headers, _ in answers)
-    assert all("too many tickets waiting" in json.loads(body)["error"] for _, _, body in answers)
+    assert all("too many body bytes waiting" in json.loads(body)["error"] for _, _, body in answers)
     assert budget.reserved == 5 * len(BODY)
 
     # Of the five admitted: three complete, one disconnects, one never finishes (408).
@@ -193,7 +193,7 @@ async def test_expect_100_continue_beyond_the_byte_bound_gets_503_instead_of_con
 
     assert status == 503
     assert headers["Retry-After"] == "1"
-    assert "too many tickets waiting" in json.loads(body)["error"]
+    assert "too many body bytes waiting" in json.loads(body)["error"]
     sender.close()
     holding.release()
     assert budget.reserved == 0

@@ -253,3 +253,11 @@ async def test_idle_worker_wakes_on_the_batch_notify_not_on_its_poll(quiet_app, 
 
 async def _done(task: asyncio.Task) -> bool:
     return task.done()
+
+
+@pytest.mark.parametrize("limit", ["1_0", "\u0665", " 5x", "1e2"])
+async def test_a_page_size_in_anything_but_ascii_digits_is_400(quiet_app, limit):
+    response = await quiet_app.get("/products", params={"limit": limit})
+    assert response.status == 400
+    ticket = await quiet_app.get(f"/tickets/{uuid.uuid4()}", params={"lines_limit": limit})
+    assert ticket.status == 400
