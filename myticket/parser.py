@@ -26,6 +26,10 @@ MAX_AMOUNT = Decimal("9999999999.99")
 MAX_PRODUCT_ID_CHARACTERS = 100
 MAX_PRODUCT_NAME_CHARACTERS = 500
 MAX_PRODUCT_LINES = 50_000
+MAX_HEADER_LINES = 100
+# Warnings kept per ticket: a body of 200,000 repeated header lines must not store (and
+# answer on every read) 200,000 warnings. The rest are counted in one last warning.
+MAX_WARNINGS = 50
 REQUIRED_COLUMNS = ("product", "product_id", "price")
 # Tried in this order on the CSV header row; the one that yields the required columns is
 # used for that ticket's rows (French exports use `;`, with decimal commas).
@@ -267,6 +271,7 @@ def parse_ticket(body: bytes) -> ParsedTicket:
     spellings: dict[str, str] = {}  # lowercased key -> its first spelling, its key in `headers`
     values: dict[str, str] = {}
     header_lines: dict[str, int] = {}
+    header_count = 0
     columns: dict[str, int] | None = None
     while index < len(lines) and lines[index].strip():
         line = lines[index].strip()
@@ -280,6 +285,9 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         key = key.strip()
         if not key:
             raise TicketParseError(f"line {index + 1}: header line {quoted(line)} has no key")
+        header_count += 1
+        if header_count > MAX_HEADER_LINES:
+            raise TicketParseError(f"line {index + 1}: more than {MAX_HEADER_LINES} header lines")
         lowered, value = key.lower(), value.strip()
         if lowered in values:
             warnings.append(f"line {index + 1}: header {key} repeated; the last value is used")
@@ -365,6 +373,8 @@ def parse_ticket(body: bytes) -> ParsedTicket:
         if count > 1:
             warnings.append(f"product_id {product_id} appears {count} times")
 
+    if len(warnings) > MAX_WARNINGS:
+        warnings[MAX_WARNINGS - 1:] = [f"and {len(warnings) - MAX_WARNINGS + 1} more warnings"]
     return ParsedTicket(
         order_ref=order_ref,
         vat=amounts["vat"],

@@ -10,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from myticket.parser import (
+    MAX_HEADER_LINES,
     MAX_PRODUCT_ID_CHARACTERS,
     MAX_PRODUCT_LINES,
     MAX_PRODUCT_NAME_CHARACTERS,
+    MAX_WARNINGS,
     TicketParseError,
     parse_amount,
     parse_ticket,
@@ -487,3 +489,18 @@ def test_a_rejection_quotes_at_most_a_short_piece_of_the_ticket(body):
     assert message.startswith("line ")
     assert len(message) < 200, message[:300]
     assert "characters)" in message  # says how long the quoted text really was
+
+
+def test_more_header_lines_than_the_limit_is_rejected_naming_the_line():
+    body = b"X: 1\n" * (MAX_HEADER_LINES + 1) + b"\nproduct,product_id,price\nA,B,1\n"
+    with pytest.raises(TicketParseError, match=rf"^line {MAX_HEADER_LINES + 1}: more than {MAX_HEADER_LINES} header lines$"):
+        parse_ticket(body)
+
+
+def test_warnings_are_capped_and_the_rest_counted():
+    rows = b"".join(b"A,B%d,14,90\n" % n for n in range(200))  # one decimal-comma warning each
+    ticket = parse_ticket(b"Order: 1\n\nproduct,product_id,price\n" + rows)
+    assert len(ticket.lines) == 200
+    assert len(ticket.warnings) == MAX_WARNINGS
+    # 200 decimal commas, no VAT, no Total: 202 warnings, of which MAX_WARNINGS - 1 are kept.
+    assert ticket.warnings[-1] == f"and {202 - (MAX_WARNINGS - 1)} more warnings"
