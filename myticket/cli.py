@@ -297,14 +297,24 @@ def _prepare_to_serve(settings: Settings) -> str | None:
 
 
 def _print_database_url(settings: Settings) -> int:
-    """For `psql "$(myticket database-url)"` and scripts: the URL on stdout, notes on stderr."""
+    """For `psql "$(myticket database-url)"` and scripts: the URL on stdout, notes on
+    stderr; exit 1 when the embedded server it names is not running (a script must not
+    go on with a dead address)."""
     if settings.database_url is not None:
         print(settings.database_url)
         return 0
-    url, running = embedded_database_url(settings)
+    from .embedded import EmbeddedPostgresError
+
+    try:
+        url, running = embedded_database_url(settings)
+    except EmbeddedPostgresError as exc:
+        print(f"myticket: embedded PostgreSQL: {exc}", file=sys.stderr)
+        return 1
     print(url)
     if not running:
-        print("myticket: the embedded PostgreSQL is not running now; `make run` starts it", file=sys.stderr)
+        print("myticket: the embedded PostgreSQL is not running now; `myticket serve` (make run) starts it",
+              file=sys.stderr)
+        return 1
     return 0
 
 

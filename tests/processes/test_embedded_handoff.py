@@ -162,7 +162,7 @@ async def test_an_embedded_port_in_use_fails_the_start_in_one_line_naming_the_se
 def test_database_url_prints_the_configured_url_or_the_embedded_address(tmp_path: Path):
     service = Service(None, tmp_path / "data", MYTICKET_EMBEDDED_PORT="6543")
     not_running = service.run("database-url")
-    assert not_running.returncode == 0
+    assert not_running.returncode == 1  # a script must not go on with a dead address
     assert not_running.stdout.strip() == "postgresql://postgres@127.0.0.1:6543/postgres"
     assert "not running" in not_running.stderr
 
