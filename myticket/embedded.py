@@ -264,7 +264,11 @@ class EmbeddedPostgres:
                 log_tail = server_log.read_text(errors="replace")[-500:]
             raise EmbeddedPostgresError(f"pg_ctl start failed: {_one_line(result.stdout)} {' '.join(log_tail.split())}")
         log.info("embedded PostgreSQL listening on 127.0.0.1:%d (data in %s)", self.port, self.pgdata)
-        self._require_a_password()
+        try:
+            self._require_a_password()
+        except EmbeddedPostgresError:
+            self._run("pg_ctl", "stop", "-w", "-t", "60", "-m", "fast", "-D", str(self.pgdata), timeout=90)
+            raise
 
     def _require_a_password(self) -> None:
         """A data directory from before passwords (trust auth) gets one now: the password
@@ -276,6 +280,11 @@ class EmbeddedPostgres:
 
         from .resources import load_queries
 
+        if not _TRUST_LINE.search(hba.read_text()):  # it requires a password we do not have
+            raise EmbeddedPostgresError(
+                f"{self._password_file} is missing or unreadable, and the server in {self.pgdata} requires "
+                "its password: restore the file, or run as the user who created it"
+            )
         password = self._password() or self._new_password()
         connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from myticket.embedded import EmbeddedPostgres
+from myticket.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 
 def free_port() -> int:
@@ -66,3 +66,12 @@ def test_a_data_directory_from_before_passwords_requires_one_at_its_next_start(
     psycopg2.connect(url).close()
     with pytest.raises(psycopg2.OperationalError, match="password"):
         connect_without_password(server.port)
+
+
+def test_a_lost_password_file_is_one_clear_error_not_a_way_in(server: EmbeddedPostgres, tmp_path: Path):
+    server.stop()
+    (tmp_path / ".pgdata.password").unlink()
+
+    with pytest.raises(EmbeddedPostgresError, match="password"):
+        server.start()
+    assert not server.is_running()  # a failed start leaves nothing running
