@@ -70,7 +70,7 @@ def _free_port() -> int:
 
 
 class EmbeddedPostgres:
-    """One PostgreSQL cluster in `pgdata`, listening on 127.0.0.1 only, trust auth."""
+    """One PostgreSQL cluster in `pgdata`, listening on 127.0.0.1 only, password required."""
 
     def __init__(self, pgdata: Path, *, port: int | None = None) -> None:
         """`port`: where to listen if we start the server (None: any free port, for tests).

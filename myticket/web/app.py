@@ -25,6 +25,7 @@ from ..supervision import WorkerProcess
 from ..worker import run_worker_loops
 from .auth import require_read_access
 from .routes import RETRY_AFTER_UNAVAILABLE, ApiError, setup_routes
+from .text import printable
 from .typedefs import BODY_BUDGET, EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, STORE, TICKET_ID
 
 log = logging.getLogger(__name__)
@@ -35,16 +36,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _route_label(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
-
-
-def printable(text: str, limit: int = 200) -> str:
-    """`text` for a log line: control characters escaped (a NUL or a newline from a
-    client cannot forge or cut a line), and at most `limit` characters."""
-    if not text.isprintable():
-        # A byte that is not UTF-8 reaches us as a surrogate escape (U+DCxx): show it as
-        # the byte it was (\xe9), not as Python's internal \udce9.
-        text = text.encode("unicode_escape", "backslashreplace").decode("ascii").replace("\\udc", "\\x")
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def log_client_error(request: web.Request, status: int, message: str) -> None:

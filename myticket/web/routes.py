@@ -23,6 +23,7 @@ from ..ingest import Overloaded, ShuttingDown
 from ..metrics import RefusalReason
 from ..parser import TicketLine
 from ..spool import SpoolUnavailable
+from .text import printable
 from .typedefs import BODY_BUDGET, EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, STORE, TICKET_ID
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ async def expect_ticket(request: web.Request) -> web.Response | None:
     if request.version != HttpVersion11:
         return None
     if expect.lower() != "100-continue":
-        return _early_answer(request, 417, f"unsupported Expect header '{_printable(expect)}'", None)
+        return _early_answer(request, 417, f"unsupported Expect header '{printable(expect, 40)}'", None)
     settings = request.app[SETTINGS]
     declared = request.content_length
     if declared is not None and declared > settings.max_body_bytes:
@@ -228,11 +229,6 @@ def _early_answer(
 MAX_CONTENT_TYPE_LENGTH = 255
 
 
-def _printable(value: str) -> str:
-    """`value` cut short with its non-printable characters escaped, for an error message."""
-    return value[:40].encode("ascii", "backslashreplace").decode("ascii").replace("\\udc", "\\x")
-
-
 def content_type_to_store(value: str | None) -> str | None:
     """The Content-Type stored with the ticket, or 400 naming the header.
 
@@ -245,7 +241,7 @@ def content_type_to_store(value: str | None) -> str | None:
     if len(value) > MAX_CONTENT_TYPE_LENGTH:
         raise ApiError(400, f"Content-Type header is longer than {MAX_CONTENT_TYPE_LENGTH} characters")
     if not all(" " <= character <= "~" for character in value):
-        raise ApiError(400, f"Content-Type header must be printable ASCII, got '{_printable(value)}'")
+        raise ApiError(400, f"Content-Type header must be printable ASCII, got '{printable(value, 40)}'")
     return value
 
 

@@ -12,11 +12,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from myticket.web.app import init_app, nul_character_in, printable, unsupported_content_encoding
+from myticket.web.app import init_app, nul_character_in, unsupported_content_encoding
 from myticket.processes import HTTP_SERVER_OPTIONS
+from myticket.web.text import printable
 
 from ..conftest import REFERENCE_TICKET
-from .test_metrics import sample
+from ..helpers import sample
 
 
 def client_error_lines(caplog) -> list[logging.LogRecord]:
