@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 
 from myticket.metrics import PROCESSING_OUTCOMES, RefusalReason
@@ -10,21 +9,7 @@ from myticket.web.typedefs import METRICS, REPOSITORY
 from myticket.worker import TicketWorker
 
 from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
-from ..helpers import post, settled, ticket_with
-
-
-def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
-    """The value of one Prometheus sample in the text format, or None when absent."""
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        match = re.match(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>[^}]*)\})? (?P<value>\S+)$", line)
-        if not match or match["name"] != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
-        if found == (labels or {}):
-            return float(match["value"])
-    return None
+from ..helpers import post, sample, settled, ticket_with
 
 
 async def test_metrics_count_accepted_refused_and_requests(client, db):

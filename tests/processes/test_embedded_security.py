@@ -5,7 +5,6 @@ runs in its own user's group, not root's."""
 from __future__ import annotations
 
 import re
-import socket
 import stat
 from pathlib import Path
 
@@ -14,11 +13,7 @@ import pytest
 
 from myticket.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from ..service_process import free_port
 
 
 @pytest.fixture

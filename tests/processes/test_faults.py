@@ -18,6 +18,7 @@ from myticket.embedded import EmbeddedPostgres
 from myticket.supervision import restart_delay
 
 from ..conftest import Db, emptied_database, private_server
+from ..helpers import sample
 from ..service_process import Service
 from ..waiting import wait_until
 
@@ -341,24 +342,22 @@ async def test_a_client_that_leaves_mid_body_is_a_4xx_line_not_a_500_traceback(s
         writer.close()  # 3 of the 1,000 bytes announced
 
     async def counted() -> bool:
-        return await metric_sample(service, 'myticket_tickets_refused_total{reason="client_disconnected"}') == 3
+        return await metric_sample(service, "myticket_tickets_refused_total", {"reason": "client_disconnected"}) == 3
 
     await wait_until(counted, timeout=30, what="the three aborted uploads to be counted")
-    assert await metric_sample(service, 'myticket_http_requests_total{method="POST",route="/ticket",status="500"}') is None
+    assert await metric_sample(
+        service, "myticket_http_requests_total", {"method": "POST", "route": "/ticket", "status": "500"}
+    ) is None
     log = service.log.read_text()
     assert log.count("connection lost before the whole body arrived") == 3
     assert "Traceback" not in log
     assert db.value("count_tickets") == 0
 
 
-async def metric_sample(service: Service, name_and_labels: str) -> float | None:
+async def metric_sample(service: Service, name: str, labels: dict[str, str] | None = None) -> float | None:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{service.base}/metrics") as response:
-            text = await response.text()
-    for line in text.splitlines():
-        if line.startswith(name_and_labels + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+            return sample(await response.text(), name, labels)
 
 
 async def test_a_request_aiohttp_cannot_parse_is_one_info_line_not_an_error_traceback(service, db):
