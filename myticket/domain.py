@@ -41,7 +41,6 @@ class ClaimedTicket:
     """A pending ticket locked by a worker's transaction."""
 
     id: str
-    seq: int
     received_at: datetime
     body: bytes
 
@@ -50,8 +49,8 @@ class ClaimedTicket:
 class TicketOutcome:
     """What processing decided for one ticket: processed, rejected or duplicate.
 
-    Its fields are the `tickets` columns it sets, by the same names, so that writing it
-    maps each value by name (`record_outcomes`)."""
+    Its fields are the `ticket_outcomes` columns it sets, by the same names, so that
+    writing it maps each value by name (`record_outcomes`)."""
 
     id: str
     status: str
@@ -75,7 +74,8 @@ class ProductSighting:
     price: Decimal
     first_seen_at: datetime
     last_seen_at: datetime
-    last_ticket_seq: int
+    # The id of the ticket that gave name and price: breaks ties between equal last_seen_at.
+    last_ticket_id: str
     times_seen: int = 1
 
 

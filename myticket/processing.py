@@ -100,19 +100,19 @@ def merge_sighting(
     sightings: dict[str, ProductSighting], ticket: ClaimedTicket, product_id: str, name: str, price: Decimal
 ) -> None:
     """Fold one ticket's product into the batch's view; the latest received ticket
-    (by received_at, ties by arrival order) gives name and price, whatever the order
+    (by received_at, ties by ticket id) gives name and price, whatever the order
     the tickets are folded in."""
     current = sightings.get(product_id)
     if current is None:
         sightings[product_id] = ProductSighting(
-            product_id, name, price, ticket.received_at, ticket.received_at, ticket.seq
+            product_id, name, price, ticket.received_at, ticket.received_at, ticket.id
         )
         return
     current.times_seen += 1
     current.first_seen_at = min(current.first_seen_at, ticket.received_at)
-    if (ticket.received_at, ticket.seq) > (current.last_seen_at, current.last_ticket_seq):
+    if (ticket.received_at, ticket.id) > (current.last_seen_at, current.last_ticket_id):
         current.name, current.price = name, price
-        current.last_seen_at, current.last_ticket_seq = ticket.received_at, ticket.seq
+        current.last_seen_at, current.last_ticket_id = ticket.received_at, ticket.id
 
 
 def processed_outcome(ticket: ClaimedTicket, parsed: ParsedTicket, digest: bytes) -> TicketOutcome:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -37,6 +38,7 @@ from .domain import (
     field_names,
     from_row,
 )
+from .ids import received_at_of, utc_day
 from .parser import TicketLine
 from .resources import load_queries
 
@@ -73,6 +75,8 @@ class ClaimedBatch:
         self._queries = queries
         self.tickets = tickets
         self.locked = locked
+        # Every row written for a ticket goes to its day's partition: its reception time.
+        self._received_at = {ticket.id: ticket.received_at for ticket in tickets}
 
     async def first_tickets_with(self, *, digests: set[bytes]) -> dict[bytes, str]:
         """digest -> the ticket first processed with that body, for digests processed before."""
@@ -87,7 +91,11 @@ class ClaimedBatch:
             return {}
         await self._cursor.execute(
             self._queries["register_processed_bodies"],
-            {"digests": list(digests), "ticket_ids": list(digests.values())},
+            {
+                "digests": list(digests),
+                "received_at": [self._received_at[ticket_id] for ticket_id in digests.values()],
+                "ticket_ids": list(digests.values()),
+            },
         )
         return await self.first_tickets_with(digests=set(digests))
 
@@ -104,6 +112,7 @@ class ClaimedBatch:
             rows = [
                 {
                     "ticket_id": ticket_id,
+                    "received_at": self._received_at[ticket_id].isoformat(),
                     "line_number": line.line_number,
                     "product_id": line.product_id,
                     "name": line.name,
@@ -120,20 +129,22 @@ class ClaimedBatch:
                     "price": str(product.price),
                     "first_seen_at": product.first_seen_at.isoformat(),
                     "last_seen_at": product.last_seen_at.isoformat(),
-                    "last_ticket_seq": product.last_ticket_seq,
+                    "last_ticket_id": product.last_ticket_id,
                     "times_seen": product.times_seen,
                 }
                 for product in products
             ]
             await self._cursor.execute(self._queries["upsert_products"], {"rows": _json(rows)})
-        rows = [_outcome_row(outcome) for outcome in outcomes]
+        rows = [_outcome_row(outcome, self._received_at[outcome.id]) for outcome in outcomes]
         await self._cursor.execute(self._queries["record_outcomes"], {"rows": _json(rows)})
 
 
-def _outcome_row(outcome: TicketOutcome) -> Row:
+def _outcome_row(outcome: TicketOutcome, received_at: datetime) -> Row:
     """An outcome as `record_outcomes` reads it: every field under its column's name,
-    money as strings (never a float), the digest in hex, warnings as a list."""
+    with its ticket's reception time (its partition), money as strings (never a float),
+    the digest in hex, warnings as a list."""
     row = {name: getattr(outcome, name) for name in _OUTCOME_FIELDS}
+    row["received_at"] = received_at.isoformat()
     row["vat"] = _money(outcome.vat)
     row["total"] = _money(outcome.total)
     row["warnings"] = list(outcome.warnings)
@@ -167,6 +178,12 @@ def _database_error(what: str, exc: BaseException) -> DatabaseUnavailable | Data
     return DataRejected(f"{what}: {detail}", sqlstate=sqlstate, reason=detail)
 
 
+def _received_at_hint(ticket_id: str | None) -> datetime | None:
+    """The reception time a UUIDv7 id carries, which takes a query straight to the
+    ticket's day partition (None for another id: every day is searched)."""
+    return None if ticket_id is None else received_at_of(uuid.UUID(ticket_id))
+
+
 def _money(amount: Decimal | None) -> str | None:
     """Decimal as a JSON string, so no float ever carries money."""
     return None if amount is None else str(amount)
@@ -185,6 +202,9 @@ class Repository:
         self._pool = pool
         self._queries = queries
         self._database_url = database_url
+        # Days whose partitions this process made or found: the ingest path asks for a
+        # day's partitions once, not on every batch.
+        self._days_with_partitions: set[date] = set()
 
     @classmethod
     async def connect(
@@ -218,17 +238,40 @@ class Repository:
         except _DRIVER_ERRORS as exc:
             raise _database_error(name, exc) from exc
 
+    async def create_day_partitions(self, *, days: Iterable[date]) -> int:
+        """Make the missing partitions of these UTC days; return how many were made."""
+        days = sorted(set(days))
+        made = (await self._fetch("create_day_partitions", {"days": days}))[0]["made"]
+        self._days_with_partitions.update(days)
+        if made:
+            log.info("made %d partitions for %s", made, ", ".join(day.isoformat() for day in days))
+        return made
+
     async def store_tickets(self, *, tickets: Sequence[IncomingTicket]) -> int:
-        """Insert a batch in one statement (one commit); return how many rows were new."""
-        rows = await self._fetch(
-            "insert_tickets",
-            {
-                "ids": [ticket.id for ticket in tickets],
-                "received_at": [ticket.received_at for ticket in tickets],
-                "content_types": [ticket.content_type for ticket in tickets],
-                "bodies": [ticket.body for ticket in tickets],
-            },
-        )
+        """Insert a batch in one statement (one commit); return how many rows were new.
+
+        A day with no partition (the first batch of a day in this process, a replay or
+        restore of an old day, a day purged since) gets its partitions first. A batch
+        refused for want of a partition (SQLSTATE 23514: deliveries have no CHECK, so
+        it can only mean that) had its day dropped under it: made again, and retried once.
+        """
+        days = {utc_day(ticket.received_at) for ticket in tickets}
+        if not days <= self._days_with_partitions:
+            await self.create_day_partitions(days=days - self._days_with_partitions)
+        params = {
+            "ids": [ticket.id for ticket in tickets],
+            "received_at": [ticket.received_at for ticket in tickets],
+            "content_types": [ticket.content_type for ticket in tickets],
+            "bodies": [ticket.body for ticket in tickets],
+        }
+        try:
+            rows = await self._fetch("insert_tickets", params)
+        except DataRejected as exc:
+            if exc.sqlstate != psycopg2.errorcodes.CHECK_VIOLATION:
+                raise
+            self._days_with_partitions -= days
+            await self.create_day_partitions(days=days)
+            rows = await self._fetch("insert_tickets", params)
         return rows[0]["stored"]
 
     @contextlib.asynccontextmanager
@@ -244,7 +287,7 @@ class Repository:
                         )
                         rows = await _rows(cur)
                         tickets = [
-                            ClaimedTicket(id=row["id"], seq=row["seq"], received_at=row["received_at"],
+                            ClaimedTicket(id=row["id"], received_at=row["received_at"],
                                           body=bytes(row["body"]))
                             for row in rows
                         ]
@@ -256,7 +299,9 @@ class Repository:
         """Count one failed attempt; return the ticket's state afterwards (None when it
         is no longer pending)."""
         rows = await self._fetch(
-            "record_failed_attempt", {"id": ticket_id, "error": error, "max_attempts": max_attempts}
+            "record_failed_attempt",
+            {"id": ticket_id, "received_at": _received_at_hint(ticket_id), "error": error,
+             "max_attempts": max_attempts},
         )
         return from_row(FailedAttempt, rows[0]) if rows else None
 
@@ -265,18 +310,20 @@ class Repository:
 
     async def requeue(self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None) -> int:
         """Put the matching tickets back to pending; return how many."""
-        params = {"statuses": list(statuses), "since": since, "id": ticket_id}
+        params = {"statuses": list(statuses), "since": since, "id": ticket_id,
+                  "received_at": _received_at_hint(ticket_id)}
         return (await self._fetch("requeue_tickets", params))[0]["requeued"]
 
     async def requeue_candidates(
         self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None
     ) -> list[RequeueCandidate]:
         """What `requeue` would put back to pending, oldest first; changes nothing."""
-        params = {"statuses": list(statuses), "since": since, "id": ticket_id}
+        params = {"statuses": list(statuses), "since": since, "id": ticket_id,
+                  "received_at": _received_at_hint(ticket_id)}
         return [from_row(RequeueCandidate, row) for row in await self._fetch("requeue_candidates", params)]
 
     async def ticket_status(self, *, ticket_id: str) -> str | None:
-        rows = await self._fetch("ticket_status", {"id": ticket_id})
+        rows = await self._fetch("ticket_status", {"id": ticket_id, "received_at": _received_at_hint(ticket_id)})
         return rows[0]["status"] if rows else None
 
     @contextlib.asynccontextmanager
@@ -298,14 +345,17 @@ class Repository:
 
     async def ticket(self, *, ticket_id: str) -> TicketRecord | None:
         """A stored ticket and its processing result, with how many lines it has."""
-        rows = await self._fetch("ticket_by_id", {"id": ticket_id})
+        rows = await self._fetch("ticket_by_id", {"id": ticket_id, "received_at": _received_at_hint(ticket_id)})
         return from_row(TicketRecord, rows[0]) if rows else None
 
     async def ticket_lines(self, *, ticket_id: str, after: int, limit: int) -> tuple[list[TicketLine], int | None]:
         """One page of a ticket's lines: those numbered after `after`, at most `limit`,
         and the `after` of the next page (None on the last). Pages keep one read from
         building megabytes of JSON on the event loop for a ticket of 100,000 lines."""
-        rows = await self._fetch("lines_of_ticket", {"id": ticket_id, "after": after, "limit": limit + 1})
+        rows = await self._fetch(
+            "lines_of_ticket",
+            {"id": ticket_id, "received_at": _received_at_hint(ticket_id), "after": after, "limit": limit + 1},
+        )
         page = [from_row(TicketLine, row) for row in rows[:limit]]
         return page, page[-1].line_number if len(rows) > limit else None
 

@@ -1,9 +1,11 @@
 -- name: insert_tickets
 -- Stores one batch of deliveries in a single statement, so a whole batch is one
--- commit (group commit), and wakes the workers with one NOTIFY per batch, not per row.
--- ON CONFLICT makes a replay of the same delivery ids (from the spool) idempotent.
+-- commit (group commit): each body once into its day's partition of `deliveries`, and
+-- its place in the worker's queue. Wakes the workers with one NOTIFY per batch, not
+-- per row. ON CONFLICT makes a replay of the same deliveries (from the spool)
+-- idempotent: a delivery already stored is neither stored nor queued again.
 WITH inserted AS (
-    INSERT INTO tickets (id, received_at, content_type, body)
+    INSERT INTO deliveries (id, received_at, content_type, body)
     SELECT *
     FROM unnest(
         %(ids)s::uuid[],
@@ -11,7 +13,16 @@ WITH inserted AS (
         %(content_types)s::text[],
         %(bodies)s::bytea[]
     )
-    ON CONFLICT (id) DO NOTHING
-    RETURNING 1
+    ON CONFLICT DO NOTHING
+    RETURNING received_at, id, octet_length(body) AS body_bytes
+), queued AS (
+    INSERT INTO pending_tickets (received_at, id, body_bytes)
+    SELECT received_at, id, body_bytes FROM inserted
 )
 SELECT count(*) AS stored, pg_notify('myticket_tickets', '') FROM inserted;
+
+-- name: create_day_partitions
+-- Makes the partitions of the given UTC days that are missing (see migration 0004);
+-- returns how many it made.
+SELECT coalesce(sum(myticket_create_day_partitions(day)), 0)::integer AS made
+FROM unnest(%(days)s::date[]) AS day;

@@ -5,135 +5,193 @@ LISTEN myticket_tickets;
 -- name: claim_pending_tickets
 -- Locks the oldest pending tickets for this worker's transaction and returns those whose
 -- bodies fit in max_bytes together (always the first, however large); tickets another
--- worker holds are skipped, so no ticket is processed twice. Sizes come from the value
--- headers (octet_length reads no body), so bodies past the budget never leave the
--- server; their rows stay locked, untouched, until this transaction ends and are
--- pending again for the next claim. locked_count (on every row) tells a claim cut
--- short by the budget from a queue that held no more. A worker that dies before committing releases its
--- locks, leaving the tickets pending.
+-- worker holds are skipped, so no ticket is processed twice. Sizes come from the queue
+-- rows, so bodies past the budget never leave the server; their queue rows stay locked,
+-- untouched, until this transaction ends and are claimable again by the next claim.
+-- locked_count (on every row) tells a claim cut short by the budget from a queue that
+-- held no more. Bodies are read from their day's partition of `deliveries`, which is
+-- only read here, never locked or written. A worker that dies before committing releases
+-- its locks, leaving the tickets pending.
 WITH locked AS (
-    SELECT id, seq, received_at, octet_length(body) AS size
-    FROM tickets
-    WHERE status = 'pending'
-    ORDER BY seq
+    SELECT received_at, id, body_bytes
+    FROM pending_tickets
+    ORDER BY received_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), sized AS (
-    SELECT id, seq, received_at, sum(size) OVER (ORDER BY seq) AS size_up_to_here,
-           row_number() OVER (ORDER BY seq) AS position, count(*) OVER () AS locked_count
+    SELECT id, received_at,
+           sum(body_bytes) OVER (ORDER BY received_at, id) AS size_up_to_here,
+           row_number() OVER (ORDER BY received_at, id) AS position, count(*) OVER () AS locked_count
     FROM locked
 )
-SELECT s.id::text AS id, s.seq, s.received_at, t.body, s.locked_count
+-- LATERAL with LIMIT (which keeps the planner from flattening it into a join): each
+-- body is fetched by its key, in its own partition only, whatever the planner
+-- estimates of a just-filled partition (a hash join would scan whole days).
+SELECT s.id::text AS id, s.received_at, d.body, s.locked_count
 FROM sized AS s
-JOIN tickets AS t ON t.id = s.id
+CROSS JOIN LATERAL (
+    SELECT body FROM deliveries WHERE id = s.id AND received_at = s.received_at LIMIT 1
+) AS d
 WHERE s.position = 1 OR s.size_up_to_here <= %(max_bytes)s
-ORDER BY s.seq;
+ORDER BY s.received_at, s.id;
 
 -- name: register_processed_bodies
--- Records the digest of each body about to be processed; a digest already there
--- belongs to an earlier ticket, of which this one is a duplicate. Sorted, so two
--- workers inserting the same digests wait for each other instead of deadlocking.
-INSERT INTO processed_bodies (body_sha256, ticket_id)
-SELECT * FROM unnest(%(digests)s::bytea[], %(ticket_ids)s::uuid[]) ORDER BY 1
-ON CONFLICT (body_sha256) DO NOTHING;
+-- Records the digest of each body about to be processed, in its ticket's day; a digest
+-- already there for that day belongs to an earlier ticket, of which this one is a
+-- duplicate. Sorted, so two workers inserting the same digests wait for each other
+-- instead of deadlocking.
+INSERT INTO processed_bodies (body_sha256, received_day, ticket_id)
+SELECT digest, date_trunc('day', received_at, 'UTC'), ticket_id
+FROM unnest(%(digests)s::bytea[], %(received_at)s::timestamptz[], %(ticket_ids)s::uuid[])
+    AS r (digest, received_at, ticket_id)
+ORDER BY 1, 2
+ON CONFLICT (body_sha256, received_day) DO NOTHING;
 
 -- name: first_tickets_with_bodies
--- Which ticket each digest was first processed as.
-SELECT body_sha256, ticket_id::text AS ticket_id
+-- Which ticket each digest was first processed as: the one of the earliest day kept.
+SELECT DISTINCT ON (body_sha256) body_sha256, ticket_id::text AS ticket_id
 FROM processed_bodies
-WHERE body_sha256 = ANY(%(digests)s::bytea[]);
+WHERE body_sha256 = ANY(%(digests)s::bytea[])
+ORDER BY body_sha256, received_day;
 
 -- name: insert_ticket_lines
--- The lines of processed tickets, with the price each product had on that ticket.
--- Rows travel as one JSON array: one parameter to adapt instead of one per value,
--- which was most of the worker's CPU.
-INSERT INTO ticket_lines (ticket_id, line_number, product_id, name, price)
-SELECT ticket_id, line_number, product_id, name, price
+-- The lines of processed tickets, in their ticket's day, with the price each product
+-- had on that ticket. Rows travel as one JSON array: one parameter to adapt instead of
+-- one per value, which was most of the worker's CPU.
+INSERT INTO ticket_lines (ticket_id, received_at, line_number, product_id, name, price)
+SELECT ticket_id, received_at, line_number, product_id, name, price
 FROM jsonb_to_recordset(%(rows)s::jsonb)
-    AS r (ticket_id uuid, line_number integer, product_id text, name text, price numeric);
+    AS r (ticket_id uuid, received_at timestamptz, line_number integer, product_id text, name text,
+          price numeric);
 
 -- name: upsert_products
 -- Merges one batch's sightings into the catalogue, in product_id order so that
 -- concurrent workers lock rows in the same order. Name and price follow the most
--- recently received ticket, compared by (received_at, seq).
+-- recently received ticket, compared by (received_at, ticket id).
 INSERT INTO products AS p
-    (product_id, name, price, first_seen_at, last_seen_at, last_ticket_seq, times_seen)
-SELECT product_id, name, price, first_seen_at, last_seen_at, last_ticket_seq, times_seen
+    (product_id, name, price, first_seen_at, last_seen_at, last_ticket_id, times_seen)
+SELECT product_id, name, price, first_seen_at, last_seen_at, last_ticket_id, times_seen
 FROM jsonb_to_recordset(%(rows)s::jsonb)
     AS r (product_id text, name text, price numeric, first_seen_at timestamptz,
-          last_seen_at timestamptz, last_ticket_seq bigint, times_seen bigint)
+          last_seen_at timestamptz, last_ticket_id uuid, times_seen bigint)
 ORDER BY product_id
 ON CONFLICT (product_id) DO UPDATE SET
-    name = CASE WHEN (excluded.last_seen_at, excluded.last_ticket_seq) > (p.last_seen_at, p.last_ticket_seq)
+    name = CASE WHEN (excluded.last_seen_at, excluded.last_ticket_id) > (p.last_seen_at, p.last_ticket_id)
                 THEN excluded.name ELSE p.name END,
-    price = CASE WHEN (excluded.last_seen_at, excluded.last_ticket_seq) > (p.last_seen_at, p.last_ticket_seq)
+    price = CASE WHEN (excluded.last_seen_at, excluded.last_ticket_id) > (p.last_seen_at, p.last_ticket_id)
                  THEN excluded.price ELSE p.price END,
-    last_ticket_seq = CASE WHEN (excluded.last_seen_at, excluded.last_ticket_seq) > (p.last_seen_at, p.last_ticket_seq)
-                           THEN excluded.last_ticket_seq ELSE p.last_ticket_seq END,
+    last_ticket_id = CASE WHEN (excluded.last_seen_at, excluded.last_ticket_id) > (p.last_seen_at, p.last_ticket_id)
+                          THEN excluded.last_ticket_id ELSE p.last_ticket_id END,
     last_seen_at = GREATEST(p.last_seen_at, excluded.last_seen_at),
     first_seen_at = LEAST(p.first_seen_at, excluded.first_seen_at),
     times_seen = p.times_seen + excluded.times_seen;
 
 -- name: record_outcomes
 -- Writes each ticket's outcome (processed, rejected or duplicate) in one statement,
--- from one JSON array of outcome records.
-UPDATE tickets AS t
-SET status = u.status,
-    order_ref = u.order_ref,
-    vat = u.vat,
-    total = u.total,
-    headers = u.headers,
-    warnings = ARRAY(SELECT jsonb_array_elements_text(u.warnings)),
-    error = u.error,
-    text_encoding = u.text_encoding,
-    body_sha256 = decode(u.body_sha256, 'hex'),
-    duplicate_of = u.duplicate_of,
-    processed_at = now()
-FROM jsonb_to_recordset(%(rows)s::jsonb)
-    AS u (id uuid, status text, order_ref text, vat numeric, total numeric, headers jsonb,
-          warnings jsonb, error text, text_encoding text, body_sha256 text, duplicate_of uuid)
-WHERE t.id = u.id;
+-- from one JSON array of outcome records, and takes the tickets off the queue (their
+-- queue rows are locked by this transaction's claim). Attempts already charged to a
+-- ticket stay on its outcome.
+WITH outcomes AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
+        AS u (id uuid, received_at timestamptz, status text, order_ref text, vat numeric, total numeric,
+              headers jsonb, warnings jsonb, error text, text_encoding text, body_sha256 text,
+              duplicate_of uuid)
+), dequeued AS (
+    DELETE FROM pending_tickets AS p
+    USING outcomes AS u
+    WHERE p.received_at = u.received_at AND p.id = u.id
+    RETURNING p.id, p.received_at, p.attempts
+)
+INSERT INTO ticket_outcomes (ticket_id, received_at, status, attempts, order_ref, vat, total, headers, warnings,
+                             error, text_encoding, body_sha256, duplicate_of)
+SELECT u.id, u.received_at, u.status, q.attempts, u.order_ref, u.vat, u.total, u.headers,
+       ARRAY(SELECT jsonb_array_elements_text(u.warnings)), u.error, u.text_encoding,
+       decode(u.body_sha256, 'hex'), u.duplicate_of
+FROM outcomes AS u
+JOIN dequeued AS q ON q.id = u.id AND q.received_at = u.received_at;
 
 -- name: record_failed_attempt
+-- received_at, when the id carries it (UUIDv7), lets the queue's key find the row.
 -- Counts an unexpected processing failure; at the bound the ticket is rejected with
--- the error, so one bad ticket never blocks the queue.
-UPDATE tickets
-SET attempts = attempts + 1,
-    status = CASE WHEN attempts + 1 >= %(max_attempts)s THEN 'rejected' ELSE status END,
-    error = CASE WHEN attempts + 1 >= %(max_attempts)s THEN %(error)s ELSE error END,
-    processed_at = CASE WHEN attempts + 1 >= %(max_attempts)s THEN now() ELSE processed_at END
-WHERE id = %(id)s AND status = 'pending'
-RETURNING status, received_at;
+-- the error (its outcome written, its queue row deleted), so one bad ticket never
+-- blocks the queue. Returns nothing when the ticket is no longer pending.
+WITH attempt AS (
+    SELECT received_at, id, attempts + 1 AS attempts
+    FROM pending_tickets
+    WHERE id = %(id)s::uuid
+      AND (%(received_at)s::timestamptz IS NULL OR received_at = %(received_at)s::timestamptz)
+), charged AS (
+    UPDATE pending_tickets AS p
+    SET attempts = a.attempts
+    FROM attempt AS a
+    WHERE p.received_at = a.received_at AND p.id = a.id AND a.attempts < %(max_attempts)s
+    RETURNING p.received_at
+), given_up AS (
+    DELETE FROM pending_tickets AS p
+    USING attempt AS a
+    WHERE p.received_at = a.received_at AND p.id = a.id AND a.attempts >= %(max_attempts)s
+    RETURNING p.received_at, p.id
+), rejected AS (
+    INSERT INTO ticket_outcomes (ticket_id, received_at, status, attempts, error)
+    SELECT g.id, g.received_at, 'rejected', a.attempts, %(error)s
+    FROM given_up AS g JOIN attempt AS a ON a.id = g.id AND a.received_at = g.received_at
+)
+-- From what was written, not from what was read: a row another worker took off the
+-- queue meanwhile was neither charged nor given up, and nothing is returned for it.
+SELECT 'pending' AS status, received_at FROM charged
+UNION ALL
+SELECT 'rejected' AS status, received_at FROM given_up;
 
 -- name: count_pending
 -- The backlog, for the pending-tickets gauge.
-SELECT count(*) AS pending FROM tickets WHERE status = 'pending';
+SELECT count(*) AS pending FROM pending_tickets;
 
 -- name: requeue_tickets
 -- Puts the chosen tickets (of the given statuses, optionally received since a date,
--- optionally one id) back to pending so that the worker parses them again, and wakes
--- the workers once.
-WITH requeued AS (
-    UPDATE tickets
-    SET status = 'pending', attempts = 0, error = NULL, warnings = '{}',
-        processed_at = NULL, duplicate_of = NULL
+-- optionally one id) back in the queue so that the worker parses them again, and wakes
+-- the workers once. Their outcome, lines and digest go: what they were derived from,
+-- the delivery, stays as it was received. The catalogue keeps its sightings.
+WITH chosen AS (
+    DELETE FROM ticket_outcomes
     WHERE status = ANY(%(statuses)s::text[])
       AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
-      AND (%(id)s::uuid IS NULL OR id = %(id)s::uuid)
+      AND (%(id)s::uuid IS NULL OR ticket_id = %(id)s::uuid)
+      AND (%(received_at)s::timestamptz IS NULL OR received_at = %(received_at)s::timestamptz)
+    RETURNING ticket_id, received_at, body_sha256
+), lines_gone AS (
+    DELETE FROM ticket_lines AS l
+    USING chosen AS c
+    WHERE l.ticket_id = c.ticket_id AND l.received_at = c.received_at
+), digests_gone AS (
+    DELETE FROM processed_bodies AS b
+    USING chosen AS c
+    WHERE b.body_sha256 = c.body_sha256 AND b.received_day = date_trunc('day', c.received_at, 'UTC')
+      AND b.ticket_id = c.ticket_id
+), requeued AS (
+    INSERT INTO pending_tickets (received_at, id, body_bytes)
+    SELECT c.received_at, c.ticket_id, octet_length(d.body)
+    FROM chosen AS c
+    JOIN deliveries AS d ON d.id = c.ticket_id AND d.received_at = c.received_at
     RETURNING 1
 )
 SELECT count(*) AS requeued, pg_notify('myticket_tickets', '') FROM requeued;
 
 -- name: requeue_candidates
--- What requeue_tickets would put back to pending, with the same filters, oldest first:
--- for `myticket reprocess --dry-run`.
-SELECT id::text AS id, status, received_at, error
-FROM tickets
+-- What requeue_tickets would put back in the queue, with the same filters, oldest
+-- first: for `myticket reprocess --dry-run`.
+SELECT ticket_id::text AS id, status, received_at, error
+FROM ticket_outcomes
 WHERE status = ANY(%(statuses)s::text[])
   AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s::timestamptz)
-  AND (%(id)s::uuid IS NULL OR id = %(id)s::uuid)
-ORDER BY received_at, id;
+  AND (%(id)s::uuid IS NULL OR ticket_id = %(id)s::uuid)
+  AND (%(received_at)s::timestamptz IS NULL OR received_at = %(received_at)s::timestamptz)
+ORDER BY received_at, ticket_id;
 
 -- name: ticket_status
 -- One ticket's status, to explain why `reprocess --id` found nothing to requeue.
-SELECT status FROM tickets WHERE id = %(id)s::uuid;
+SELECT coalesce(o.status, CASE WHEN p.id IS NOT NULL THEN 'pending' END) AS status
+FROM deliveries AS d
+LEFT JOIN ticket_outcomes AS o ON o.ticket_id = d.id AND o.received_at = d.received_at
+LEFT JOIN pending_tickets AS p ON p.id = d.id AND p.received_at = d.received_at
+WHERE d.id = %(id)s::uuid
+  AND (%(received_at)s::timestamptz IS NULL OR d.received_at = %(received_at)s::timestamptz);

@@ -10,7 +10,7 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from aiohttp import HttpVersion11, StreamReader, web
 from ..budget import Reservation
 from ..database_errors import DatabaseUnavailable
 from ..domain import IncomingTicket, Product, TicketRecord, field_names
+from ..ids import new_delivery_id
 from ..ingest import Overloaded, ShuttingDown
 from ..metrics import RefusalReason
 from ..parser import TicketLine
@@ -329,9 +330,8 @@ async def _admissible_ticket(request: web.Request, reservation: Reservation) -> 
     if not body:
         metrics.refuse(RefusalReason.EMPTY_BODY)
         raise ApiError(400, "empty body: expected a ticket (header lines, a blank line, then CSV)")
-    return IncomingTicket(
-        id=str(uuid.uuid4()), received_at=datetime.now(timezone.utc), content_type=content_type, body=body,
-    )
+    delivery_id, received_at = new_delivery_id()
+    return IncomingTicket(id=delivery_id, received_at=received_at, content_type=content_type, body=body)
 
 
 async def _store(app: web.Application, ticket: IncomingTicket, reservation: Reservation) -> None:

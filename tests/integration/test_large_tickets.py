@@ -103,7 +103,7 @@ async def test_a_batch_that_runs_past_the_statement_timeout_is_halved_and_stored
     # batch's INSERT waits on it until the server cancels the statement (SQLSTATE 57014).
     blocker = psycopg2.connect(database_url)
     with blocker.cursor() as cursor:
-        cursor.execute(SUPPORT_QUERIES["insert_ticket_row"], {"id": batch[-1].id})
+        cursor.execute(SUPPORT_QUERIES["insert_ticket_row"], {"id": batch[-1].id, "received_at": batch[-1].received_at})
     batch_sizes: list[int] = []
     insert = repository.store_tickets
 
@@ -155,7 +155,7 @@ async def test_a_timed_out_batch_whose_first_half_times_out_too_is_spooled_after
     batch = tickets(8)
     blocker = psycopg2.connect(database_url)
     with blocker.cursor() as cursor:
-        cursor.execute(SUPPORT_QUERIES["insert_ticket_row"], {"id": batch[0].id})
+        cursor.execute(SUPPORT_QUERIES["insert_ticket_row"], {"id": batch[0].id, "received_at": batch[0].received_at})
     batch_sizes: list[int] = []
     insert = repository.store_tickets
 

@@ -1,18 +1,23 @@
 -- name: reset_tables
 -- Empties every table the service writes, between tests.
-TRUNCATE tickets, ticket_lines, products, processed_bodies RESTART IDENTITY;
+TRUNCATE deliveries, pending_tickets, ticket_outcomes, ticket_lines, products, processed_bodies, archived_days;
 
 -- name: count_tickets
 -- How many deliveries are stored.
-SELECT count(*) FROM tickets;
+SELECT count(*) FROM deliveries;
 
 -- name: ticket_delivery
 -- One stored delivery, as the tests check it byte for byte.
-SELECT id::text, body, content_type, status FROM tickets WHERE id = %(id)s;
+SELECT d.id::text, d.body, d.content_type,
+       coalesce(o.status, CASE WHEN p.id IS NOT NULL THEN 'pending' END) AS status
+FROM deliveries AS d
+LEFT JOIN ticket_outcomes AS o ON o.ticket_id = d.id AND o.received_at = d.received_at
+LEFT JOIN pending_tickets AS p ON p.id = d.id AND p.received_at = d.received_at
+WHERE d.id = %(id)s;
 
 -- name: stored_ids
 -- The ids of every stored delivery.
-SELECT id::text FROM tickets;
+SELECT id::text FROM deliveries;
 
 
 -- name: applied_migration_ids
@@ -21,7 +26,9 @@ SELECT migration_id FROM _yoyo_migration ORDER BY migration_id;
 
 -- name: status_counts
 -- How many tickets are in each status.
-SELECT status, count(*) FROM tickets GROUP BY status ORDER BY status;
+SELECT status, count(*)
+FROM (SELECT status FROM ticket_outcomes UNION ALL SELECT 'pending' FROM pending_tickets) AS statuses
+GROUP BY status ORDER BY status;
 
 -- name: count_lines
 -- How many ticket lines are stored.

@@ -21,8 +21,10 @@ from myticket.processing import (
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
 
-def claimed(seq: int, body: bytes, *, received_at: datetime = NOW) -> ClaimedTicket:
-    return ClaimedTicket(id=f"t{seq}", seq=seq, received_at=received_at, body=body)
+def claimed(number: int, body: bytes, *, received_at: datetime = NOW) -> ClaimedTicket:
+    """Ticket `t<number>`: its id orders as its number does (below 10), as UUIDv7 ids
+    order as their reception."""
+    return ClaimedTicket(id=f"t{number}", received_at=received_at, body=body)
 
 
 def ticket_body(order: str, *lines: tuple[str, str, str]) -> bytes:
@@ -49,10 +51,10 @@ def test_latest_received_price_wins_within_one_batch_whatever_the_order():
         assert (product.first_seen_at, product.last_seen_at, product.times_seen) == (
             NOW, NOW + timedelta(seconds=5), 2
         )
-        assert product.last_ticket_seq == 1
+        assert product.last_ticket_id == "t1"
 
 
-def test_received_at_ties_are_broken_by_arrival_order():
+def test_received_at_ties_are_broken_by_ticket_id_which_orders_as_arrival():
     first = claimed(1, ticket_body("1", ("First", "P1", "1.00")))
     second = claimed(2, ticket_body("2", ("Second", "P1", "2.00")))
     for batch in ([first, second], [second, first]):
