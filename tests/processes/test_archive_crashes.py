@@ -15,7 +15,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
 
 import psycopg2
 import pytest
