@@ -15,6 +15,7 @@ import psycopg2
 import pytest
 
 from myticket.archive import ArchiveError, archive_before, purge_before, restore_paths
+from myticket.archive_format import day_file_name
 from myticket.domain import IncomingTicket
 from myticket.ids import new_delivery_id
 from myticket.metrics import Metrics
@@ -232,3 +233,22 @@ async def test_purge_of_a_locked_day_is_try_again_later_and_the_day_stays(quiet_
             in result.stdout.splitlines())
     assert day in await operator.day_partitions()
     assert day_row_counts(db, day) == (1, 1, 1, 1)
+
+
+async def test_a_pending_ticket_restored_into_an_empty_database_is_queued_again(quiet_app, operator, db, tmp_path):
+    day = date(2021, 11, 2)
+    await operator.store_tickets(tickets=[ticket_with("1", "P1", "A", "1.00", received_at=midnight(day))])
+    await TicketWorker(operator, Metrics()).drain()
+    waiting = ticket_with("2", "P2", "B", "2.00", received_at=midnight(day) + timedelta(hours=1))
+    await operator.store_tickets(tickets=[waiting])
+    before = snapshots(db)
+    assert before[waiting.id][4] == "pending"
+    await archive_before(operator, before=day + timedelta(days=1), directory=tmp_path)
+    db.rows("reset_tables")  # another database, or this one after a loss
+
+    report = await restore_paths(operator, [tmp_path / day_file_name(day)])
+
+    assert report.stored == 2
+    assert snapshots(db) == before
+    await TicketWorker(operator, Metrics()).drain()
+    assert snapshots(db)[waiting.id][4] == "processed"
