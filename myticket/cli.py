@@ -9,11 +9,12 @@ import dataclasses
 import importlib.metadata
 import logging
 import os
+import re
 import sys
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from .config import (
@@ -76,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="myticket",
         description="Receive cash-register tickets on a webhook and store them in PostgreSQL.",
         epilog="Configuration comes from the environment: see README.md. "
-        "worker, migrate and reprocess apply pending migrations first, like serve.",
+        "worker, migrate, reprocess, archive, purge and restore apply pending migrations first, like serve.",
     )
     parser.add_argument("--version", action="version", version=f"myticket {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +102,21 @@ def _parser() -> argparse.ArgumentParser:
     reprocess.add_argument(
         "--dry-run", action="store_true", help="print the tickets that would be put back to pending; change nothing"
     )
+    archive = commands.add_parser(
+        "archive", help="write every day received before a date to one compressed file per day, with a manifest"
+    )
+    archive.add_argument("--before", required=True, metavar="YYYY-MM-DD",
+                         help="archive the days before this one (UTC days)")
+    archive.add_argument("--to", required=True, type=Path, metavar="DIR", dest="directory",
+                         help="where the files and manifest.json go (made if missing)")
+    purge = commands.add_parser("purge", help="drop whole days received before a date (archived first, unless told)")
+    purge.add_argument("--before", required=True, metavar="YYYY-MM-DD", help="purge the days before this one")
+    purge.add_argument("--without-archive", action="store_true",
+                       help="drop days that have no archive too (pending tickets are never dropped)")
+    purge.add_argument("--lock-timeout", default=None, metavar="SECONDS",
+                       help="how long to wait for a day's tables before leaving it for later (default: 5)")
+    restore = commands.add_parser("restore", help="load tickets back from files or directories written by archive")
+    restore.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a day file, or a directory of them")
     commands.add_parser(
         "database-url",
         help="print the database URL (DATABASE_URL, or the embedded server's) for psql and scripts",
@@ -187,8 +203,102 @@ async def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
         await repository.close()
 
 
+def _day(text: str) -> date | None:
+    """A YYYY-MM-DD date, or None."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _argument_error(args: argparse.Namespace) -> str | None:
+    """Check the arguments of archive and purge (replacing text by values); return the
+    one line saying what is wrong, or None."""
+    if args.command in ("archive", "purge"):
+        before = _day(args.before)
+        if before is None:
+            return f"{args.command}: --before: {args.before!r} is not a date (YYYY-MM-DD)"
+        args.before = before
+    if args.command == "purge":
+        if args.lock_timeout is not None:
+            try:
+                args.lock_timeout = float(args.lock_timeout)
+            except ValueError:
+                args.lock_timeout = -1.0
+            if not 0 < args.lock_timeout < 86400:
+                return "purge: --lock-timeout: must be a number of seconds above 0 (and under a day)"
+    return None
+
+
+async def _archive(settings: Settings, args: argparse.Namespace) -> int:
+    from .archive import archive_before
+    from .repository import Repository
+
+    assert settings.database_url is not None
+    repository = await Repository.connect(settings.database_url)
+    try:
+        archived = await archive_before(repository, before=args.before, directory=args.directory)
+    finally:
+        await repository.close()
+    for day in archived:
+        print(f"{day.day}: {day.tickets} tickets archived to {day.file} (sha256 {day.sha256})")
+    if not archived:
+        print(f"no day before {args.before} to archive")
+    return 0
+
+
+async def _purge(settings: Settings, args: argparse.Namespace) -> int:
+    """Purge what can be; exit 1 when a day was refused or busy."""
+    from .archive import purge_before
+    from .repository import Repository
+
+    assert settings.database_url is not None
+    repository = await Repository.connect(settings.database_url)
+    try:
+        wait = {} if args.lock_timeout is None else {"lock_timeout_seconds": args.lock_timeout}
+        purged = await purge_before(repository, before=args.before, require_archive=not args.without_archive, **wait)
+    finally:
+        await repository.close()
+    kept = 0
+    for day in purged:
+        if day.purged:
+            print(f"{day.day}: purged")
+        elif day.reason == "absent":
+            print(f"{day.day}: already gone")
+        else:
+            kept += 1
+            print(f"{day.day}: refused: {day.reason}")
+    if not purged:
+        print(f"no day before {args.before} to purge")
+    return 1 if kept else 0
+
+
+async def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    from .archive import restore_paths
+    from .repository import Repository
+
+    assert settings.database_url is not None
+    repository = await Repository.connect(settings.database_url)
+    try:
+        report = await restore_paths(repository, args.paths)
+    finally:
+        await repository.close()
+    print(f"restored {report.files} files: {report.tickets_read} tickets read, {report.stored} stored, "
+          f"{report.already_present} already present")
+    return 0
+
+
+_ARCHIVE_COMMANDS = {"archive": _archive, "purge": _purge, "restore": _restore}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    argument_error = _argument_error(args)
+    if argument_error is not None:
+        print(f"myticket: {argument_error}", file=sys.stderr)
+        return 1
     try:
         settings = load_settings(os.environ)
         if args.command in SERVICE_COMMANDS:
@@ -246,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 asyncio.run(run_worker_process(settings))
             elif args.command == "reprocess":
                 return asyncio.run(_reprocess(settings, args))
+            elif args.command in _ARCHIVE_COMMANDS:
+                return _run_archive_command(settings, args)
     except EmbeddedPostgresError as exc:
         print(f"myticket: embedded PostgreSQL: {exc}", file=sys.stderr)
         return 1
@@ -262,6 +374,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sock in sockets:
             sock.close()
     return 0
+
+
+def _run_archive_command(settings: Settings, args: argparse.Namespace) -> int:
+    """archive, purge or restore; what stops it (a refused file, a full disk, data the
+    database refuses) is one line naming the command, and exit 1."""
+    from .archive import ArchiveError
+    from .database_errors import DatabaseConflict, DataRejected
+
+    try:
+        return asyncio.run(_ARCHIVE_COMMANDS[args.command](settings, args))
+    except DatabaseConflict as exc:
+        print(f"myticket: {args.command}: the database is busy, try again later: {' '.join(str(exc).split())}",
+              file=sys.stderr)
+    except (ArchiveError, DataRejected) as exc:
+        print(f"myticket: {args.command}: {' '.join(str(exc).split())}", file=sys.stderr)
+    except OSError as exc:
+        print(f"myticket: {args.command}: {exc}", file=sys.stderr)
+    return 1
 
 
 def _prepare_to_serve(settings: Settings) -> str | None:

@@ -11,7 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .parser import TicketLine
 
 Record = TypeVar("Record")
 
@@ -141,3 +144,27 @@ class DatabaseIdentity:
 
     def __str__(self) -> str:
         return f"database {self.database_name!r} of PostgreSQL system {self.system_identifier}"
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedTicket:
+    """Everything kept of one ticket in an archive file, and restored from it: the
+    delivery as received, its status, and the outcome and lines when it has them."""
+
+    id: str
+    received_at: datetime
+    content_type: str | None
+    body: bytes
+    status: str
+    processed_at: datetime | None = None
+    attempts: int = 0
+    order_ref: str | None = None
+    vat: Decimal | None = None
+    total: Decimal | None = None
+    headers: dict[str, str] | None = None
+    warnings: Sequence[str] = ()
+    error: str | None = None
+    text_encoding: str | None = None
+    body_sha256: bytes | None = None
+    duplicate_of: str | None = None
+    lines: Sequence[TicketLine] = ()

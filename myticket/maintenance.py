@@ -140,24 +140,24 @@ class Maintenance:
         return report
 
     async def _archive_and_purge(self, report: RoundReport) -> None:
-        """Archive every day before the cutoff, then purge those the archive holds."""
+        """Archive every day before the cutoff, then purge those the archive holds (the
+        archive module logs each day archived, purged or kept, with why)."""
         from .archive import archive_before, purge_before
 
         assert report.cutoff is not None and self._archive_dir is not None
-        for archived in await archive_before(self._repository, before=report.cutoff, directory=self._archive_dir):
-            report.archived.append(archived.day)
-            self._metrics.retention_done(archived=1, purged=0)
-            log.info("retention: archived day %s (%d tickets) to %s, sha256 %s",
-                     archived.day, archived.tickets, archived.file, archived.sha256)
+        archived = await archive_before(self._repository, before=report.cutoff, directory=self._archive_dir)
+        report.archived = [day.day for day in archived]
+        self._metrics.retention_done(archived=len(archived), purged=0)
         for result in await purge_before(self._repository, before=report.cutoff, require_archive=True):
             if result.purged:
                 report.purged.append(result.day)
-                self._metrics.retention_done(archived=0, purged=1)
-                log.info("retention: purged day %s (its partitions dropped; its archive is in %s)",
-                         result.day, self._archive_dir)
             else:
                 report.refused[result.day] = result.reason or "refused"
-                log.warning("retention: day %s not purged: %s; the next round tries again", result.day, result.reason)
+        self._metrics.retention_done(archived=0, purged=len(report.purged))
+        log.info(
+            "retention: %d days before %s archived to %s, %d purged, %d kept for the next round",
+            len(report.archived), report.cutoff, self._archive_dir, len(report.purged), len(report.refused),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """A round now and every `interval_seconds` until `stop`. A round under way when

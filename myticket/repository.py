@@ -16,7 +16,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +27,7 @@ import psycopg2.errorcodes
 
 from .database_errors import DatabaseConflict, DatabaseUnavailable, DataRejected, FailureKind, failure_kind
 from .domain import (
+    ArchivedTicket,
     ClaimedTicket,
     FailedAttempt,
     IncomingTicket,
@@ -150,6 +151,53 @@ def _outcome_row(outcome: TicketOutcome, received_at: datetime) -> Row:
     row["warnings"] = list(outcome.warnings)
     row["body_sha256"] = outcome.body_sha256.hex() if outcome.body_sha256 is not None else None
     return row
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    """The instants a UTC day's partitions hold: from its midnight to the next."""
+    lower = datetime.combine(day, time(), tzinfo=timezone.utc)
+    return lower, lower + timedelta(days=1)
+
+
+# Where the first page of a day starts: before every key of the day.
+_NIL_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def _archived_ticket(row: Row, lines: Sequence[TicketLine]) -> ArchivedTicket:
+    """A page row as its record: bytes for bytea, a tuple for the warnings."""
+    row = dict(row)
+    row["body"] = bytes(row["body"])
+    row["body_sha256"] = bytes(row["body_sha256"]) if row["body_sha256"] is not None else None
+    row["warnings"] = tuple(row["warnings"])
+    return from_row(ArchivedTicket, {**row, "lines": tuple(lines)})
+
+
+def _restore_record(ticket: ArchivedTicket) -> str:
+    """Everything of an archived ticket but its body, as `restore_tickets` reads it:
+    money as strings (never a float), the digest in hex."""
+    record = {
+        "id": ticket.id,
+        "received_at": ticket.received_at.isoformat(),
+        "content_type": ticket.content_type,
+        "status": ticket.status,
+        "processed_at": ticket.processed_at.isoformat() if ticket.processed_at is not None else None,
+        "attempts": ticket.attempts,
+        "order_ref": ticket.order_ref,
+        "vat": _money(ticket.vat),
+        "total": _money(ticket.total),
+        "headers": ticket.headers,
+        "warnings": list(ticket.warnings),
+        "error": ticket.error,
+        "text_encoding": ticket.text_encoding,
+        "body_sha256": ticket.body_sha256.hex() if ticket.body_sha256 is not None else None,
+        "duplicate_of": ticket.duplicate_of,
+        "lines": [
+            {"line_number": line.line_number, "product_id": line.product_id, "name": line.name,
+             "price": str(line.price)}
+            for line in ticket.lines
+        ],
+    }
+    return orjson.dumps(record).decode()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -374,8 +422,81 @@ class Repository:
         return from_row(Product, rows[0]) if rows else None
 
     async def day_partitions(self) -> list[date]:
-        """The UTC days that have partitions, oldest first."""
+        """The UTC days that have a deliveries partition, oldest first (empty days too)."""
         return [row["day"] for row in await self._fetch("day_partitions")]
+
+    async def archive_page(
+        self, *, day: date, after: tuple[str, datetime] | None, limit: int, max_bytes: int
+    ) -> list[ArchivedTicket]:
+        """The day's tickets after the key `after` (id, received_at; None: from the
+        start), in key order, with their outcomes and lines: at most `limit`, and bodies
+        within `max_bytes` together (always at least one). Empty past the last ticket.
+
+        The page and its lines are read in one short read-only snapshot, so they agree,
+        and nothing is held between pages."""
+        lower, upper = _day_bounds(day)
+        after_id, after_received_at = after if after is not None else (_NIL_ID, lower - timedelta(days=1))
+        params = {"lower": lower, "upper": upper, "after_id": after_id, "after_received_at": after_received_at,
+                  "limit": limit, "max_bytes": max_bytes}
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.cursor() as cur:
+                    async with cur.begin():
+                        await cur.execute(self._queries["archive_snapshot"])
+                        await cur.execute(self._queries["archive_page"], params)
+                        rows = await _rows(cur)
+                        lines: dict[str, list[TicketLine]] = {}
+                        if rows:
+                            await cur.execute(
+                                self._queries["archive_page_lines"],
+                                {"lower": lower, "upper": upper, "ids": [row["id"] for row in rows]},
+                            )
+                            for line in await _rows(cur):
+                                lines.setdefault(line.pop("ticket_id"), []).append(from_row(TicketLine, line))
+        except _DRIVER_ERRORS as exc:
+            raise _database_error("archive_page", exc) from exc
+        return [_archived_ticket(row, lines.get(row["id"], ())) for row in rows]
+
+    async def record_archived_day(
+        self, *, day: date, tickets: int, pending: int, file_name: str, sha256: str, directory: str
+    ) -> None:
+        """Note that the day's archive file is complete, with what it holds."""
+        await self._fetch(
+            "record_archived_day",
+            {"day": day, "tickets": tickets, "pending": pending, "file_name": file_name, "sha256": sha256,
+             "directory": directory},
+        )
+
+    async def purge_day(self, *, day: date, require_archive: bool, lock_timeout_seconds: float) -> str:
+        """Drop the day's partitions, all or none, in one transaction that waits at most
+        `lock_timeout_seconds` for its locks (DatabaseConflict past it); return
+        'purged', 'absent' or why the day was refused."""
+        timeout = f"{int(lock_timeout_seconds * 1000)}ms"
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.cursor() as cur:
+                    async with cur.begin():
+                        await cur.execute(self._queries["set_purge_lock_timeout"], {"timeout": timeout})
+                        await cur.execute(self._queries["purge_day"], {"day": day, "require_archive": require_archive})
+                        result = (await _rows(cur))[0]["result"]
+        except _DRIVER_ERRORS as exc:
+            raise _database_error("purge_day", exc) from exc
+        if result == "purged":
+            # Its partitions are gone: a ticket for that day must make them again.
+            self._days_with_partitions.discard(day)
+        return result
+
+    async def restore_tickets(self, *, tickets: Sequence[ArchivedTicket]) -> int:
+        """Store archived tickets that are not stored yet, with their state; return how
+        many were new. Their days' partitions are made first."""
+        if not tickets:
+            return 0
+        await self.create_day_partitions(days={utc_day(ticket.received_at) for ticket in tickets})
+        params = {
+            "bodies": [ticket.body for ticket in tickets],
+            "records": [_restore_record(ticket) for ticket in tickets],
+        }
+        return (await self._fetch("restore_tickets", params))[0]["stored"]
 
     @contextlib.asynccontextmanager
     async def maintenance_lock(self) -> AsyncIterator[bool]:

@@ -1,0 +1,390 @@
+"""Archive, purge and restore whole days of tickets (`myticket archive|purge|restore`,
+and the service's retention).
+
+- `archive_before` writes each day that has partitions before a date to its own file
+  (format in `archive_format`), atomically: a hidden temporary file, flushed and
+  fsynced, renamed, the directory fsynced; then the manifest likewise; then the day is
+  noted in `archived_days`. A crash leaves at most a hidden partial file (removed by the
+  next archive) or a day file the manifest does not list with its digest, which
+  restore refuses and the next archive replaces. The day is read by keyset pages in
+  short snapshots, so nothing holds back vacuum for the length of a day.
+- `purge_before` drops each day's partitions in a transaction of its own (all of the
+  day or none of it), which the database refuses for a day with pending tickets or,
+  unless told otherwise, one whose archive does not hold every ticket.
+- `restore_paths` checks each file against its manifest, then loads it back in
+  byte-bounded batches; a ticket already stored is left as it is.
+
+File work (compressing, hashing, fsync) runs in threads: the service's event loop
+keeps answering while its retention archives a day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import logging
+import os
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from .archive_format import (
+    MANIFEST_NAME,
+    ArchiveFormatError,
+    DayEntry,
+    day_file_name,
+    days_before,
+    decode_ticket,
+    encode_manifest,
+    encode_ticket,
+    is_day_file_name,
+    is_partial_file_name,
+    listed_sha256,
+    merged_manifest,
+    parse_manifest,
+    partial_file_name,
+)
+from .database_errors import DatabaseConflict
+from .domain import ArchivedTicket
+from .repository import Repository
+
+log = logging.getLogger(__name__)
+
+# A page of a day being archived: at most this many tickets, and bodies of at most this
+# many bytes together (always one ticket, however large).
+PAGE_TICKETS = 1000
+PAGE_BYTES = 8 * 1024 * 1024
+# A batch of a restore: the same bounds, so neither side holds more than a page.
+RESTORE_BATCH_TICKETS = 500
+RESTORE_BATCH_BYTES = 8 * 1024 * 1024
+# How long a purge waits for a day's tables before giving up on it for now: its lock
+# request holds every insert queued behind it meanwhile.
+PURGE_LOCK_TIMEOUT_SECONDS = 5.0
+# Held (flock) while an archive writes into a directory: two archives never write the
+# same manifest at once, and a partial file found while holding it is a crash's leftover.
+LOCK_FILE_NAME = ".archive.lock"
+
+
+class ArchiveError(Exception):
+    """Archive or restore cannot go on; the message names the file or directory."""
+
+
+@dataclass(frozen=True)
+class ArchivedDay:
+    day: date
+    file: Path
+    tickets: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PurgedDay:
+    day: date
+    purged: bool
+    reason: str | None  # why not, when refused or absent
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    files: int
+    tickets_read: int
+    stored: int
+    already_present: int
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    """Replace `path` with `content` so that a crash leaves the old or the new, whole."""
+    partial = path.with_name(partial_file_name(path.name, os.getpid()))
+    with open(partial, "wb") as file:
+        file.write(content)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+    _fsync_directory(path.parent)
+
+
+class _HashingWriter:
+    """A file object that counts and hashes the bytes written through it."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
+class _DayFileWriter:
+    """One day's file being written under its partial name (blocking calls: run in a
+    thread). `finish` makes it the day's file; until then nothing looks complete."""
+
+    def __init__(self, directory: Path, day: date) -> None:
+        self.path = directory / day_file_name(day)
+        self.partial = directory / partial_file_name(self.path.name, os.getpid())
+        self._file = open(self.partial, "wb")
+        self._hashing = _HashingWriter(self._file)
+        # No name and mtime 0 in the gzip header: the same tickets give the same bytes.
+        self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._hashing, mtime=0)
+
+    def write(self, tickets: Sequence[ArchivedTicket]) -> None:
+        self._gzip.write(b"".join(encode_ticket(ticket) for ticket in tickets))
+
+    def finish(self) -> tuple[int, str]:
+        """Close, fsync and rename into place; return the file's size and SHA-256."""
+        self._gzip.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.partial, self.path)
+        _fsync_directory(self.path.parent)
+        return self._hashing.size, self._hashing.digest.hexdigest()
+
+    def abandon(self) -> None:
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.partial.unlink()
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """The directory's archive lock, or ArchiveError when another archive holds it."""
+    with open(directory / LOCK_FILE_NAME, "a+b") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArchiveError(f"{directory}: another archive is writing there now; try again later") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _remove_partial_files(directory: Path) -> None:
+    """Remove what writers that died left (called holding the directory's lock, so no
+    live writer has a partial file there)."""
+    for entry in directory.iterdir():
+        if is_partial_file_name(entry.name):
+            log.warning("removing %s, left by an archive that did not finish", entry)
+            entry.unlink()
+
+
+def _read_manifest(directory: Path) -> dict[str, Any] | None:
+    path = directory / MANIFEST_NAME
+    try:
+        return parse_manifest(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ArchiveFormatError as exc:
+        raise ArchiveError(f"{path}: {exc}") from None
+
+
+async def archive_before(
+    repository: Repository,
+    *,
+    before: date,
+    directory: Path,
+    page_tickets: int = PAGE_TICKETS,
+    page_bytes: int = PAGE_BYTES,
+) -> list[ArchivedDay]:
+    """Write every day with partitions strictly before `before` to `directory` (made if
+    missing), one file per day, and note each in `archived_days`. Archiving a day again
+    writes it again (the same bytes when its tickets have not changed)."""
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    days = days_before(await repository.day_partitions(), before)
+    archived = []
+    with _directory_lock(directory):
+        await asyncio.to_thread(_remove_partial_files, directory)
+        for day in days:
+            archived.append(await _archive_day(repository, day, directory, page_tickets, page_bytes))
+    return archived
+
+
+async def _archive_day(
+    repository: Repository, day: date, directory: Path, page_tickets: int, page_bytes: int
+) -> ArchivedDay:
+    writer = await asyncio.to_thread(_DayFileWriter, directory, day)
+    statuses: collections.Counter[str] = collections.Counter()
+    after = None
+    try:
+        while True:
+            page = await repository.archive_page(day=day, after=after, limit=page_tickets, max_bytes=page_bytes)
+            if not page:
+                break
+            await asyncio.to_thread(writer.write, page)
+            statuses.update(ticket.status for ticket in page)
+            after = (page[-1].id, page[-1].received_at)
+        size, sha256 = await asyncio.to_thread(writer.finish)
+    except BaseException:
+        await asyncio.to_thread(writer.abandon)
+        raise
+    tickets = sum(statuses.values())
+    entry = DayEntry(
+        file=writer.path.name, tickets=tickets, statuses=dict(statuses), bytes=size, sha256=sha256,
+        archived_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+    def update_manifest() -> None:
+        manifest = merged_manifest(_read_manifest(directory), day, entry)
+        _write_atomically(directory / MANIFEST_NAME, encode_manifest(manifest))
+
+    await asyncio.to_thread(update_manifest)
+    await repository.record_archived_day(
+        day=day, tickets=tickets, pending=statuses["pending"], file_name=writer.path.name, sha256=sha256,
+        directory=str(directory.resolve()),
+    )
+    log.info("archived %s: %d tickets (%s) to %s, sha256 %s", day, tickets,
+             ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "none",
+             writer.path, sha256)
+    return ArchivedDay(day=day, file=writer.path, tickets=tickets, sha256=sha256)
+
+
+async def purge_before(
+    repository: Repository,
+    *,
+    before: date,
+    require_archive: bool,
+    lock_timeout_seconds: float = PURGE_LOCK_TIMEOUT_SECONDS,
+) -> list[PurgedDay]:
+    """Drop every day with partitions strictly before `before`, each in a transaction of
+    its own; a day refused (pending tickets, not archived, archive outdated) or busy
+    (its tables locked past the timeout) is kept, with the reason, and the others go on.
+    The catalogue is never touched."""
+    results = []
+    for day in days_before(await repository.day_partitions(), before):
+        try:
+            outcome = await repository.purge_day(
+                day=day, require_archive=require_archive, lock_timeout_seconds=lock_timeout_seconds
+            )
+        except DatabaseConflict:
+            outcome = f"busy: its tables stayed locked for {lock_timeout_seconds:g} s; try again later"
+        if outcome == "purged":
+            log.info("purged %s: its partitions are dropped", day)
+            results.append(PurgedDay(day=day, purged=True, reason=None))
+        else:
+            log.warning("did not purge %s: %s", day, outcome)
+            results.append(PurgedDay(day=day, purged=False, reason=outcome))
+    return results
+
+
+def _archive_files(paths: Sequence[Path]) -> list[Path]:
+    """The day files named, or found in the directories named, in order."""
+    files = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(entry for entry in path.iterdir() if is_day_file_name(entry.name))
+            if not found:
+                raise ArchiveError(f"{path}: no archive file (tickets-YYYY-MM-DD.jsonl.gz) in this directory")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ArchiveError(f"{path}: no such file or directory")
+    return files
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(files: Sequence[Path]) -> None:
+    """Refuse, naming it, a file its directory's manifest does not list with its digest:
+    an archive that did not finish, or a file changed since."""
+    manifests: dict[Path, dict[str, Any]] = {}
+    for file in files:
+        directory = file.parent
+        if directory not in manifests:
+            manifest = _read_manifest(directory)
+            if manifest is None:
+                raise ArchiveError(f"{file}: no {MANIFEST_NAME} beside it, so nothing says it is complete")
+            manifests[directory] = manifest
+        expected = listed_sha256(manifests[directory], file.name)
+        if expected is None:
+            raise ArchiveError(f"{file}: not listed in {directory / MANIFEST_NAME}: not a complete archive file")
+        if _file_sha256(file) != expected:
+            raise ArchiveError(f"{file}: its SHA-256 is not the one {directory / MANIFEST_NAME} lists: "
+                               "changed or damaged since it was archived")
+
+
+class _ArchiveReader:
+    """A day file read in bounded batches of tickets (blocking calls: run in a thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._gzip = gzip.open(path, "rb")
+        self._line_number = 0
+
+    def batch(self, max_tickets: int, max_bytes: int) -> list[ArchivedTicket]:
+        tickets: list[ArchivedTicket] = []
+        size = 0
+        try:
+            while len(tickets) < max_tickets and (not tickets or size < max_bytes):
+                line = self._gzip.readline()
+                if not line:
+                    break
+                self._line_number += 1
+                ticket = decode_ticket(line)
+                tickets.append(ticket)
+                size += len(ticket.body)
+        except ArchiveFormatError as exc:
+            raise ArchiveError(f"{self.path}, line {self._line_number}: {exc}") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ArchiveError(f"{self.path}: not a whole gzip file: {exc}") from None
+        return tickets
+
+    def close(self) -> None:
+        self._gzip.close()
+
+
+async def restore_paths(
+    repository: Repository,
+    paths: Sequence[Path],
+    *,
+    batch_tickets: int = RESTORE_BATCH_TICKETS,
+    batch_bytes: int = RESTORE_BATCH_BYTES,
+) -> RestoreReport:
+    """Load the tickets of these archive files (or of every day file in these
+    directories) back, after checking every file against its manifest. Tickets already
+    stored are counted, not written again."""
+    files = await asyncio.to_thread(_archive_files, paths)
+    await asyncio.to_thread(_verify, files)
+    read = stored = 0
+    for path in files:
+        reader = await asyncio.to_thread(_ArchiveReader, path)
+        file_read = file_stored = 0
+        try:
+            while batch := await asyncio.to_thread(reader.batch, batch_tickets, batch_bytes):
+                file_read += len(batch)
+                file_stored += await repository.restore_tickets(tickets=batch)
+        finally:
+            await asyncio.to_thread(reader.close)
+        log.info("restored %s: %d tickets read, %d stored, %d already present",
+                 path, file_read, file_stored, file_read - file_stored)
+        read += file_read
+        stored += file_stored
+    return RestoreReport(files=len(files), tickets_read=read, stored=stored, already_present=read - stored)

@@ -1,0 +1,210 @@
+"""The archive's format, without I/O: one JSON object per ticket, the manifest, the
+file names, and which days an archive or a purge takes.
+
+A day's file is `tickets-YYYY-MM-DD.jsonl.gz`: gzip (no name, mtime 0, so the same
+tickets give the same bytes) of JSON Lines, one object per ticket. Bodies are base64
+of the exact bytes received, money is a decimal string (never a float), times are ISO
+8601 in UTC to the microsecond. `manifest.json` beside the files lists each day with
+its counts and the SHA-256 of its file: a file is complete only when the manifest
+lists it with that digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .domain import ArchivedTicket
+from .parser import TicketLine
+
+FORMAT = "myticket-archive/1"
+MANIFEST_NAME = "manifest.json"
+STATUSES = ("pending", "processed", "rejected", "duplicate")
+# Files being written: hidden, and never matching `tickets-*.jsonl.gz`, so that nothing
+# takes one for a day's file.
+PARTIAL_MARK = ".partial-"
+_DAY_FILE = re.compile(r"^tickets-(?P<day>\d{4}-\d{2}-\d{2})\.jsonl\.gz$")
+
+
+class ArchiveFormatError(ValueError):
+    """A file or manifest that is not what `myticket archive` writes."""
+
+
+def day_file_name(day: date) -> str:
+    return f"tickets-{day.isoformat()}.jsonl.gz"
+
+
+def partial_file_name(final_name: str, pid: int) -> str:
+    """Where `final_name` is written before it is complete (by process `pid`)."""
+    return f".{final_name}{PARTIAL_MARK}{pid}"
+
+
+def is_partial_file_name(name: str) -> bool:
+    return name.startswith(".") and PARTIAL_MARK in name
+
+
+def is_day_file_name(name: str) -> bool:
+    return _DAY_FILE.match(name) is not None
+
+
+def days_before(days: Iterable[date], before: date) -> list[date]:
+    """The days strictly before `before`, oldest first: what `--before` takes."""
+    return sorted(day for day in set(days) if day < before)
+
+
+def _instant(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def encode_ticket(ticket: ArchivedTicket) -> bytes:
+    """One ticket as one line of JSON (with its newline), keys in a fixed order."""
+    record = {
+        "id": ticket.id,
+        "received_at": _instant(ticket.received_at),
+        "content_type": ticket.content_type,
+        "body_base64": base64.b64encode(ticket.body).decode("ascii"),
+        "status": ticket.status,
+        "processed_at": _instant(ticket.processed_at),
+        "attempts": ticket.attempts,
+        "order_ref": ticket.order_ref,
+        "vat": _money(ticket.vat),
+        "total": _money(ticket.total),
+        "headers": None if ticket.headers is None else dict(sorted(ticket.headers.items())),
+        "warnings": list(ticket.warnings),
+        "error": ticket.error,
+        "text_encoding": ticket.text_encoding,
+        "body_sha256": None if ticket.body_sha256 is None else ticket.body_sha256.hex(),
+        "duplicate_of": ticket.duplicate_of,
+        "lines": [
+            {"line_number": line.line_number, "product_id": line.product_id, "name": line.name,
+             "price": str(line.price)}
+            for line in ticket.lines
+        ],
+    }
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def _parsed_instant(value: Any, field: str) -> datetime:
+    try:
+        instant = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ArchiveFormatError(f"{field}: not an ISO 8601 time: {value!r}") from None
+    if instant.tzinfo is None:
+        raise ArchiveFormatError(f"{field}: no time zone: {value!r}")
+    return instant
+
+
+def _parsed_money(value: Any, field: str) -> Decimal | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ArchiveFormatError(f"{field}: money must be a decimal string, got {value!r}")
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        raise ArchiveFormatError(f"{field}: not a decimal: {value!r}") from None
+
+
+def decode_ticket(line: bytes) -> ArchivedTicket:
+    """One line of a day's file as its ticket; ArchiveFormatError names what is wrong."""
+    try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            raise ArchiveFormatError("a line is not a JSON object")
+        if record["status"] not in STATUSES:
+            raise ArchiveFormatError(f"unknown status {record['status']!r}")
+        digest = record["body_sha256"]
+        return ArchivedTicket(
+            id=record["id"],
+            received_at=_parsed_instant(record["received_at"], "received_at"),
+            content_type=record["content_type"],
+            body=base64.b64decode(record["body_base64"], validate=True),
+            status=record["status"],
+            processed_at=(None if record["processed_at"] is None
+                          else _parsed_instant(record["processed_at"], "processed_at")),
+            attempts=int(record["attempts"]),
+            order_ref=record["order_ref"],
+            vat=_parsed_money(record["vat"], "vat"),
+            total=_parsed_money(record["total"], "total"),
+            headers=record["headers"],
+            warnings=tuple(record["warnings"]),
+            error=record["error"],
+            text_encoding=record["text_encoding"],
+            body_sha256=None if digest is None else bytes.fromhex(digest),
+            duplicate_of=record["duplicate_of"],
+            lines=tuple(
+                TicketLine(line_number=int(item["line_number"]), product_id=item["product_id"], name=item["name"],
+                           price=_parsed_money(item["price"], "price"))
+                for item in record["lines"]
+            ),
+        )
+    except ArchiveFormatError:
+        raise
+    except KeyError as exc:
+        raise ArchiveFormatError(f"a line lacks the field {exc.args[0]!r}") from None
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ArchiveFormatError(f"a line is not an archived ticket: {exc}") from None
+
+
+@dataclass(frozen=True)
+class DayEntry:
+    """What the manifest says of one day's file."""
+
+    file: str
+    tickets: int
+    statuses: dict[str, int]
+    bytes: int
+    sha256: str
+    archived_at: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": self.file, "tickets": self.tickets, "statuses": dict(sorted(self.statuses.items())),
+                "bytes": self.bytes, "sha256": self.sha256, "archived_at": self.archived_at}
+
+
+def empty_manifest() -> dict[str, Any]:
+    return {"format": FORMAT, "days": {}}
+
+
+def parse_manifest(text: str | bytes) -> dict[str, Any]:
+    """A manifest read back; ArchiveFormatError for anything archive does not write."""
+    try:
+        manifest = json.loads(text)
+    except ValueError as exc:
+        raise ArchiveFormatError(f"{MANIFEST_NAME} is not JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArchiveFormatError(f"{MANIFEST_NAME} is not of format {FORMAT}")
+    if not isinstance(manifest.get("days"), dict):
+        raise ArchiveFormatError(f"{MANIFEST_NAME} has no days")
+    return manifest
+
+
+def merged_manifest(manifest: Mapping[str, Any] | None, day: date, entry: DayEntry) -> dict[str, Any]:
+    """The manifest with the day's entry set (replaced when archived again); the other
+    days as they were, every day in date order."""
+    days = dict((manifest or empty_manifest())["days"])
+    days[day.isoformat()] = entry.as_json()
+    return {**(manifest or {}), "format": FORMAT, "days": dict(sorted(days.items()))}
+
+
+def encode_manifest(manifest: Mapping[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def listed_sha256(manifest: Mapping[str, Any], file_name: str) -> str | None:
+    """The SHA-256 the manifest gives for `file_name`, None when it does not list it."""
+    for entry in manifest["days"].values():
+        if isinstance(entry, dict) and entry.get("file") == file_name:
+            return entry.get("sha256")
+    return None

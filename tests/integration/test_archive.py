@@ -1,0 +1,213 @@
+"""Archive, purge and restore on a real database: the round trip keeps every byte and
+outcome, purge refuses what it must and says which day, restore stores each ticket once
+and refuses a file that does not match its manifest."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from myticket.archive import ArchiveError, archive_before, purge_before, restore_paths
+from myticket.domain import IncomingTicket
+from myticket.ids import new_delivery_id
+from myticket.metrics import Metrics
+from myticket.repository import Repository
+from myticket.web.typedefs import REPOSITORY
+from myticket.worker import TicketWorker
+
+from ..conftest import CP1252_TICKET, PROJECT_ROOT, REFERENCE_TICKET
+from ..helpers import post, settled, ticket_with
+
+UTC = timezone.utc
+
+
+def snapshots(db) -> dict[str, tuple]:
+    """Every stored ticket's whole state by id, bodies as bytes."""
+    return {
+        row[0]: (*row[:3], bytes(row[3]), *row[4:14], None if row[14] is None else bytes(row[14]), *row[15:])
+        for row in db.rows("ticket_snapshots")
+    }
+
+
+def midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def day_row_counts(db, day: date) -> tuple:
+    return db.rows("day_row_counts", {"lower": midnight(day), "upper": midnight(day + timedelta(days=1))})[0]
+
+
+def myticket(database_url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "myticket", *args],
+        cwd=PROJECT_ROOT, env={**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"},
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.fixture
+async def operator(database_url, db):
+    """A repository of its own, as `myticket archive|purge|restore` has in its process:
+    what it does is not known to the app's partition cache."""
+    repository = await Repository.connect(database_url)
+    yield repository
+    await repository.close()
+
+
+async def test_archive_purge_restore_round_trip(client, operator, db, tmp_path):
+    today = datetime.now(UTC).date()
+    old_day = date(2021, 5, 4)
+    not_a_ticket = b"not a ticket \xff\x00\r\n\x80 at all"
+    ids = [await post(client, body) for body in (REFERENCE_TICKET, CP1252_TICKET, not_a_ticket)]
+    ids.append(await post(client, REFERENCE_TICKET))  # after the first: its duplicate
+    old = ticket_with("9", "OLD1", "Old thing", "4.20", received_at=midnight(old_day) + timedelta(hours=10))
+    await client.server.app[REPOSITORY].store_tickets(tickets=[old])
+    ids.append(old.id)
+    results = [await settled(client, ticket_id) for ticket_id in ids]
+    assert [result["status"] for result in results] == ["processed", "processed", "rejected", "duplicate",
+                                                        "processed"]
+    before = snapshots(db)
+    catalogue = db.rows("product_rows")
+    assert len(before) == 5 and catalogue
+
+    archived = await archive_before(operator, before=today + timedelta(days=1), directory=tmp_path / "archive")
+
+    by_day = {entry.day: entry for entry in archived}
+    assert by_day[today].tickets == 4 and by_day[old_day].tickets == 1
+    assert by_day[today].file == tmp_path / "archive" / f"tickets-{today.isoformat()}.jsonl.gz"
+
+    purged = await purge_before(operator, before=today + timedelta(days=1), require_archive=True)
+
+    assert [day for day in purged if not day.purged] == []
+    assert {today, old_day} <= {day.day for day in purged}
+    assert db.value("count_tickets") == 0
+    assert today not in await operator.day_partitions()
+    assert db.rows("product_rows") == catalogue  # the catalogue outlives its tickets
+
+    # The app still believes today's partitions exist: its insert fails for want of
+    # one, and the on-demand path makes them again.
+    arriving = await post(client, b"Order: 5\nTotal: 1.00\n\nproduct,product_id,price\nPen,PEN1,1.00\n")
+    assert (await settled(client, arriving))["status"] == "processed"
+    assert db.rows("ticket_delivery", {"id": arriving})[0][3] == "processed"
+
+    report = await restore_paths(operator, [tmp_path / "archive"])
+
+    assert (report.tickets_read, report.stored, report.already_present) == (5, 5, 0)
+    after = snapshots(db)
+    del after[arriving]
+    assert after == before
+
+    # Reprocessing a restored processed ticket parses it again: its outcome, lines and
+    # digest make way, and come back the same.
+    assert await operator.requeue(statuses=("processed",), since=None, ticket_id=ids[0]) == 1
+    assert (await settled(client, ids[0]))["status"] == "processed"
+    reparsed = snapshots(db)[ids[0]]
+    assert reparsed[4] == "processed" and reparsed[7:] == before[ids[0]][7:]
+    assert reparsed[16] == before[ids[0]][16]  # the lines
+
+
+async def test_restore_twice_stores_each_ticket_once(quiet_app, operator, db, tmp_path):
+    day = date(2021, 6, 1)
+    tickets = [ticket_with(str(n), f"P{n}", "Thing", "1.00", received_at=midnight(day) + timedelta(minutes=n))
+               for n in range(7)]
+    await operator.store_tickets(tickets=tickets)
+    await TicketWorker(operator, Metrics()).drain()
+    before = snapshots(db)
+    # Pages of 2 tickets: the day is read in several keyset pages.
+    await archive_before(operator, before=day + timedelta(days=1), directory=tmp_path, page_tickets=2)
+    assert [entry.purged for entry in await purge_before(operator, before=day + timedelta(days=1),
+                                                         require_archive=True) if entry.day == day] == [True]
+
+    first = await restore_paths(operator, [tmp_path / f"tickets-{day.isoformat()}.jsonl.gz"], batch_tickets=3)
+    second = await restore_paths(operator, [tmp_path])
+
+    assert (first.stored, first.already_present) == (7, 0)
+    assert second.stored == 0 and second.already_present == second.tickets_read >= 7
+    assert snapshots(db) == before
+
+
+async def test_restore_refuses_a_file_that_does_not_match_its_manifest(quiet_app, operator, db, tmp_path):
+    day = date(2021, 6, 2)
+    await operator.store_tickets(tickets=[ticket_with("1", "P1", "A", "1.00", received_at=midnight(day))])
+    [entry] = [entry for entry in await archive_before(operator, before=day + timedelta(days=1), directory=tmp_path)
+               if entry.day == day]
+    other_day_file = tmp_path / "tickets-2021-06-03.jsonl.gz"
+    other_day_file.write_bytes(gzip.compress(b"", mtime=0))  # not listed: not complete
+    content = bytearray(entry.file.read_bytes())
+    content[-5] ^= 0xFF
+    entry.file.write_bytes(bytes(content))
+    stored_before = db.value("count_tickets")
+
+    with pytest.raises(ArchiveError, match="tickets-2021-06-02.jsonl.gz: its SHA-256 is not the one"):
+        await restore_paths(operator, [entry.file])
+    with pytest.raises(ArchiveError, match="tickets-2021-06-03.jsonl.gz: not listed in"):
+        await restore_paths(operator, [other_day_file])
+    refused = myticket(db.url, "restore", str(tmp_path))
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith("myticket: restore: ")
+    assert "Traceback" not in refused.stderr
+    assert db.value("count_tickets") == stored_before
+
+
+async def test_purge_refuses_pending_and_unarchived_days_and_names_them(quiet_app, operator, db, tmp_path):
+    pending_day, unarchived_day, outdated_day = date(2021, 7, 1), date(2021, 7, 2), date(2021, 7, 3)
+    await operator.store_tickets(tickets=[ticket_with("1", "P1", "A", "1.00", received_at=midnight(outdated_day))])
+    await TicketWorker(operator, Metrics()).drain()
+    await archive_before(operator, before=outdated_day + timedelta(days=1), directory=tmp_path)
+    # A ticket arriving for the day after its archive: the archive no longer holds the day.
+    await operator.store_tickets(tickets=[ticket_with("2", "P2", "B", "2.00", received_at=midnight(outdated_day))])
+    await operator.store_tickets(tickets=[ticket_with("3", "P3", "C", "3.00", received_at=midnight(unarchived_day))])
+    await TicketWorker(operator, Metrics()).drain()
+    await operator.store_tickets(tickets=[ticket_with("4", "P4", "D", "4.00", received_at=midnight(pending_day))])
+
+    result = myticket(db.url, "purge", "--before", "2021-07-04")
+
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert "2021-07-01: refused: pending: 1 tickets of this day are not processed yet" in lines
+    assert "2021-07-02: refused: not archived" in lines
+    assert any(line.startswith("2021-07-03: refused: archive outdated") for line in lines)
+    for day in (pending_day, unarchived_day, outdated_day):
+        assert day in await operator.day_partitions()
+    assert db.value("count_tickets") == 4
+
+    # --without-archive drops what has no archive, never what is pending.
+    purged = {entry.day: entry for entry in await purge_before(operator, before=date(2021, 7, 4),
+                                                               require_archive=False)}
+    assert purged[pending_day].purged is False and purged[pending_day].reason.startswith("pending")
+    assert purged[unarchived_day].purged and purged[outdated_day].purged
+    assert db.value("count_tickets") == 1
+
+
+async def test_archive_file_is_readable_and_the_same_bytes_twice(quiet_app, operator, db, tmp_path):
+    day = date(2021, 8, 9)
+    ticket_id, received_at = new_delivery_id(midnight(day) + timedelta(hours=3, microseconds=0))
+    body = b"Order: 1\nVAT: 0.10\nTotal: 1.10\n\nproduct,product_id,price\nTea,TEA1,1.10\n"
+    await operator.store_tickets(tickets=[IncomingTicket(ticket_id, received_at, "text/plain", body)])
+    await TicketWorker(operator, Metrics()).drain()
+
+    [first] = [entry for entry in await archive_before(operator, before=day + timedelta(days=1),
+                                                       directory=tmp_path) if entry.day == day]
+    first_bytes = first.file.read_bytes()
+    [second] = [entry for entry in await archive_before(operator, before=day + timedelta(days=1),
+                                                        directory=tmp_path) if entry.day == day]
+
+    assert second.file.read_bytes() == first_bytes and second.sha256 == first.sha256
+    [record] = [json.loads(line) for line in gzip.decompress(first_bytes).splitlines()]
+    assert record["id"] == ticket_id and record["status"] == "processed"
+    assert record["received_at"] == received_at.isoformat(timespec="microseconds")
+    assert (record["vat"], record["total"], record["order_ref"]) == ("0.10", "1.10", "1")
+    # line_number is the line of the body it was read from.
+    assert record["lines"] == [{"line_number": 6, "product_id": "TEA1", "name": "Tea", "price": "1.10"}]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["format"] == "myticket-archive/1"
+    assert manifest["days"][day.isoformat()]["sha256"] == first.sha256
+    assert manifest["days"][day.isoformat()]["statuses"] == {"processed": 1}
+    assert not [path for path in tmp_path.iterdir() if ".partial-" in path.name]
