@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test send dev bench profile chaos clean
+.PHONY: help install run test send dev bench bench-indexes capacity profile chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,6 +43,12 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP) ## load test with hey and distinct tickets, print one table (needs: apt-get install -y hey)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-indexes: $(BENCH_STAMP) ## what each index on the ingest path costs PostgreSQL per ticket
+	$(BIN)/python bench/index_cost.py $(BENCH_ARGS)
+
+capacity: $(BENCH_STAMP) ## bytes per stored ticket by table, and a day and a year at 1,000 and 10,000 tickets/s
+	$(BIN)/python bench/capacity.py $(BENCH_ARGS)
 
 profile: $(BENCH_STAMP) ## py-spy profile of POST /ticket under hey: where the CPU goes
 	$(BIN)/python bench/profile.py

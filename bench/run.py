@@ -8,6 +8,18 @@ ratios within one run, as the machine is shared and noisy. Never part of `make t
 The CPU columns are the CPU time the service's processes (worker included) and
 PostgreSQL's used during a load, divided by its 2xx answers; for distinct tickets the
 load lasts until the worker has processed them all. They show where the two cores go.
+
+The distinct-ticket row also gives: req/s there is tickets acknowledged (2xx) per second
+of sending, processed/s the same tickets over the time from the first send until the
+backlog is drained, and their ratio; the on-disk bytes of all the service's tables
+(heap, TOAST, indexes, found from the catalogue) per stored ticket once drained, in
+total and per table family (daily partitions count under their table); and the dead
+tuples, updates and vacuums of the raw-ticket tables (tickets, or deliveries and its
+partitions). Sizes and stored tickets are cumulative over the repeats and include the
+hey loads' tickets, as the database is kept. The statistics come from pg_stat_user_tables, which the service's backends
+flush at most once a second and, once idle, within PostgreSQL's 10 s idle interval:
+they are read before and after the load until they have not moved for 11 s (30 s at
+most; "unsettled" says the limit was hit), and reported as read.
 """
 
 from __future__ import annotations
@@ -75,6 +87,37 @@ class Database:
         with self.conn.cursor() as cur:
             cur.execute(QUERIES[name])
             return cur.fetchone()[0]
+
+    def rows(self, name: str) -> list[tuple]:
+        with self.conn.cursor() as cur:
+            cur.execute(QUERIES[name])
+            return cur.fetchall()
+
+    def record(self, name: str) -> dict:
+        """The one row of a query, by column name."""
+        with self.conn.cursor() as cur:
+            cur.execute(QUERIES[name])
+            return dict(zip((column.name for column in cur.description), cur.fetchone()))
+
+    def settled_record(self, name: str, quiet: float = 11.0, limit: float = 30.0) -> dict:
+        """A statistics query read until it has not changed for `quiet` seconds.
+
+        Other backends flush their counters at most once a second, and an idle one within
+        PostgreSQL's idle interval (PGSTAT_IDLE_INTERVAL, 10 s); pg_stat_force_next_flush()
+        would only flush this session's, which writes nothing. Each read is a transaction of
+        its own (autocommit), so it sees a fresh statistics snapshot. After `limit`
+        seconds the last read is returned with "settled": False.
+        """
+        started = time.monotonic()
+        last, changed_at = self.record(name), started
+        while time.monotonic() - changed_at < quiet:
+            if time.monotonic() - started > limit:
+                return {**last, "settled": False}
+            time.sleep(0.5)
+            current = self.record(name)
+            if current != last:
+                last, changed_at = current, time.monotonic()
+        return {**last, "settled": True}
 
     def wait_for_empty_backlog(self, timeout: float) -> float:
         deadline = time.monotonic() + timeout
@@ -163,6 +206,7 @@ def run_distinct(db: Database, meter: CpuMeter, port: int, count: int, seed: int
     """Send distinct tickets and wait until all are processed; CPU counts intake and processing."""
     db.wait_for_empty_backlog(600)
     bodies = make_tickets(count, seed=seed)
+    raw_before = db.settled_record("raw_ticket_table_stats")
     before = db.value("count_tickets")
     cpu_before = meter.read()
     started = time.monotonic()
@@ -170,16 +214,28 @@ def run_distinct(db: Database, meter: CpuMeter, port: int, count: int, seed: int
     acked_at = time.monotonic()
     drained_at = db.wait_for_empty_backlog(900)
     ok = sum(count for code, count in sent.statuses.items() if 200 <= code < 300)
+    cpu = meter.per_request(cpu_before, ok)
+    stored_total = db.value("count_tickets")
+    sizes = dict(db.rows("table_sizes"))
+    raw_after = db.settled_record("raw_ticket_table_stats")
     return {
         "rps": ok / (acked_at - started),
         "processed_per_s": ok / (drained_at - started),
+        "processed_per_acked": (acked_at - started) / (drained_at - started),
+        "bytes_per_stored": sum(sizes.values()) / max(stored_total, 1),
+        "family_bytes_per_stored": {family: size / max(stored_total, 1) for family, size in sizes.items()},
+        "raw_dead": raw_after["dead"],
+        "raw_updated": raw_after["updated"] - raw_before["updated"],
+        "raw_hot_updated": raw_after["hot_updated"] - raw_before["hot_updated"],
+        "raw_vacuums": raw_after["vacuums"] - raw_before["vacuums"],
+        "raw_settled": raw_before["settled"] and raw_after["settled"],
         "p50": sent.percentile(0.5),
         "p99": sent.percentile(0.99),
         "ok": ok,
         "non2xx": sum(sent.statuses.values()) - ok,
         "errors": sent.connection_errors,
-        "stored": db.value("count_tickets") - before,
-        **meter.per_request(cpu_before, ok),
+        "stored": stored_total - before,
+        **cpu,
     }
 
 
@@ -252,19 +308,37 @@ def main() -> int:
     print(f"\nmyticket bench: {args.repeats} repeats, medians; {args.processes} HTTP process(es) {variant}; "
           f"{os.cpu_count()} cores; peak RSS of the service {rss:.0f} MiB\n")
     print("| scenario | req/s | x /ping | p50 ms | p99 ms | non-2xx | errors | 2xx | rows stored | processed/s "
-          "| service CPU µs/2xx | PostgreSQL CPU µs/2xx |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| processed/acked | service CPU µs/2xx | PostgreSQL CPU µs/2xx | bytes/stored ticket "
+          "| bytes/stored ticket by table | raw-ticket tables: dead tuples after | updates (HOT) | vacuums |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+          "| --- | ---: | ---: | ---: |")
     for name, results in rows.items():
         def median(key: str) -> float:
             return statistics.median(result[key] for result in results)
 
-        processed = f"{median('processed_per_s'):.0f}" if "processed_per_s" in results[0] else ""
+        distinct = ["", "", "", "", "", "", ""]
+        if "processed_per_s" in results[0]:
+            families = sorted({family for result in results for family in result["family_bytes_per_stored"]})
+            by_family = {
+                family: statistics.median(result["family_bytes_per_stored"].get(family, 0) for result in results)
+                for family in families
+            }
+            unsettled = "" if all(result["raw_settled"] for result in results) else " (unsettled)"
+            distinct = [
+                f"{median('processed_per_s'):.0f}",
+                f"{median('processed_per_acked'):.2f}",
+                f"{median('bytes_per_stored'):.0f}",
+                ", ".join(f"{family} {size:.0f}" for family, size in sorted(by_family.items(), key=lambda item: -item[1])),
+                f"{median('raw_dead'):.0f}{unsettled}",
+                f"{median('raw_updated'):.0f} ({median('raw_hot_updated'):.0f})",
+                f"{median('raw_vacuums'):.0f}",
+            ]
         stored_ok = all(result["stored"] == result["ok"] for result in results) or "ping" in name
         print(
             f"| {name} | {median('rps'):.0f} | {median('rps') / ping:.2f} | {median('p50') * 1000:.1f} "
             f"| {median('p99') * 1000:.1f} | {median('non2xx'):.0f} | {median('errors'):.0f} | {median('ok'):.0f} "
-            f"| {median('stored'):.0f}{'' if stored_ok else ' (MISMATCH)'} | {processed} "
-            f"| {median('service_us'):.0f} | {median('postgres_us'):.0f} |"
+            f"| {median('stored'):.0f}{'' if stored_ok else ' (MISMATCH)'} | {distinct[0]} | {distinct[1]} "
+            f"| {median('service_us'):.0f} | {median('postgres_us'):.0f} | {' | '.join(distinct[2:])} |"
         )
     baseline_ping = statistics.median(result["rps"] for result in baseline_rows["GET /ping -n 20000 -c 50"])
     print("\nCalibration, same run: bench/baseline_app.py, a bare aiohttp app that stores nothing\n")

@@ -45,3 +45,16 @@ INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 999999);
 -- name: hold_migration_lock
 -- What a live migrator holds while it migrates (released when the session ends).
 SELECT pg_advisory_lock(4242017302);
+
+-- name: partitions_of_day
+-- Which of the day-partitioned tables have a partition for the given day.
+SELECT parent.relname
+FROM pg_inherits AS i
+JOIN pg_class AS child ON child.oid = i.inhrelid
+JOIN pg_class AS parent ON parent.oid = i.inhparent
+WHERE child.relname = parent.relname || '_' || to_char(%(day)s::date, 'YYYYMMDD')
+ORDER BY 1;
+
+-- name: drop_day
+-- A day's partitions dropped by another session (as purge does), without an archive.
+SELECT myticket_purge_day(%(day)s::date, false);
