@@ -151,7 +151,7 @@ class Maintenance:
         for result in await purge_before(self._repository, before=report.cutoff, require_archive=True):
             if result.purged:
                 report.purged.append(result.day)
-            else:
+            elif result.reason != "absent":  # absent: dropped by hand since the list was read
                 report.refused[result.day] = result.reason or "refused"
         self._metrics.retention_done(archived=0, purged=len(report.purged))
         log.info(

@@ -175,3 +175,29 @@ async def test_a_round_that_fails_otherwise_is_logged_counted_and_retried_withou
         stop.set()
         db.close()
         await repository.close()
+
+
+async def test_stopping_cancels_a_round_under_way_and_the_loop_ends(pg_server_url, caplog):
+    caplog.set_level(logging.INFO, logger="myticket.maintenance")
+    url = create_empty_database(pg_server_url, "maintenance_stopped")
+    apply_migrations(url)
+    repository = await Repository.connect(url)
+    db = Db(url)
+    stop = asyncio.Event()
+    try:
+        db.rows("hold_partition_lock")  # the round waits in its first step
+        later = TODAY + timedelta(days=60)
+        loop = asyncio.create_task(Maintenance(repository, Metrics(), interval_seconds=3600, today=lambda: later).run(stop))
+
+        async def round_waiting() -> bool:
+            return db.value("sessions_waiting_for_an_advisory_lock") == 1
+
+        await wait_until(round_waiting, timeout=15, what="the round to wait for the partition lock")
+        stop.set()
+        await asyncio.wait_for(loop, timeout=15)  # not held until the lock is released
+        assert "maintenance round interrupted by the shutdown" in caplog.text
+        db.rows("release_partition_lock")
+    finally:
+        stop.set()
+        db.close()
+        await repository.close()
