@@ -277,8 +277,8 @@ async def purge_before(
             outcome = await repository.purge_day(
                 day=day, require_archive=require_archive, lock_timeout_seconds=lock_timeout_seconds
             )
-        except DatabaseConflict:
-            outcome = f"busy: its tables stayed locked for {lock_timeout_seconds:g} s; try again later"
+        except DatabaseConflict as exc:
+            outcome = f"busy: {_conflict(exc, lock_timeout_seconds)}; try again later"
         if outcome == "purged":
             log.info("purged %s: its partitions are dropped", day)
             results.append(PurgedDay(day=day, purged=True, reason=None))
@@ -286,6 +286,13 @@ async def purge_before(
             log.warning("did not purge %s: %s", day, outcome)
             results.append(PurgedDay(day=day, purged=False, reason=outcome))
     return results
+
+
+def _conflict(exc: DatabaseConflict, lock_timeout_seconds: float) -> str:
+    """What kept a purge from its day, in a few words."""
+    if "55P03" in str(exc):  # lock_not_available: the lock_timeout ran out
+        return f"its tables stayed locked by other sessions for {lock_timeout_seconds:g} s"
+    return " ".join(str(exc).split())
 
 
 def _archive_files(paths: Sequence[Path]) -> list[Path]:

@@ -21,7 +21,7 @@ SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
 -- reception order). At most `limit` tickets whose bodies fit in max_bytes together (always
 -- the first, however large): sizes come from the index scan's rows (octet_length reads
 -- a TOASTed value's header, not the value), bodies are fetched only for the page. Each
--- ticket comes with its status and outcome, or its queue row when pending.
+-- ticket comes with its status and outcome, or its queue row's attempts when pending.
 WITH keys AS (
     SELECT id, received_at, octet_length(body) AS body_bytes
     FROM deliveries
@@ -41,15 +41,23 @@ SELECT s.id::text AS id, s.received_at, d.content_type, d.body,
        o.headers, coalesce(o.warnings, '{}') AS warnings, o.error, o.text_encoding, o.body_sha256,
        o.duplicate_of::text AS duplicate_of
 FROM sized AS s
+-- LATERAL with LIMIT and the day's bounds, as in claim_pending_tickets: each row is
+-- fetched by its key in the day's partition, never by a join over the whole day.
 CROSS JOIN LATERAL (
     SELECT content_type, body FROM deliveries
     WHERE id = s.id AND received_at = s.received_at
+      AND received_at >= %(lower)s::timestamptz AND received_at < %(upper)s::timestamptz
     LIMIT 1
 ) AS d
-LEFT JOIN ticket_outcomes AS o
-    ON o.ticket_id = s.id AND o.received_at = s.received_at
-   AND o.received_at >= %(lower)s::timestamptz AND o.received_at < %(upper)s::timestamptz
-LEFT JOIN pending_tickets AS p ON p.received_at = s.received_at AND p.id = s.id
+LEFT JOIN LATERAL (
+    SELECT * FROM ticket_outcomes
+    WHERE ticket_id = s.id AND received_at = s.received_at
+      AND received_at >= %(lower)s::timestamptz AND received_at < %(upper)s::timestamptz
+    LIMIT 1
+) AS o ON true
+LEFT JOIN LATERAL (
+    SELECT attempts FROM pending_tickets WHERE received_at = s.received_at AND id = s.id LIMIT 1
+) AS p ON true
 WHERE s.position = 1 OR s.size_up_to_here <= %(max_bytes)s
 ORDER BY s.id, s.received_at;
 

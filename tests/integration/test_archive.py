@@ -10,8 +10,8 @@ import os
 import subprocess
 import sys
 from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
 
+import psycopg2
 import pytest
 
 from myticket.archive import ArchiveError, archive_before, purge_before, restore_paths
@@ -22,7 +22,7 @@ from myticket.repository import Repository
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker import TicketWorker
 
-from ..conftest import CP1252_TICKET, PROJECT_ROOT, REFERENCE_TICKET
+from ..conftest import CP1252_TICKET, PROJECT_ROOT, REFERENCE_TICKET, SUPPORT_QUERIES
 from ..helpers import post, settled, ticket_with
 
 UTC = timezone.utc
@@ -211,3 +211,24 @@ async def test_archive_file_is_readable_and_the_same_bytes_twice(quiet_app, oper
     assert manifest["days"][day.isoformat()]["sha256"] == first.sha256
     assert manifest["days"][day.isoformat()]["statuses"] == {"processed": 1}
     assert not [path for path in tmp_path.iterdir() if ".partial-" in path.name]
+
+
+async def test_purge_of_a_locked_day_is_try_again_later_and_the_day_stays(quiet_app, operator, db, tmp_path):
+    day = date(2021, 10, 5)
+    await operator.store_tickets(tickets=[ticket_with("1", "P1", "A", "1.00", received_at=midnight(day))])
+    await TicketWorker(operator, Metrics()).drain()
+    holder = psycopg2.connect(db.url)
+    try:
+        with holder.cursor() as cur:
+            cur.execute(SUPPORT_QUERIES["share_lock_ticket_lines"])  # a reader in a long transaction
+
+        result = myticket(db.url, "purge", "--before", "2021-10-06", "--without-archive", "--lock-timeout", "0.2")
+    finally:
+        holder.rollback()
+        holder.close()
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (f"{day}: refused: busy: its tables stayed locked by other sessions for 0.2 s; try again later"
+            in result.stdout.splitlines())
+    assert day in await operator.day_partitions()
+    assert day_row_counts(db, day) == (1, 1, 1, 1)

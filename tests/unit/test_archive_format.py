@@ -1,0 +1,159 @@
+"""The archive format without a database: a ticket survives encode and decode whole,
+the manifest merges days, names of files being written never pass for a day's file,
+`--before` takes the days strictly before it, and the commands refuse a bad date."""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from myticket.archive_format import (
+    FORMAT,
+    ArchiveFormatError,
+    DayEntry,
+    day_file_name,
+    days_before,
+    decode_ticket,
+    encode_ticket,
+    is_day_file_name,
+    is_partial_file_name,
+    listed_sha256,
+    merged_manifest,
+    parse_manifest,
+    partial_file_name,
+)
+from myticket.cli import main
+from myticket.domain import ArchivedTicket
+from myticket.parser import TicketLine
+
+PROCESSED = ArchivedTicket(
+    id="0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+    received_at=datetime(2026, 11, 20, 8, 30, 1, 123000, tzinfo=timezone.utc),
+    content_type="text/plain; charset=windows-1252",
+    body="Order: 77\nTotal: 3.00\n\nproduct,product_id,price\nCafé crème,CC01,3.00\n".encode("cp1252") + b"\x00\xff",
+    status="processed",
+    processed_at=datetime(2026, 11, 20, 8, 30, 2, 7, tzinfo=timezone.utc),
+    attempts=1,
+    order_ref="77",
+    vat=Decimal("0.50"),
+    total=Decimal("3.00"),
+    headers={"Store": "Lyon 3", "Order": "77"},
+    warnings=("line 7: price has no cents",),
+    text_encoding="cp1252",
+    body_sha256=bytes(range(32)),
+    lines=(TicketLine(line_number=6, product_id="CC01", name="Café crème", price=Decimal("3.00")),),
+)
+PENDING = ArchivedTicket(id="5b0c6f0e-1111-4222-8333-444455556666",
+                         received_at=datetime(2026, 11, 20, 23, 59, 59, 999999, tzinfo=timezone.utc),
+                         content_type=None, body=b"", status="pending")
+
+
+@pytest.mark.parametrize("ticket", [PROCESSED, PENDING], ids=["processed", "pending"])
+def test_a_ticket_survives_encode_and_decode_whole(ticket):
+    line = encode_ticket(ticket)
+
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert decode_ticket(line) == ticket
+
+
+def test_the_record_is_plain_json_with_the_exact_bytes_and_money_as_strings():
+    record = json.loads(encode_ticket(PROCESSED))
+
+    assert base64.b64decode(record["body_base64"]) == PROCESSED.body
+    assert (record["vat"], record["total"], record["lines"][0]["price"]) == ("0.50", "3.00", "3.00")
+    assert record["received_at"] == "2026-11-20T08:30:01.123000+00:00"
+    assert record["body_sha256"] == bytes(range(32)).hex()
+    assert list(record)[:5] == ["id", "received_at", "content_type", "body_base64", "status"]
+
+
+def test_the_same_ticket_gives_the_same_bytes_whatever_the_order_of_its_headers():
+    reordered = ArchivedTicket(**{**{name: getattr(PROCESSED, name) for name in PROCESSED.__dataclass_fields__},
+                                  "headers": {"Order": "77", "Store": "Lyon 3"}})
+
+    assert encode_ticket(reordered) == encode_ticket(PROCESSED)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"vat": 0.5}, "money must be a decimal string"),
+    ({"body_base64": "not base64!"}, "not an archived ticket"),
+    ({"status": "lost"}, "unknown status"),
+    ({"received_at": "2026-11-20T08:30:01"}, "no time zone"),
+])
+def test_decode_refuses_what_archive_never_writes(change, message):
+    record = {**json.loads(encode_ticket(PROCESSED)), **change}
+
+    with pytest.raises(ArchiveFormatError, match=message):
+        decode_ticket(json.dumps(record).encode())
+
+
+def test_decode_names_a_missing_field():
+    record = json.loads(encode_ticket(PROCESSED))
+    del record["status"]
+
+    with pytest.raises(ArchiveFormatError, match="lacks the field 'status'"):
+        decode_ticket(json.dumps(record).encode())
+
+
+def entry(sha256: str, tickets: int = 1) -> DayEntry:
+    return DayEntry(file="f", tickets=tickets, statuses={"processed": tickets}, bytes=10, sha256=sha256,
+                    archived_at="2026-11-26T00:00:00+00:00")
+
+
+def test_the_manifest_merges_days_and_replaces_a_day_archived_again():
+    manifest = merged_manifest(None, date(2026, 11, 21), entry("b"))
+    manifest = merged_manifest(manifest, date(2026, 11, 20), entry("a"))
+    manifest = merged_manifest(manifest, date(2026, 11, 21), entry("c", tickets=2))
+
+    assert manifest["format"] == FORMAT
+    assert list(manifest["days"]) == ["2026-11-20", "2026-11-21"]
+    assert manifest["days"]["2026-11-20"]["sha256"] == "a"
+    assert manifest["days"]["2026-11-21"] == entry("c", tickets=2).as_json()
+    assert parse_manifest(json.dumps(manifest)) == manifest
+
+
+def test_a_file_counts_only_as_the_manifest_lists_it():
+    manifest = merged_manifest(None, date(2026, 11, 20),
+                               DayEntry(file=day_file_name(date(2026, 11, 20)), tickets=0, statuses={}, bytes=20,
+                                        sha256="abc", archived_at="x"))
+
+    assert listed_sha256(manifest, "tickets-2026-11-20.jsonl.gz") == "abc"
+    assert listed_sha256(manifest, "tickets-2026-11-21.jsonl.gz") is None
+    with pytest.raises(ArchiveFormatError):
+        parse_manifest('{"format": "something else", "days": {}}')
+
+
+def test_files_being_written_never_pass_for_a_day_file():
+    final = day_file_name(date(2026, 11, 20))
+    partial = partial_file_name(final, 4242)
+
+    assert final == "tickets-2026-11-20.jsonl.gz" and is_day_file_name(final)
+    assert not is_day_file_name(partial) and is_partial_file_name(partial)
+    assert fnmatch.filter([partial, partial_file_name("manifest.json", 1)], "tickets-*.jsonl.gz") == []
+    assert not is_partial_file_name(final)
+
+
+def test_before_takes_the_days_strictly_before_it_oldest_first():
+    first = date(2026, 11, 1)
+    days = [first + timedelta(days=n) for n in (3, 0, 5, 1, 3)]
+
+    assert days_before(days, date(2026, 11, 4)) == [date(2026, 11, 1), date(2026, 11, 2)]
+    assert days_before(days, date(2026, 11, 1)) == []
+    assert days_before(days, date(2027, 1, 1)) == [date(2026, 11, n) for n in (1, 2, 4, 6)]
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["archive", "--before", "2026-13-01", "--to", "x"],
+     "myticket: archive: --before: '2026-13-01' is not a date (YYYY-MM-DD)"),
+    (["purge", "--before", "yesterday"], "myticket: purge: --before: 'yesterday' is not a date (YYYY-MM-DD)"),
+    (["purge", "--before", "2026-11-20", "--lock-timeout", "soon"],
+     "myticket: purge: --lock-timeout: must be a number of seconds above 0 (and under a day)"),
+])
+def test_a_bad_argument_is_one_line_naming_the_option(argv, line, capsys):
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err == line + "\n" and captured.out == ""
