@@ -87,7 +87,10 @@ class ClaimedBatch:
         return {bytes(row["body_sha256"]): row["ticket_id"] for row in await _rows(self._cursor)}
 
     async def first_tickets_for(self, *, digests: dict[bytes, str]) -> dict[bytes, str]:
-        """Register digest -> candidate ticket id; return digest -> the ticket that was first."""
+        """Register digest -> candidate ticket id; return digest -> the ticket that was first.
+
+        A digest this call recorded was first with its candidate; only the others (taken
+        meanwhile by another worker's ticket) cost a second look-up."""
         if not digests:
             return {}
         await self._cursor.execute(
@@ -98,7 +101,11 @@ class ClaimedBatch:
                 "ticket_ids": list(digests.values()),
             },
         )
-        return await self.first_tickets_with(digests=set(digests))
+        recorded = {bytes(row["body_sha256"]) for row in await _rows(self._cursor)}
+        first = {digest: digests[digest] for digest in recorded}
+        if len(recorded) < len(digests):
+            first.update(await self.first_tickets_with(digests=set(digests) - recorded))
+        return first
 
     async def save(
         self,

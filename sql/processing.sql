@@ -36,16 +36,18 @@ WHERE s.position = 1 OR s.size_up_to_here <= %(max_bytes)s
 ORDER BY s.received_at, s.id;
 
 -- name: register_processed_bodies
--- Records the digest of each body about to be processed, in its ticket's day; a digest
--- already there for that day belongs to an earlier ticket, of which this one is a
--- duplicate. Sorted, so two workers inserting the same digests wait for each other
--- instead of deadlocking.
+-- Records the digest of each body about to be processed, in its ticket's day, and
+-- returns the digests it recorded: their tickets came first. A digest already there for
+-- that day belongs to an earlier ticket (another worker's, committed meanwhile), of
+-- which this one is a duplicate; only those are looked up again. Sorted, so two
+-- workers inserting the same digests wait for each other instead of deadlocking.
 INSERT INTO processed_bodies (body_sha256, received_day, ticket_id)
 SELECT digest, date_trunc('day', received_at, 'UTC'), ticket_id
 FROM unnest(%(digests)s::bytea[], %(received_at)s::timestamptz[], %(ticket_ids)s::uuid[])
     AS r (digest, received_at, ticket_id)
 ORDER BY 1, 2
-ON CONFLICT (body_sha256, received_day) DO NOTHING;
+ON CONFLICT (body_sha256, received_day) DO NOTHING
+RETURNING body_sha256;
 
 -- name: first_tickets_with_bodies
 -- Which ticket each digest was first processed as: the one of the earliest day kept.
