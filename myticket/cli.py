@@ -17,7 +17,14 @@ from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from .config import ConfigError, Settings, configure_logging, load_settings, mask_password
+from .config import (
+    ConfigError,
+    Settings,
+    check_retention_has_archive,
+    configure_logging,
+    load_settings,
+    mask_password,
+)
 
 log = logging.getLogger("myticket")
 
@@ -139,6 +146,9 @@ def _ticket_id(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a ticket id (a UUID)") from None
 
+
+# The commands that run the worker process, and with it retention.
+SERVICE_COMMANDS = ("serve", "worker")
 
 # Processed tickets are not requeued: their lines are already counted in the catalogue.
 REQUEUEABLE_STATUSES = ("rejected", "duplicate")
@@ -291,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         settings = load_settings(os.environ)
+        if args.command in SERVICE_COMMANDS:
+            check_retention_has_archive(settings)
     except ConfigError as exc:
         print(f"myticket: configuration error: {exc}", file=sys.stderr)
         return 2

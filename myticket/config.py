@@ -46,6 +46,9 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_WORKER_MAX_ATTEMPTS",
     "MYTICKET_DATABASE_POOL_SIZE",
     "MYTICKET_SPOOL_REPLAY_BATCH",
+    "MYTICKET_RETENTION_DAYS",
+    "MYTICKET_ARCHIVE_DIR",
+    "MYTICKET_MAINTENANCE_INTERVAL_SECONDS",
 )
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
 DEFAULT_WORKER_BATCH_MAX_BYTES = 8 * 1024 * 1024
@@ -59,6 +62,14 @@ DEFAULT_BATCH_MAX_BYTES = 16 * 1024 * 1024
 # The embedded PostgreSQL's fixed port: stable across restarts (psql, scripts and a
 # second command find it where it was), and not 5432, where a system PostgreSQL listens.
 DEFAULT_EMBEDDED_PORT = 5499
+# How often the worker process makes the partitions of the next days and, with a
+# retention, archives and purges the days past it: a day's work is found within an hour.
+DEFAULT_MAINTENANCE_INTERVAL_SECONDS = 3600.0
+# Longest maintenance interval: the partitions are made two days ahead, so a round a
+# day still finds each day's partitions made before the day begins.
+MAX_MAINTENANCE_INTERVAL_SECONDS = 86400
+# Longest retention: a hundred years (a longer one is a typo, and dates stop at year 9999).
+MAX_RETENTION_DAYS = 36500
 
 
 class ConfigError(ValueError):
@@ -123,6 +134,13 @@ class Settings:
     worker_placement: str = "process"
     # Port of the embedded PostgreSQL (used only when database_url is None).
     embedded_port: int = DEFAULT_EMBEDDED_PORT
+    # Days of tickets kept besides today: older days are archived to archive_dir, then
+    # their partitions dropped, by the worker process. None: kept forever.
+    retention_days: int | None = None
+    # Where retention writes its archives (None: no automatic archive).
+    archive_dir: Path | None = None
+    # Seconds between two maintenance rounds (partitions ahead, then retention).
+    maintenance_interval_seconds: float = DEFAULT_MAINTENANCE_INTERVAL_SECONDS
 
     @property
     def signing_secret(self) -> str | None:
@@ -172,7 +190,9 @@ def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> 
 MAX_TIMEOUT_SECONDS = 3600
 
 
-def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+def _positive_seconds(
+    environ: Mapping[str, str], name: str, default: float, *, maximum: float = MAX_TIMEOUT_SECONDS
+) -> float:
     raw = _raw(environ, name)
     if raw is None:
         return default
@@ -184,8 +204,8 @@ def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> 
         raise ConfigError(f"{name}: must be a number of seconds, got {raw!r}")
     if value <= 0:
         raise ConfigError(f"{name}: must be greater than 0, got {raw}")
-    if value > MAX_TIMEOUT_SECONDS:
-        raise ConfigError(f"{name}: must be at most {MAX_TIMEOUT_SECONDS}, got {raw}")
+    if value > maximum:
+        raise ConfigError(f"{name}: must be at most {maximum:g}, got {raw}")
     return value
 
 
@@ -263,6 +283,29 @@ def _database_url(environ: Mapping[str, str]) -> str | None:
     return raw
 
 
+def _directory(environ: Mapping[str, str], name: str) -> Path | None:
+    """A directory that may not exist yet (it is made when first written), or None."""
+    raw = _raw(environ, name)
+    if raw is None:
+        return None
+    path = Path(raw)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{name}: must be a directory, got {raw!r}, which exists and is not one")
+    return path
+
+
+def check_retention_has_archive(settings: Settings) -> None:
+    """The service (`serve`, `worker`) refuses a retention without an archive directory:
+    it would drop days of tickets that exist nowhere else. The one-shot commands do not
+    check it, so that `myticket purge --without-archive` stays possible."""
+    if settings.retention_days is not None and settings.archive_dir is None:
+        raise ConfigError(
+            f"MYTICKET_ARCHIVE_DIR: must be set when MYTICKET_RETENTION_DAYS is ({settings.retention_days}): "
+            "the service purges only days it has archived; dropping data without a copy must be explicit "
+            "(`myticket purge --without-archive`)"
+        )
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build Settings from an environment mapping, or raise ConfigError."""
     raw_log_level = environ.get("LOG_LEVEL", "INFO").strip()
@@ -305,6 +348,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         read_timeout_seconds=_positive_seconds(environ, "MYTICKET_READ_TIMEOUT_SECONDS", 30.0),
         worker_placement=_choice(environ, "MYTICKET_WORKER", WORKER_PLACEMENTS),
         embedded_port=_integer(environ, "MYTICKET_EMBEDDED_PORT", DEFAULT_EMBEDDED_PORT, maximum=65535),
+        retention_days=(
+            _integer(environ, "MYTICKET_RETENTION_DAYS", 0, maximum=MAX_RETENTION_DAYS)
+            if _raw(environ, "MYTICKET_RETENTION_DAYS") is not None else None
+        ),
+        archive_dir=_directory(environ, "MYTICKET_ARCHIVE_DIR"),
+        maintenance_interval_seconds=_positive_seconds(
+            environ, "MYTICKET_MAINTENANCE_INTERVAL_SECONDS", DEFAULT_MAINTENANCE_INTERVAL_SECONDS,
+            maximum=MAX_MAINTENANCE_INTERVAL_SECONDS,
+        ),
     )
 
 

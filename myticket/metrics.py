@@ -173,6 +173,26 @@ class Metrics:
             "Replay attempts that failed, by cause; the replayer retries each.",
             registry=self.registry,
         )
+        self.days_archived = Counter(
+            "myticket_retention_days_archived_total",
+            "Days of tickets written to the archive directory by retention.",
+            registry=self.registry,
+        )
+        self.days_purged = Counter(
+            "myticket_retention_days_purged_total",
+            "Days of tickets whose partitions retention dropped, after archiving them.",
+            registry=self.registry,
+        )
+        self.maintenance_failures = Counter(
+            "myticket_maintenance_failures_total",
+            "Maintenance rounds (partitions ahead, retention) that failed; the next round retries.",
+            registry=self.registry,
+        )
+        self.oldest_day_kept = Gauge(
+            "myticket_oldest_day_kept_seconds",
+            "UTC midnight, as unix seconds, of the oldest day whose tickets are still stored.",
+            registry=self.registry,
+        )
         self._export_zeros()
         # Keyed by collector name: aioprometheus collectors define __eq__, not __hash__.
         self._counts: Tally[tuple[str, Labels]] = Tally()
@@ -182,7 +202,10 @@ class Metrics:
     def _export_zeros(self) -> None:
         """Every counter whose label values are known starts at 0, so that rate() and
         alerts on it work before its first event (an absent series is not a zero)."""
-        for counter in (self.tickets_accepted, self.tickets_spooled, self.tickets_replayed):
+        for counter in (
+            self.tickets_accepted, self.tickets_spooled, self.tickets_replayed,
+            self.days_archived, self.days_purged, self.maintenance_failures,
+        ):
             counter.set({}, 0)
         for reason in RefusalReason:
             self.tickets_refused.set({"reason": reason.value}, 0)
@@ -225,6 +248,16 @@ class Metrics:
 
     def replay_failed(self, cause: str) -> None:
         self.count(self.replay_failures, (("cause", cause),))
+
+    def retention_done(self, *, archived: int, purged: int) -> None:
+        self.count(self.days_archived, amount=archived)
+        self.count(self.days_purged, amount=purged)
+
+    def maintenance_failed(self) -> None:
+        self.count(self.maintenance_failures)
+
+    def set_oldest_day_kept(self, unix_seconds: float) -> None:
+        self._gauges[self.oldest_day_kept.name] = unix_seconds
 
     def take_report(self) -> MetricsReport:
         """What was tallied since the last report (gauges: their last values), and reset."""

@@ -505,6 +505,26 @@ class Repository:
         }
         return (await self._fetch("restore_tickets", params))[0]["stored"]
 
+    @contextlib.asynccontextmanager
+    async def maintenance_lock(self) -> AsyncIterator[bool]:
+        """Try the retention lock on a connection of its own; yield whether this process
+        got it. It is held until the block ends (the connection is then closed, which
+        releases it; so does the death of the process)."""
+        try:
+            conn = await aiopg.connect(self._database_url, enable_hstore=False, timeout=10)
+        except _DRIVER_ERRORS as exc:
+            raise _database_error("try_maintenance_lock", exc) from exc
+        try:
+            try:
+                async with conn.cursor() as cur:
+                    await cur.execute(self._queries["try_maintenance_lock"])
+                    held = bool((await _rows(cur))[0]["held"])
+            except _DRIVER_ERRORS as exc:
+                raise _database_error("try_maintenance_lock", exc) from exc
+            yield held
+        finally:
+            conn.close()
+
     async def applied_migrations(self) -> set[str]:
         rows = await self._fetch("applied_migrations")
         return {row["migration_id"] for row in rows}

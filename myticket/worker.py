@@ -17,7 +17,8 @@ fetched only while they fit, so a burst of large tickets never sits in memory at
 The decisions (duplicate or not, outcome, catalogue folding, what a failure means)
 are the pure functions of `processing`; this module does the I/O around them.
 `run_worker_loops` is the one lifecycle of the worker, however it is placed (tasks in
-the HTTP process, the worker process of `serve`, the standalone `myticket worker`).
+the HTTP process, the worker process of `serve`, the standalone `myticket worker`); it
+runs the maintenance loop (`maintenance`) beside the ticket loops.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .config import Settings
 from .database_errors import DatabaseUnavailable
 from .domain import ClaimedTicket, TicketOutcome
 from .events import first_of
+from .maintenance import Maintenance
 from .metrics import Metrics
 from .parser import parse_ticket
 from .processing import Parse, RetryAction, RetryDecision, body_digest, plan_batch, retry_decision, settle_batch
@@ -269,9 +271,18 @@ async def run_worker_loops(
 ) -> None:
     """The worker of one process, however it is placed: once `start_when` is set (the
     database confirmed: the worker must not read tables that may not exist yet), the
-    loops run until `stop`, each finishing its batch."""
+    loops run until `stop`, each finishing its batch, beside the maintenance loop
+    (partitions ahead, retention)."""
     if start_when is not None:
         await first_of(start_when, stop)
         if stop.is_set():
             return
-    await asyncio.gather(*(worker.run(stop) for worker in workers_for(repository, metrics, settings)))
+    maintenance = Maintenance(
+        repository, metrics,
+        interval_seconds=settings.maintenance_interval_seconds,
+        retention_days=settings.retention_days,
+        archive_dir=settings.archive_dir,
+    )
+    await asyncio.gather(
+        *(worker.run(stop) for worker in workers_for(repository, metrics, settings)), maintenance.run(stop)
+    )

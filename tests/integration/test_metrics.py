@@ -10,6 +10,7 @@ from myticket.worker import TicketWorker
 
 from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import post, sample, settled, ticket_with
+from ..waiting import wait_until
 
 
 async def test_metrics_count_accepted_refused_and_requests(client, db):
@@ -63,8 +64,27 @@ async def test_counters_with_known_labels_are_exported_at_zero_before_any_event(
         assert sample(text, "myticket_tickets_refused_total", {"reason": reason.value}) == 0, reason
     for outcome in PROCESSING_OUTCOMES:
         assert sample(text, "myticket_tickets_processed_total", {"outcome": outcome}) == 0, outcome
-    for counter in ("myticket_tickets_accepted_total", "myticket_tickets_spooled_total", "myticket_tickets_replayed_total"):
+    for counter in (
+        "myticket_tickets_accepted_total", "myticket_tickets_spooled_total", "myticket_tickets_replayed_total",
+        "myticket_retention_days_archived_total", "myticket_retention_days_purged_total",
+        "myticket_maintenance_failures_total",
+    ):
         assert sample(text, counter) == 0, counter
+
+
+async def test_the_oldest_day_kept_is_published_by_the_worker_s_maintenance_round(client, db):
+    oldest_partition = min(
+        datetime.strptime(name.removeprefix("deliveries_"), "%Y%m%d").replace(tzinfo=timezone.utc)
+        for parent, name in db.rows("day_partition_names") if parent == "deliveries"
+    )
+    published: list[float | None] = []
+
+    async def gauge_published() -> bool:
+        published.append(sample(await (await client.get("/metrics")).text(), "myticket_oldest_day_kept_seconds"))
+        return published[-1] is not None
+
+    await wait_until(gauge_published, timeout=15, what="the first maintenance round")
+    assert published[-1] == oldest_partition.timestamp()
 
 
 async def test_a_refusal_adds_to_its_zero_series(quiet_app):

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from myticket.config import DEFAULT_MAX_BODY_BYTES, ConfigError, load_settings, mask_password
+from myticket.config import (
+    DEFAULT_MAX_BODY_BYTES,
+    ConfigError,
+    check_retention_has_archive,
+    load_settings,
+    mask_password,
+)
 
 from ..conftest import PROJECT_ROOT
 
@@ -71,6 +77,13 @@ def test_values_are_read():
         ("MYTICKET_WORKER", "thread", "MYTICKET_WORKER: must be one of process, inline, got 'thread'"),
         ("MYTICKET_FLUSHES_IN_FLIGHT", "17", "MYTICKET_FLUSHES_IN_FLIGHT: must be at most 16, got 17"),
         ("MYTICKET_EMBEDDED_PORT", "65536", "MYTICKET_EMBEDDED_PORT: must be at most 65535, got 65536"),
+        ("MYTICKET_RETENTION_DAYS", "0", "MYTICKET_RETENTION_DAYS: must be at least 1, got 0"),
+        ("MYTICKET_RETENTION_DAYS", "7d", "MYTICKET_RETENTION_DAYS: must be a whole number, got '7d'"),
+        ("MYTICKET_RETENTION_DAYS", "36501", "MYTICKET_RETENTION_DAYS: must be at most 36500, got 36501"),
+        ("MYTICKET_MAINTENANCE_INTERVAL_SECONDS", "0",
+         "MYTICKET_MAINTENANCE_INTERVAL_SECONDS: must be greater than 0, got 0"),
+        ("MYTICKET_MAINTENANCE_INTERVAL_SECONDS", "90000",
+         "MYTICKET_MAINTENANCE_INTERVAL_SECONDS: must be at most 86400, got 90000"),
     ],
 )
 def test_bad_value_is_refused_with_the_rule_in_one_line_naming_the_variable(variable, value, message):
@@ -85,6 +98,49 @@ def test_data_dir_that_is_a_file_is_refused_plainly(tmp_path):
     with pytest.raises(ConfigError) as raised:
         load_settings({"MYTICKET_DATA_DIR": str(a_file)})
     assert str(raised.value) == f"MYTICKET_DATA_DIR: must be a directory, got {str(a_file)!r}, which exists and is not one"
+
+
+def test_retention_is_off_by_default_and_read_when_set(tmp_path):
+    defaults = load_settings({})
+    assert (defaults.retention_days, defaults.archive_dir, defaults.maintenance_interval_seconds) == (None, None, 3600)
+
+    settings = load_settings({
+        "MYTICKET_RETENTION_DAYS": "30", "MYTICKET_ARCHIVE_DIR": str(tmp_path / "archive"),
+        "MYTICKET_MAINTENANCE_INTERVAL_SECONDS": "0.5",
+    })
+    assert (settings.retention_days, settings.archive_dir) == (30, tmp_path / "archive")
+    assert settings.maintenance_interval_seconds == 0.5
+    check_retention_has_archive(settings)  # no complaint
+
+
+def test_archive_dir_that_is_a_file_is_refused_plainly(tmp_path):
+    a_file = tmp_path / "archive"
+    a_file.write_text("")
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"MYTICKET_ARCHIVE_DIR": str(a_file)})
+    assert str(raised.value) == f"MYTICKET_ARCHIVE_DIR: must be a directory, got {str(a_file)!r}, which exists and is not one"
+
+
+def test_retention_without_an_archive_dir_is_refused_naming_it_and_the_explicit_way():
+    with pytest.raises(ConfigError) as raised:
+        check_retention_has_archive(load_settings({"MYTICKET_RETENTION_DAYS": "7"}))
+    message = str(raised.value)
+    assert message.startswith("MYTICKET_ARCHIVE_DIR: must be set when MYTICKET_RETENTION_DAYS is (7)")
+    assert "dropping data without a copy must be explicit (`myticket purge --without-archive`)" in message
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_the_service_refuses_to_start_with_retention_but_no_archive_dir(command):
+    env = {**os.environ, "MYTICKET_RETENTION_DAYS": "7", "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    env.pop("MYTICKET_ARCHIVE_DIR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "myticket", command], cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=60
+    )
+
+    assert result.returncode == 2
+    [line] = result.stderr.decode().strip().splitlines()
+    assert line.startswith("myticket: configuration error: MYTICKET_ARCHIVE_DIR: must be set when")
+    assert line.endswith("(`myticket purge --without-archive`)")
 
 
 def test_cli_stops_with_one_line_naming_the_variable():

@@ -1,0 +1,186 @@
+"""Maintenance, a loop of the worker process: partitions made ahead, and retention.
+
+At start and every MYTICKET_MAINTENANCE_INTERVAL_SECONDS, a process that runs the
+worker makes the partitions of today and the next two days (idempotent: several
+processes may ask at once), so that ingest rarely has to make one on the hot path. With
+MYTICKET_RETENTION_DAYS, it then archives the days past the retention into
+MYTICKET_ARCHIVE_DIR and purges them (drops their partitions; never DELETE), in one
+process only when several run: the one that gets a session-level advisory lock, on a
+connection of its own, for the round. The others skip the round, and find the days
+gone at their next one, so each day is archived and purged once. Purge drops a day
+only when its archive holds all its tickets, none pending (`myticket_purge_day`).
+
+A round that fails is logged and counted, and the next round tries again: the loop
+ends only with its process. A database outage is logged when it begins and when it
+ends, not at every round.
+
+The choice of days is pure (`days_to_prepare`, `retention_cutoff`); this module does
+the I/O around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from .database_errors import DatabaseUnavailable
+from .events import first_of
+from .metrics import Metrics
+from .repository import Repository
+
+log = logging.getLogger(__name__)
+
+# Days after today whose partitions are made ahead: a round a day (the longest
+# interval) still makes each day's partitions before the day begins.
+DAYS_AHEAD = 2
+
+
+def days_to_prepare(today: date) -> list[date]:
+    """The days whose partitions each round makes: today and the DAYS_AHEAD next."""
+    return [today + timedelta(days=offset) for offset in range(DAYS_AHEAD + 1)]
+
+
+def retention_cutoff(today: date, retention_days: int) -> date:
+    """The oldest day kept: days before it are past the retention. Today and the
+    `retention_days` days before it are kept, so a ticket is kept at least
+    `retention_days` whole days after its reception."""
+    return today - timedelta(days=retention_days)
+
+
+def midnight_unix_seconds(day: date) -> float:
+    """The start of a UTC day, as unix seconds (the oldest-day gauge)."""
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+
+
+def utc_today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+@dataclass
+class RoundReport:
+    """What one maintenance round did."""
+
+    partitions_made: int = 0
+    # None: no retention configured, or another process held the lock (`skipped`).
+    cutoff: date | None = None
+    skipped: bool = False
+    archived: list[date] = field(default_factory=list)
+    purged: list[date] = field(default_factory=list)
+    refused: dict[date, str] = field(default_factory=dict)
+
+
+class OutageLog:
+    """Logs an outage of the database when a round first meets it, and when a round
+    succeeds again: one line each, not one per round."""
+
+    def __init__(self) -> None:
+        self._down_since: float | None = None
+
+    def failed(self, exc: Exception, *, retry_seconds: float) -> None:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("maintenance round failed, database unavailable: %s; next round in %gs", reason, retry_seconds)
+        else:
+            log.debug("maintenance round failed again, database unavailable: %s", reason)
+
+    def answered(self) -> None:
+        if self._down_since is not None:
+            log.warning("maintenance round done again after %.1fs of database outage",
+                        time.monotonic() - self._down_since)
+            self._down_since = None
+
+
+class Maintenance:
+    """The maintenance loop of one process."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        metrics: Metrics,
+        *,
+        interval_seconds: float,
+        retention_days: int | None = None,
+        archive_dir: Path | None = None,
+        today: Callable[[], date] = utc_today,
+    ) -> None:
+        if retention_days is not None and archive_dir is None:
+            raise ValueError("retention needs an archive directory (config.check_retention_has_archive)")
+        self._repository = repository
+        self._metrics = metrics
+        self.interval_seconds = interval_seconds
+        self._retention_days = retention_days
+        self._archive_dir = archive_dir
+        self._today = today
+        self._outage_log = OutageLog()
+
+    async def run_round(self) -> RoundReport:
+        """Make the partitions ahead; with a retention, archive then purge the days past
+        it if this process gets the lock; then publish the oldest day kept."""
+        today = self._today()
+        report = RoundReport(partitions_made=await self._repository.create_day_partitions(days=days_to_prepare(today)))
+        if self._retention_days is not None:
+            report.cutoff = retention_cutoff(today, self._retention_days)
+            if any(day < report.cutoff for day in await self._repository.day_partitions()):
+                async with self._repository.maintenance_lock() as held:
+                    if held:
+                        await self._archive_and_purge(report)
+                    else:
+                        report.skipped = True
+                        log.info("retention: another process holds the maintenance lock; skipping this round")
+        days = await self._repository.day_partitions()
+        if days:
+            self._metrics.set_oldest_day_kept(midnight_unix_seconds(days[0]))
+        return report
+
+    async def _archive_and_purge(self, report: RoundReport) -> None:
+        """Archive every day before the cutoff, then purge those the archive holds (the
+        archive module logs each day archived, purged or kept, with why)."""
+        from .archive import archive_before, purge_before
+
+        assert report.cutoff is not None and self._archive_dir is not None
+        archived = await archive_before(self._repository, before=report.cutoff, directory=self._archive_dir)
+        report.archived = [day.day for day in archived]
+        self._metrics.retention_done(archived=len(archived), purged=0)
+        for result in await purge_before(self._repository, before=report.cutoff, require_archive=True):
+            if result.purged:
+                report.purged.append(result.day)
+            elif result.reason != "absent":  # absent: dropped by hand since the list was read
+                report.refused[result.day] = result.reason or "refused"
+        self._metrics.retention_done(archived=0, purged=len(report.purged))
+        log.info(
+            "retention: %d days before %s archived to %s, %d purged, %d kept for the next round",
+            len(report.archived), report.cutoff, self._archive_dir, len(report.purged), len(report.refused),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """A round now and every `interval_seconds` until `stop`. A round under way when
+        `stop` is set is cancelled: archive files are written atomically and a purge
+        is one transaction, so the next start does it again from a clean state."""
+        while not stop.is_set():
+            round_task = asyncio.ensure_future(self.run_round())
+            await first_of(stop, others=(round_task,))
+            if not round_task.done():
+                round_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await round_task
+                log.info("maintenance round interrupted by the shutdown; the next start does it again")
+                return
+            try:
+                round_task.result()
+            except DatabaseUnavailable as exc:
+                self._metrics.maintenance_failed()
+                self._outage_log.failed(exc, retry_seconds=self.interval_seconds)
+            except Exception:
+                # A bug or a full disk must not end maintenance for the life of the process.
+                self._metrics.maintenance_failed()
+                log.exception("maintenance round failed; the next round in %gs tries again", self.interval_seconds)
+            else:
+                self._outage_log.answered()
+            await first_of(stop, timeout=self.interval_seconds)
