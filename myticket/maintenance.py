@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from .archive import archive_before, purge_before
 from .database_errors import DatabaseUnavailable
 from .events import first_of
 from .metrics import Metrics
@@ -142,8 +143,6 @@ class Maintenance:
     async def _archive_and_purge(self, report: RoundReport) -> None:
         """Archive every day before the cutoff, then purge those the archive holds (the
         archive module logs each day archived, purged or kept, with why)."""
-        from .archive import archive_before, purge_before
-
         assert report.cutoff is not None and self._archive_dir is not None
         archived = await archive_before(self._repository, before=report.cutoff, directory=self._archive_dir)
         report.archived = [day.day for day in archived]
