@@ -2,8 +2,8 @@
 
 Stores distinct tickets (bench/loadgen.py, about 2% malformed) through the service's
 own ingest statement, lets the worker process them all, vacuums, and reports what each
-table takes on disk per ticket (heap, TOAST, indexes), then what a day and a year cost
-at 1,000 and 10,000 tickets per second at that size. A scratch embedded PostgreSQL;
+table takes on disk per ticket (heap, TOAST, indexes) and the WAL written per ticket,
+then what a day and a year cost at 1,000 and 10,000 tickets per second at that size. A scratch embedded PostgreSQL;
 never part of `make test`. The README's Capacity section quotes it.
 """
 
@@ -62,10 +62,15 @@ def main() -> None:
         url = server.start()
         try:
             apply_migrations(url)
-            asyncio.run(store_and_process(url, bodies, args.batch))
             conn = psycopg2.connect(url)
             conn.autocommit = True
             with conn.cursor() as cursor:
+                cursor.execute(QUERIES["wal_position"])
+                wal_start = cursor.fetchone()[0]
+            asyncio.run(store_and_process(url, bodies, args.batch))
+            with conn.cursor() as cursor:
+                cursor.execute(QUERIES["wal_bytes_since"], {"since": wal_start})
+                wal_bytes = cursor.fetchone()[0]
                 cursor.execute(QUERIES["vacuum"])
                 cursor.execute(QUERIES["stored_ticket_figures"])
                 tickets, lines, average_body = cursor.fetchone()
@@ -82,9 +87,11 @@ def main() -> None:
         total += row[-1]
         print(f"{family:20} " + " ".join(f"{value:>8.0f}" for value in row))
     print(f"{'all':20} {'':>8} {'':>8} {'':>8} {total:>8.0f}")
+    print(f"WAL written while storing and processing: {wal_bytes / tickets:,.0f} bytes per ticket")
     for rate in (1_000, 10_000):
         day = total * rate * 86_400
-        print(f"at {rate:,} tickets/s: {day / GIB:,.0f} GiB a day, {day * 365 / 1024**4:,.1f} TiB a year")
+        print(f"at {rate:,} tickets/s: {day / GIB:,.0f} GiB a day, {day * 365 / 1024**4:,.1f} TiB a year, "
+              f"WAL {wal_bytes / tickets * rate / 1024**2:,.1f} MiB/s")
 
 
 if __name__ == "__main__":

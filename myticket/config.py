@@ -52,6 +52,11 @@ ENVIRONMENT_VARIABLES = (
 )
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
 DEFAULT_WORKER_BATCH_MAX_BYTES = 8 * 1024 * 1024
+# 500, not 200: with the day-partitioned tables each claim runs several statements whose
+# planning and start cost is per batch, and a bigger batch merges more sightings of the
+# same product. Draining 40,000 distinct tickets, PostgreSQL's CPU per ticket fell from
+# 89-95 us to 78-80 us (the previous schema's did not move: 99-110 us either way).
+DEFAULT_WORKER_BATCH_SIZE = 500
 # Bodies held in memory at once (being read or waiting for a commit): 256 such 1 MiB
 # bodies, far below a small machine's memory, where 20,000 waiting tickets of the
 # body limit would be 20 GiB.
@@ -108,7 +113,7 @@ class Settings:
     worker_batch_max_bytes: int = DEFAULT_WORKER_BATCH_MAX_BYTES
     # Most tickets one worker claim locks (one transaction); its bodies are further
     # bounded by worker_batch_max_bytes.
-    worker_batch_size: int = 200
+    worker_batch_size: int = DEFAULT_WORKER_BATCH_SIZE
     # Attempts a ticket gets when its processing fails for another reason than its data
     # or the database being down (a deadlock, a bug), before it is rejected.
     worker_max_attempts: int = 3
@@ -337,7 +342,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         http_processes=_integer(environ, "HTTP_PROCESSES", 1, maximum=64),
         workers=_integer(environ, "MYTICKET_WORKERS", 2, maximum=64),
         worker_batch_max_bytes=_integer(environ, "MYTICKET_WORKER_BATCH_MAX_BYTES", DEFAULT_WORKER_BATCH_MAX_BYTES),
-        worker_batch_size=_integer(environ, "MYTICKET_WORKER_BATCH_SIZE", 200, maximum=5000),
+        worker_batch_size=_integer(environ, "MYTICKET_WORKER_BATCH_SIZE", DEFAULT_WORKER_BATCH_SIZE, maximum=5000),
         worker_max_attempts=_integer(environ, "MYTICKET_WORKER_MAX_ATTEMPTS", 3, maximum=100),
         database_pool_size=_integer(environ, "MYTICKET_DATABASE_POOL_SIZE", 10, maximum=1000),
         spool_replay_batch=_integer(environ, "MYTICKET_SPOOL_REPLAY_BATCH", 500, maximum=5000),

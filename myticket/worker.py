@@ -30,7 +30,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .config import Settings
+from .config import DEFAULT_WORKER_BATCH_MAX_BYTES, DEFAULT_WORKER_BATCH_SIZE, Settings
 from .database_errors import DatabaseUnavailable
 from .domain import ClaimedTicket, TicketOutcome
 from .events import first_of
@@ -46,8 +46,6 @@ BACKLOG_REFRESH_SECONDS = 1.0
 # Under load every ingest batch sends a wake-up; starting drains at most this often lets
 # each claim take a fuller batch (fewer, larger transactions) at a small cost in lag.
 MIN_DRAIN_INTERVAL_SECONDS = 0.05
-DEFAULT_BATCH_SIZE = 200
-DEFAULT_BATCH_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_ATTEMPTS = 3
 
 
@@ -116,8 +114,8 @@ class TicketWorker:
         repository: Repository,
         metrics: Metrics,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES,
+        batch_size: int = DEFAULT_WORKER_BATCH_SIZE,
+        batch_max_bytes: int = DEFAULT_WORKER_BATCH_MAX_BYTES,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         idle_poll_seconds: float = 1.0,
         outage_log: DatabaseOutageLog | None = None,

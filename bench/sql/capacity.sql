@@ -23,3 +23,12 @@ VACUUM;
 SELECT (SELECT count(*) FROM deliveries) AS tickets,
        (SELECT count(*) FROM ticket_lines) AS lines,
        (SELECT avg(octet_length(body)) FROM deliveries)::numeric(10,1) AS average_body;
+
+-- name: wal_position
+-- Where the write-ahead log is now: the difference across a load is the WAL it wrote,
+-- which replicas, backups and the disk must carry.
+SELECT pg_current_wal_lsn()::text;
+
+-- name: wal_bytes_since
+-- WAL bytes written since the given position.
+SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %(since)s::pg_lsn)::bigint;
