@@ -28,9 +28,13 @@ def test_one_input(data: bytes) -> None:
     source_lines = LINE_BREAK.split(data.decode(CODECS.get(ticket.encoding, ticket.encoding)))
     for line in ticket.lines:
         assert line.price >= 0 and line.product_id and line.name
-        # A line's fields come from the line it names (quotes undoubled), not from a neighbour.
-        source = source_lines[line.line_number - 1].replace('""', '"')
-        assert line.name in source and line.product_id in source, (line, source)
+        # A line's fields come from the line it names, not from a neighbour: as written in
+        # it (an unquoted field keeps its quotes as they are), or with doubled quotes
+        # undoubled (a quoted field).
+        raw = source_lines[line.line_number - 1]
+        undoubled = raw.replace('""', '"')
+        for value in (line.name, line.product_id):
+            assert value in raw or value in undoubled, (line, raw)
 
 
 if __name__ == "__main__":

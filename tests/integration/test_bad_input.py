@@ -156,9 +156,13 @@ def test_atheris_finds_no_crash_in_the_parser(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "reference").write_bytes(REFERENCE_TICKET)
+    # Found by this fuzzer once: an unquoted name keeps its doubled quotes as written.
+    (corpus / "unquoted-doubled-quotes").write_bytes(
+        b'Order: 123456\nVAT: 0\n\nproduct,product_id,price\nFormule(s) mi""""""""""""di,aZde1.4,09\n'
+    )
     result = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "tests" / "fuzz_parser.py"), "-runs=30000", "-max_len=1024",
-         "-seed=1", str(corpus)],
+         "-seed=1", f"-artifact_prefix={tmp_path}/", str(corpus)],
         cwd=PROJECT_ROOT, capture_output=True, timeout=600,
     )
     output = result.stderr.decode(errors="replace")
