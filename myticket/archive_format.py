@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -22,11 +24,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .domain import ArchivedTicket
+from .ids import received_at_of
 from .parser import TicketLine
 
 FORMAT = "myticket-archive/1"
 MANIFEST_NAME = "manifest.json"
 STATUSES = ("pending", "processed", "rejected", "duplicate")
+# Reception times a restored ticket may carry: a ticket from year 1 would make a day
+# partition that date arithmetic around it cannot reach (and stop archive and retention).
+EARLIEST_RECEPTION = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST_RECEPTION = datetime(2200, 1, 1, tzinfo=timezone.utc)
 # Files being written: hidden, and never matching `tickets-*.jsonl.gz`, so that nothing
 # takes one for a day's file.
 PARTIAL_MARK = ".partial-"
@@ -105,6 +112,13 @@ def _parsed_instant(value: Any, field: str) -> datetime:
     return instant
 
 
+def _parsed_id(value: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        raise ArchiveFormatError(f"id: not a UUID: {value!r}") from None
+
+
 def _parsed_money(value: Any, field: str) -> Decimal | None:
     if value is None:
         return None
@@ -124,12 +138,28 @@ def decode_ticket(line: bytes) -> ArchivedTicket:
             raise ArchiveFormatError("a line is not a JSON object")
         if record["status"] not in STATUSES:
             raise ArchiveFormatError(f"unknown status {record['status']!r}")
-        digest = record["body_sha256"]
+        digest = None if record["body_sha256"] is None else bytes.fromhex(record["body_sha256"])
+        body = base64.b64decode(record["body_base64"], validate=True)
+        if digest is not None and digest != hashlib.sha256(body).digest():
+            # A digest that is not the body's would make another ticket's bytes look
+            # processed before: its later deliveries would be duplicates of this one.
+            raise ArchiveFormatError("body_sha256 is not the SHA-256 of the body")
+        ticket_id = _parsed_id(record["id"])
+        received_at = _parsed_instant(record["received_at"], "received_at")
+        if not EARLIEST_RECEPTION <= received_at < LATEST_RECEPTION:
+            raise ArchiveFormatError(
+                f"received_at: {record['received_at']!r} is not between {EARLIEST_RECEPTION.date()} "
+                f"and {LATEST_RECEPTION.date()}"
+            )
+        carried = received_at_of(ticket_id)
+        if carried is not None and carried != received_at:
+            # The id names the day the service reads it from: a mismatch could never be read.
+            raise ArchiveFormatError(f"received_at: {record['received_at']!r} is not the time its UUIDv7 id carries")
         return ArchivedTicket(
-            id=record["id"],
-            received_at=_parsed_instant(record["received_at"], "received_at"),
+            id=str(ticket_id),
+            received_at=received_at,
             content_type=record["content_type"],
-            body=base64.b64decode(record["body_base64"], validate=True),
+            body=body,
             status=record["status"],
             processed_at=(None if record["processed_at"] is None
                           else _parsed_instant(record["processed_at"], "processed_at")),
@@ -141,7 +171,7 @@ def decode_ticket(line: bytes) -> ArchivedTicket:
             warnings=tuple(record["warnings"]),
             error=record["error"],
             text_encoding=record["text_encoding"],
-            body_sha256=None if digest is None else bytes.fromhex(digest),
+            body_sha256=digest,
             duplicate_of=record["duplicate_of"],
             lines=tuple(
                 TicketLine(line_number=int(item["line_number"]), product_id=item["product_id"], name=item["name"],

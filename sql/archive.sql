@@ -95,14 +95,18 @@ SELECT myticket_purge_day(%(day)s::date, %(require_archive)s) AS result;
 -- newly stored: its queue row when it was pending, else its outcome; its lines; and the
 -- digest of a processed body, so that a later identical body is still a duplicate of it.
 -- Bodies travel as a bytea array, everything else as one JSON record per ticket, in the
--- same order.
+-- same order. An id is stored once whatever the time it comes with: one already stored
+-- on any day, or met earlier in the same batch, is left out (the key holds the time, so
+-- ON CONFLICT alone would store a second delivery under the same id).
 WITH incoming AS (
-    SELECT r.body, r.record
-    FROM unnest(%(bodies)s::bytea[], %(records)s::jsonb[]) AS r (body, record)
+    SELECT DISTINCT ON ((r.record->>'id')::uuid) r.body, r.record
+    FROM unnest(%(bodies)s::bytea[], %(records)s::jsonb[]) WITH ORDINALITY AS r (body, record, position)
+    ORDER BY (r.record->>'id')::uuid, r.position
 ), inserted AS (
     INSERT INTO deliveries (id, received_at, content_type, body)
     SELECT (record->>'id')::uuid, (record->>'received_at')::timestamptz, record->>'content_type', body
     FROM incoming
+    WHERE NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.id = (incoming.record->>'id')::uuid)
     ON CONFLICT DO NOTHING
     RETURNING id, received_at, octet_length(body) AS body_bytes
 ), stored AS (

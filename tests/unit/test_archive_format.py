@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import hashlib
 import json
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -29,13 +30,16 @@ from myticket.archive_format import (
 )
 from myticket.cli import main
 from myticket.domain import ArchivedTicket
+from myticket.ids import new_delivery_id
 from myticket.parser import TicketLine
 
+RECEIVED = datetime(2026, 11, 20, 8, 30, 1, 123000, tzinfo=timezone.utc)
+BODY = "Order: 77\nTotal: 3.00\n\nproduct,product_id,price\nCafé crème,CC01,3.00\n".encode("cp1252") + b"\x00\xff"
 PROCESSED = ArchivedTicket(
-    id="0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
-    received_at=datetime(2026, 11, 20, 8, 30, 1, 123000, tzinfo=timezone.utc),
+    id=new_delivery_id(RECEIVED)[0],
+    received_at=RECEIVED,
     content_type="text/plain; charset=windows-1252",
-    body="Order: 77\nTotal: 3.00\n\nproduct,product_id,price\nCafé crème,CC01,3.00\n".encode("cp1252") + b"\x00\xff",
+    body=BODY,
     status="processed",
     processed_at=datetime(2026, 11, 20, 8, 30, 2, 7, tzinfo=timezone.utc),
     attempts=1,
@@ -45,7 +49,7 @@ PROCESSED = ArchivedTicket(
     headers={"Store": "Lyon 3", "Order": "77"},
     warnings=("line 7: price has no cents",),
     text_encoding="cp1252",
-    body_sha256=bytes(range(32)),
+    body_sha256=hashlib.sha256(BODY).digest(),
     lines=(TicketLine(line_number=6, product_id="CC01", name="Café crème", price=Decimal("3.00")),),
 )
 PENDING = ArchivedTicket(id="5b0c6f0e-1111-4222-8333-444455556666",
@@ -67,7 +71,7 @@ def test_the_record_is_plain_json_with_the_exact_bytes_and_money_as_strings():
     assert base64.b64decode(record["body_base64"]) == PROCESSED.body
     assert (record["vat"], record["total"], record["lines"][0]["price"]) == ("0.50", "3.00", "3.00")
     assert record["received_at"] == "2026-11-20T08:30:01.123000+00:00"
-    assert record["body_sha256"] == bytes(range(32)).hex()
+    assert record["body_sha256"] == hashlib.sha256(BODY).hexdigest()
     assert list(record)[:5] == ["id", "received_at", "content_type", "body_base64", "status"]
 
 
@@ -83,6 +87,10 @@ def test_the_same_ticket_gives_the_same_bytes_whatever_the_order_of_its_headers(
     ({"body_base64": "not base64!"}, "not an archived ticket"),
     ({"status": "lost"}, "unknown status"),
     ({"received_at": "2026-11-20T08:30:01"}, "no time zone"),
+    ({"body_sha256": "00" * 32}, "body_sha256 is not the SHA-256 of the body"),
+    ({"received_at": "0001-01-01T00:00:00+00:00"}, "is not between 2000-01-01 and 2200-01-01"),
+    ({"received_at": "2026-11-20T08:30:01.124000+00:00"}, "is not the time its UUIDv7 id carries"),
+    ({"id": "not-a-uuid"}, "id: not a UUID"),
 ])
 def test_decode_refuses_what_archive_never_writes(change, message):
     record = {**json.loads(encode_ticket(PROCESSED)), **change}

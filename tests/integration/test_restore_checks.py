@@ -1,0 +1,83 @@
+"""Restore takes only what archive writes: an id is stored once whatever time it comes
+with, and lines that would hide or break other tickets are refused, naming the line."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from myticket.archive import ArchiveError, restore_paths
+from myticket.archive_format import DayEntry, day_file_name, encode_manifest, encode_ticket, merged_manifest
+from myticket.domain import ArchivedTicket
+from myticket.repository import Repository
+
+from ..helpers import ticket_with
+
+DAY = date(2026, 3, 14)
+NOON = datetime(2026, 3, 14, 12, 0, tzinfo=timezone.utc)
+
+
+def crafted_archive(directory: Path, day: date, lines: list[bytes]) -> Path:
+    """A day file of these lines with a manifest that lists it, as anyone who can write
+    to the directory can make one: the manifest is a checksum, not a signature."""
+    directory.mkdir(exist_ok=True)
+    content = gzip.compress(b"".join(lines), mtime=0)
+    path = directory / day_file_name(day)
+    path.write_bytes(content)
+    entry = DayEntry(file=path.name, tickets=len(lines), statuses={}, bytes=len(content),
+                     sha256=hashlib.sha256(content).hexdigest(), archived_at="2026-03-15T00:00:00+00:00")
+    (directory / "manifest.json").write_bytes(encode_manifest(merged_manifest(None, day, entry)))
+    return path
+
+
+def pending(ticket_id: str, received_at: datetime, body: bytes) -> ArchivedTicket:
+    return ArchivedTicket(id=ticket_id, received_at=received_at, content_type="text/plain", body=body, status="pending")
+
+
+@pytest.fixture
+async def operator(database_url, db):
+    repository = await Repository.connect(database_url)
+    yield repository
+    await repository.close()
+
+
+async def test_an_id_already_stored_on_another_day_or_twice_in_a_file_is_stored_once(operator, db, tmp_path):
+    stored = ticket_with("1", "P1", "A", "1.00", received_at=NOON - timedelta(days=3))  # a random (v4) id
+    await operator.store_tickets(tickets=[stored])
+    again = str(uuid.uuid4())
+    path = crafted_archive(tmp_path / "a", DAY, [
+        encode_ticket(pending(stored.id, NOON, b"forged")),
+        encode_ticket(pending(again, NOON, b"first")),
+        encode_ticket(pending(again, NOON + timedelta(hours=1), b"second")),
+    ])
+
+    report = await restore_paths(operator, [path])
+
+    assert (report.tickets_read, report.stored, report.already_present) == (3, 1, 2)
+    assert sorted(db.rows("stored_ids")) == sorted([(stored.id,), (again,)])
+    assert bytes(db.rows("ticket_delivery", {"id": stored.id})[0][1]) == stored.body
+    assert bytes(db.rows("ticket_delivery", {"id": again})[0][1]) == b"first"
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("body_sha256", hashlib.sha256(b"another ticket's bytes").hexdigest(), "body_sha256 is not the SHA-256 of the body"),
+    ("received_at", "0001-01-01T00:00:00+00:00", "is not between 2000-01-01 and 2200-01-01"),
+    ("id", "01a218c4-d7f4-7521-8189-e75f8ba3cd23", "is not the time its UUIDv7 id carries"),
+])
+async def test_a_line_that_would_hide_or_break_tickets_is_refused_naming_it(operator, db, tmp_path, field, value, why):
+    good = encode_ticket(pending(str(uuid.uuid4()), NOON, b"good"))
+    processed = ArchivedTicket(id=str(uuid.uuid4()), received_at=NOON, content_type=None, body=b"junk",
+                               status="processed", body_sha256=hashlib.sha256(b"junk").digest())
+    record = {**json.loads(encode_ticket(processed)), field: value}
+    path = crafted_archive(tmp_path / "a", DAY, [good, json.dumps(record).encode() + b"\n"])
+
+    with pytest.raises(ArchiveError, match=f"line 2: .*{why}"):
+        await restore_paths(operator, [path])
+
+    assert db.value("count_tickets") == 0
