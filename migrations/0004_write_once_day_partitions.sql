@@ -121,45 +121,53 @@ END
 $$;
 
 -- Drops one day's partitions of every day-partitioned table, in the caller's
--- transaction, so that a crash leaves the whole day or none of it. The day's
--- deliveries partition is locked first, so no ticket can land in it between the checks
--- and the drop. Refuses (returning why, dropping nothing) a day with pending tickets,
--- and, when require_archive, a day whose archive does not hold all its tickets.
+-- transaction, so that a crash leaves the whole day or none of it. The day's four
+-- partitions are locked first, before any parent table: while the purge waits for one
+-- of them (a long report reading an old day), nothing that ingest needs is held. Then
+-- no ticket can land in the day between the checks and the drop. Refuses (returning
+-- why, dropping nothing) a day with pending tickets, and, when require_archive, a day
+-- holding tickets that its archive does not hold all of. A day holding no ticket has
+-- nothing to lose and goes either way.
 CREATE FUNCTION myticket_purge_day(day date, require_archive boolean) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     parent    text;
+    parents   text[] := ARRAY['deliveries', 'ticket_outcomes', 'ticket_lines', 'processed_bodies'];
+    suffix    text := to_char(day, 'YYYYMMDD');
     lower_at  timestamptz := day::timestamp AT TIME ZONE 'UTC';
     upper_at  timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';
     pending   bigint;
     stored    bigint;
     archive   archived_days%ROWTYPE;
 BEGIN
-    IF to_regclass('deliveries_' || to_char(day, 'YYYYMMDD')) IS NULL THEN
+    FOREACH parent IN ARRAY parents LOOP
+        IF to_regclass(parent || '_' || suffix) IS NOT NULL THEN
+            EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', parent || '_' || suffix);
+        END IF;
+    END LOOP;
+    PERFORM pg_advisory_xact_lock(4242017303);
+    IF to_regclass('deliveries_' || suffix) IS NULL THEN
         RETURN 'absent';
     END IF;
-    PERFORM pg_advisory_xact_lock(4242017303);
-    EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', 'deliveries_' || to_char(day, 'YYYYMMDD'));
     SELECT count(*) INTO pending FROM pending_tickets WHERE received_at >= lower_at AND received_at < upper_at;
     IF pending > 0 THEN
         RETURN format('pending: %s tickets of this day are not processed yet', pending);
     END IF;
-    IF require_archive THEN
+    EXECUTE format('SELECT count(*) FROM %I', 'deliveries_' || suffix) INTO stored;
+    IF require_archive AND stored > 0 THEN
         SELECT * INTO archive FROM archived_days AS a WHERE a.day = myticket_purge_day.day;
         IF NOT FOUND THEN
             RETURN 'not archived';
         END IF;
-        EXECUTE format('SELECT count(*) FROM %I', 'deliveries_' || to_char(day, 'YYYYMMDD')) INTO stored;
         IF archive.pending > 0 OR archive.tickets <> stored THEN
             RETURN format('archive outdated: it holds %s tickets (%s pending then), the day holds %s',
                           archive.tickets, archive.pending, stored);
         END IF;
     END IF;
-    FOREACH parent IN ARRAY ARRAY['deliveries', 'ticket_outcomes', 'ticket_lines', 'processed_bodies']
-    LOOP
-        IF to_regclass(parent || '_' || to_char(day, 'YYYYMMDD')) IS NOT NULL THEN
-            EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', parent, parent || '_' || to_char(day, 'YYYYMMDD'));
-            EXECUTE format('DROP TABLE %I', parent || '_' || to_char(day, 'YYYYMMDD'));
+    FOREACH parent IN ARRAY parents LOOP
+        IF to_regclass(parent || '_' || suffix) IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', parent, parent || '_' || suffix);
+            EXECUTE format('DROP TABLE %I', parent || '_' || suffix);
         END IF;
     END LOOP;
     RETURN 'purged';

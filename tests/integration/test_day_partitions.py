@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
+from myticket.archive import purge_before
 from myticket.ids import new_delivery_id, utc_day
 from myticket.metrics import Metrics
 from myticket.worker import TicketWorker
@@ -52,3 +53,14 @@ async def test_a_ticket_is_read_by_its_id_from_its_own_day(client):
     received = datetime.fromisoformat(ticket["received_at"])
     assert abs(received - datetime.now(timezone.utc)) < timedelta(minutes=5)
     assert received.microsecond % 1000 == 0  # the millisecond the id carries
+
+
+async def test_a_day_holding_no_ticket_is_purged_without_an_archive_as_it_has_nothing_to_lose(quiet_app, db):
+    """A trial saw maintenance make a day's partitions again, empty, after its archive, and
+    purge refuse it as 'archive outdated' forever."""
+    repository = quiet_app.server.app[REPOSITORY]
+    empty_day = date(2001, 6, 1)
+    await repository.create_day_partitions(days=[empty_day])
+    [result] = await purge_before(repository, before=date(2001, 6, 2), require_archive=True)
+    assert (result.day, result.purged) == (empty_day, True)
+    assert db.rows("partitions_of_day", {"day": empty_day}) == []

@@ -52,3 +52,13 @@ WHERE NOT l.granted AND c.relname LIKE 'ticket\_lines%%';
 -- Sessions (other than this one) running a purge.
 SELECT count(*) FROM pg_stat_activity
 WHERE query LIKE '%%myticket_purge_day%%' AND pid <> pg_backend_pid();
+
+-- name: share_lock_ticket_lines_parent_only
+-- A reader's lock on the partitioned table ticket_lines itself, not on its partitions:
+-- purge takes every partition of its day, detaches the day's deliveries and outcomes,
+-- and then waits here to detach its lines.
+LOCK TABLE ONLY ticket_lines IN ACCESS SHARE MODE;
+
+-- name: read_one_day_of_lines
+-- What a long report on one old day holds: a reader's lock on that day's lines partition.
+SELECT count(*) FROM ticket_lines WHERE received_at >= %(lower)s AND received_at < %(upper)s;
