@@ -216,15 +216,20 @@ async def archive_before(
     days = days_before(await repository.day_partitions(), before)
     archived = []
     with _directory_lock(directory):
+        # The manifest first: one archive cannot merge into must not get a day file.
+        manifest = await asyncio.to_thread(_read_manifest, directory)
         await asyncio.to_thread(_remove_partial_files, directory)
         for day in days:
-            archived.append(await _archive_day(repository, day, directory, page_tickets, page_bytes))
+            day_archived, manifest = await _archive_day(repository, day, directory, manifest, page_tickets,
+                                                        page_bytes)
+            archived.append(day_archived)
     return archived
 
 
 async def _archive_day(
-    repository: Repository, day: date, directory: Path, page_tickets: int, page_bytes: int
-) -> ArchivedDay:
+    repository: Repository, day: date, directory: Path, manifest: dict[str, Any] | None, page_tickets: int,
+    page_bytes: int,
+) -> tuple[ArchivedDay, dict[str, Any]]:
     writer = await asyncio.to_thread(_DayFileWriter, directory, day)
     statuses: collections.Counter[str] = collections.Counter()
     after = None
@@ -246,11 +251,8 @@ async def _archive_day(
         archived_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
-    def update_manifest() -> None:
-        manifest = merged_manifest(_read_manifest(directory), day, entry)
-        _write_atomically(directory / MANIFEST_NAME, encode_manifest(manifest))
-
-    await asyncio.to_thread(update_manifest)
+    manifest = merged_manifest(manifest, day, entry)
+    await asyncio.to_thread(_write_atomically, directory / MANIFEST_NAME, encode_manifest(manifest))
     await repository.record_archived_day(
         day=day, tickets=tickets, pending=statuses["pending"], file_name=writer.path.name, sha256=sha256,
         directory=str(directory.resolve()),
@@ -258,7 +260,7 @@ async def _archive_day(
     log.info("archived %s: %d tickets (%s) to %s, sha256 %s", day, tickets,
              ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "none",
              writer.path, sha256)
-    return ArchivedDay(day=day, file=writer.path, tickets=tickets, sha256=sha256)
+    return ArchivedDay(day=day, file=writer.path, tickets=tickets, sha256=sha256), manifest
 
 
 async def purge_before(

@@ -252,3 +252,19 @@ async def test_a_pending_ticket_restored_into_an_empty_database_is_queued_again(
     assert snapshots(db) == before
     await TicketWorker(operator, Metrics()).drain()
     assert snapshots(db)[waiting.id][4] == "processed"
+
+
+async def test_archive_refuses_a_directory_whose_manifest_is_not_json_before_writing_a_day_file(
+    quiet_app, operator, db, tmp_path
+):
+    day = date(2021, 12, 1)
+    await operator.store_tickets(tickets=[ticket_with("1", "P1", "A", "1.00", received_at=midnight(day))])
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "manifest.json").write_text("{not json")
+
+    with pytest.raises(ArchiveError, match="manifest.json: manifest.json is not JSON"):
+        await archive_before(operator, before=day + timedelta(days=1), directory=archive)
+
+    assert sorted(path.name for path in archive.iterdir()) == [".archive.lock", "manifest.json"]
+    assert (archive / "manifest.json").read_text() == "{not json"
