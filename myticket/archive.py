@@ -28,6 +28,7 @@ import gzip
 import hashlib
 import logging
 import os
+import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -70,10 +71,17 @@ PURGE_LOCK_TIMEOUT_SECONDS = 5.0
 # Held (flock) while an archive writes into a directory: two archives never write the
 # same manifest at once, and a partial file found while holding it is a crash's leftover.
 LOCK_FILE_NAME = ".archive.lock"
+# The longest line of a day file read back (restore, or the merge of a day archived
+# again): a line is decoded whole, so this bounds the memory one ticket takes.
+MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
 class ArchiveError(Exception):
     """Archive or restore cannot go on; the message names the file or directory."""
+
+
+class DayRefused(ArchiveError):
+    """Archive leaves this day as it is (its archive file is damaged); the others go on."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class ArchivedDay:
     file: Path
     tickets: int
     sha256: str
+    refused: str | None = None  # why the day was not archived (its file is left as it was)
 
 
 @dataclass(frozen=True)
@@ -149,8 +158,8 @@ class _DayFileWriter:
         # Level 6, zlib's usual: 9 costs several times the CPU for a few per cent.
         self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._hashing, mtime=0, compresslevel=6)
 
-    def write(self, tickets: Sequence[ArchivedTicket]) -> None:
-        self._gzip.write(b"".join(encode_ticket(ticket) for ticket in tickets))
+    def write(self, lines: Sequence[bytes]) -> None:
+        self._gzip.write(b"".join(lines))
 
     def finish(self) -> tuple[int, str]:
         """Close, fsync and rename into place; return the file's size and SHA-256."""
@@ -220,31 +229,135 @@ async def archive_before(
         manifest = await asyncio.to_thread(_read_manifest, directory)
         await asyncio.to_thread(_remove_partial_files, directory)
         for day in days:
-            day_archived, manifest = await _archive_day(repository, day, directory, manifest, page_tickets,
-                                                        page_bytes)
+            try:
+                day_archived, manifest = await _archive_day(repository, day, directory, manifest, page_tickets,
+                                                            page_bytes)
+            except DayRefused as exc:
+                log.warning("did not archive %s: %s", day, exc)
+                day_archived = ArchivedDay(day=day, file=directory / day_file_name(day), tickets=0, sha256="",
+                                           refused=str(exc))
             archived.append(day_archived)
     return archived
+
+
+@dataclass(frozen=True)
+class _KeptLine:
+    """A ticket of a day's existing file, kept as its line unless the database has it."""
+
+    key: tuple[str, datetime]
+    status: str
+    line: bytes
+
+
+class _LineReader:
+    """A day file's lines, each at most `max_line_bytes` with its newline (blocking
+    calls: run in a thread): a line is decoded whole, so one huge line must not take
+    the memory it claims."""
+
+    def __init__(self, path: Path, max_line_bytes: int) -> None:
+        self.path = path
+        self.line_number = 0
+        self._max_line_bytes = max_line_bytes
+        self._gzip = gzip.open(path, "rb")
+
+    def readline(self) -> bytes:
+        """The next line, b"" at the end; ArchiveError for a line over the cap or a
+        file that is not whole gzip."""
+        try:
+            line = self._gzip.readline(self._max_line_bytes + 1)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ArchiveError(f"{self.path}: not a whole gzip file: {exc}") from None
+        if line:
+            self.line_number += 1
+        if len(line) > self._max_line_bytes:
+            raise ArchiveError(f"{self.path}, line {self.line_number}: longer than {self._max_line_bytes} bytes, "
+                               "the most a line may take")
+        return line
+
+    def close(self) -> None:
+        self._gzip.close()
+
+
+class _ExistingDayFile:
+    """The tickets of a day's complete file, in key order, read in bounded batches to
+    be merged with the database's (blocking calls: run in a thread)."""
+
+    def __init__(self, path: Path, max_line_bytes: int) -> None:
+        self._lines = _LineReader(path, max_line_bytes)
+        self._last_key: tuple[str, datetime] | None = None
+
+    def batch(self, max_tickets: int, max_bytes: int) -> list[_KeptLine]:
+        kept: list[_KeptLine] = []
+        size = 0
+        while len(kept) < max_tickets and size < max_bytes:
+            line = self._lines.readline()
+            if not line:
+                break
+            try:
+                ticket = decode_ticket(line)
+                canonical = str(uuid.UUID(ticket.id)) == ticket.id
+            except (ArchiveFormatError, ValueError) as exc:
+                raise DayRefused(f"{self._lines.path}, line {self._lines.line_number}: {exc}") from None
+            key = (ticket.id, ticket.received_at)
+            # The merge relies on the file's order being the database's: string order of
+            # canonical (lowercase) UUIDs is the uuid type's order.
+            if not canonical or (self._last_key is not None and key <= self._last_key):
+                raise DayRefused(f"{self._lines.path}, line {self._lines.line_number}: not in id order; "
+                                 "archive cannot merge into it")
+            self._last_key = key
+            kept.append(_KeptLine(key=key, status=ticket.status, line=line))
+            size += len(line)
+        return kept
+
+    def close(self) -> None:
+        self._lines.close()
+
+
+def _complete_day_file(directory: Path, manifest: dict[str, Any] | None, day: date) -> Path | None:
+    """The day's file when the manifest lists it (its tickets must be kept: the day may
+    have been purged since); None when not listed. DayRefused when it is listed but
+    missing, unreadable or changed: archive never overwrites a damaged archive."""
+    path = directory / day_file_name(day)
+    expected = None if manifest is None else listed_sha256(manifest, path.name)
+    if expected is None:
+        return None
+    try:
+        actual = _file_sha256(path)
+    except OSError as exc:
+        raise DayRefused(f"{path}: listed in {MANIFEST_NAME} but cannot be read ({exc.strerror}); "
+                         "put it back or archive to another directory") from None
+    if actual != expected:
+        raise DayRefused(f"{path}: its SHA-256 is not the one {MANIFEST_NAME} lists; "
+                         "archive will not replace a damaged archive file") from None
+    return path
 
 
 async def _archive_day(
     repository: Repository, day: date, directory: Path, manifest: dict[str, Any] | None, page_tickets: int,
     page_bytes: int,
 ) -> tuple[ArchivedDay, dict[str, Any]]:
-    writer = await asyncio.to_thread(_DayFileWriter, directory, day)
-    statuses: collections.Counter[str] = collections.Counter()
-    after = None
+    existing = await asyncio.to_thread(_complete_day_file, directory, manifest, day)
+    old = None if existing is None else await asyncio.to_thread(_ExistingDayFile, existing, MAX_LINE_BYTES)
     try:
-        while True:
-            page = await repository.archive_page(day=day, after=after, limit=page_tickets, max_bytes=page_bytes)
-            if not page:
-                break
-            await asyncio.to_thread(writer.write, page)
-            statuses.update(ticket.status for ticket in page)
-            after = (page[-1].id, page[-1].received_at)
-        size, sha256 = await asyncio.to_thread(writer.finish)
-    except BaseException:
-        await asyncio.to_thread(writer.abandon)
-        raise
+        writer = await asyncio.to_thread(_DayFileWriter, directory, day)
+        merge = _DayMerge(writer, old, page_tickets, page_bytes)
+        try:
+            after = None
+            while True:
+                page = await repository.archive_page(day=day, after=after, limit=page_tickets, max_bytes=page_bytes)
+                if not page:
+                    break
+                await merge.add_page(page)
+                after = (page[-1].id, page[-1].received_at)
+            await merge.finish()
+            size, sha256 = await asyncio.to_thread(writer.finish)
+        except BaseException:
+            await asyncio.to_thread(writer.abandon)
+            raise
+    finally:
+        if old is not None:
+            await asyncio.to_thread(old.close)
+    statuses = merge.statuses
     tickets = sum(statuses.values())
     entry = DayEntry(
         file=writer.path.name, tickets=tickets, statuses=dict(statuses), bytes=size, sha256=sha256,
@@ -253,14 +366,79 @@ async def _archive_day(
 
     manifest = merged_manifest(manifest, day, entry)
     await asyncio.to_thread(_write_atomically, directory / MANIFEST_NAME, encode_manifest(manifest))
+    # The note counts the day's tickets now in the database, all in the file: purge
+    # compares them with the day's rows. The file may hold more (tickets purged before).
     await repository.record_archived_day(
-        day=day, tickets=tickets, pending=statuses["pending"], file_name=writer.path.name, sha256=sha256,
-        directory=str(directory.resolve()),
+        day=day, tickets=sum(merge.database_statuses.values()), pending=merge.database_statuses["pending"],
+        file_name=writer.path.name, sha256=sha256, directory=str(directory.resolve()),
     )
-    log.info("archived %s: %d tickets (%s) to %s, sha256 %s", day, tickets,
+    log.info("archived %s: %d tickets (%s) to %s, sha256 %s%s", day, tickets,
              ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "none",
-             writer.path, sha256)
+             writer.path, sha256,
+             "" if existing is None else f", merged with the {merge.kept} tickets only its previous file held")
     return ArchivedDay(day=day, file=writer.path, tickets=tickets, sha256=sha256), manifest
+
+
+class _DayMerge:
+    """Writes a day's tickets from the database, merged (by key) with those of the
+    day's previous complete file when there is one: a ticket in both is written as the
+    database has it (its outcome may have changed), one only in the file as its line
+    was. Both sides come in key order and a page or batch at a time, so the day is
+    never held whole."""
+
+    def __init__(self, writer: _DayFileWriter, old: _ExistingDayFile | None, batch_tickets: int,
+                 batch_bytes: int) -> None:
+        self._writer = writer
+        self._old = old
+        self._batch_tickets = batch_tickets
+        self._batch_bytes = batch_bytes
+        self._buffered: collections.deque[_KeptLine] = collections.deque()
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self.statuses: collections.Counter[str] = collections.Counter()
+        self.database_statuses: collections.Counter[str] = collections.Counter()
+        self.kept = 0  # tickets only the previous file held
+
+    async def _next_kept(self) -> _KeptLine | None:
+        if not self._buffered and self._old is not None:
+            batch = await asyncio.to_thread(self._old.batch, self._batch_tickets, self._batch_bytes)
+            if batch:
+                self._buffered.extend(batch)
+            else:
+                self._old = None
+        return self._buffered[0] if self._buffered else None
+
+    async def _emit(self, line: bytes, status: str) -> None:
+        self._out.append(line)
+        self._out_bytes += len(line)
+        self.statuses[status] += 1
+        if len(self._out) >= self._batch_tickets or self._out_bytes >= self._batch_bytes:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._out:
+            await asyncio.to_thread(self._writer.write, self._out)
+            self._out, self._out_bytes = [], 0
+
+    async def _keep_before(self, key: tuple[str, datetime] | None) -> None:
+        """Write the previous file's tickets before `key` (all that are left: None)."""
+        while (head := await self._next_kept()) is not None and (key is None or head.key < key):
+            self._buffered.popleft()
+            self.kept += 1
+            await self._emit(head.line, head.status)
+        if head is not None and head.key == key:
+            self._buffered.popleft()  # the database's version replaces it
+
+    async def add_page(self, page: Sequence[ArchivedTicket]) -> None:
+        for ticket in page:
+            await self._keep_before((ticket.id, ticket.received_at))
+            self.database_statuses[ticket.status] += 1
+            await self._emit(encode_ticket(ticket), ticket.status)
+        await self._flush()
+
+    async def finish(self) -> None:
+        await self._keep_before(None)
+        await self._flush()
 
 
 async def purge_before(

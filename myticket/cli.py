@@ -243,10 +243,13 @@ async def _archive(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await repository.close()
     for day in archived:
-        print(f"{day.day}: {day.tickets} tickets archived to {day.file} (sha256 {day.sha256})")
+        if day.refused is not None:
+            print(f"{day.day}: refused: {day.refused}")
+        else:
+            print(f"{day.day}: {day.tickets} tickets archived to {day.file} (sha256 {day.sha256})")
     if not archived:
         print(f"no day before {args.before} to archive")
-    return 0
+    return 1 if any(day.refused is not None for day in archived) else 0
 
 
 async def _purge(settings: Settings, args: argparse.Namespace) -> int:

@@ -145,13 +145,16 @@ class Maintenance:
         archive module logs each day archived, purged or kept, with why)."""
         assert report.cutoff is not None and self._archive_dir is not None
         archived = await archive_before(self._repository, before=report.cutoff, directory=self._archive_dir)
-        report.archived = [day.day for day in archived]
-        self._metrics.retention_done(archived=len(archived), purged=0)
+        report.archived = [day.day for day in archived if day.refused is None]
+        self._metrics.retention_done(archived=len(report.archived), purged=0)
         for result in await purge_before(self._repository, before=report.cutoff, require_archive=True):
             if result.purged:
                 report.purged.append(result.day)
             elif result.reason != "absent":  # absent: dropped by hand since the list was read
                 report.refused[result.day] = result.reason or "refused"
+        for day in archived:
+            if day.refused is not None and day.day not in report.purged:  # says more than the purge's refusal
+                report.refused[day.day] = f"not archived: {day.refused}"
         self._metrics.retention_done(archived=0, purged=len(report.purged))
         log.info(
             "retention: %d days before %s archived to %s, %d purged, %d kept for the next round",

@@ -4,6 +4,7 @@ and refuses a file that does not match its manifest."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -15,7 +16,7 @@ import psycopg2
 import pytest
 
 from myticket.archive import ArchiveError, archive_before, purge_before, restore_paths
-from myticket.archive_format import day_file_name
+from myticket.archive_format import day_file_name, decode_ticket
 from myticket.domain import IncomingTicket
 from myticket.ids import new_delivery_id
 from myticket.metrics import Metrics
@@ -268,3 +269,95 @@ async def test_archive_refuses_a_directory_whose_manifest_is_not_json_before_wri
 
     assert sorted(path.name for path in archive.iterdir()) == [".archive.lock", "manifest.json"]
     assert (archive / "manifest.json").read_text() == "{not json"
+
+
+def day_file_lines(path) -> dict[str, bytes]:
+    return {json.loads(line)["id"]: line for line in gzip.decompress(path.read_bytes()).splitlines()}
+
+
+async def test_archiving_a_purged_day_again_merges_its_file_with_what_the_database_holds_now(
+    quiet_app, operator, db, tmp_path
+):
+    day = date(2022, 1, 10)
+    before = day + timedelta(days=1)
+    archive = tmp_path / "archive"
+    await operator.store_tickets(tickets=[
+        ticket_with(str(n), f"P{n}", "Thing", f"{n}.00", received_at=midnight(day) + timedelta(minutes=n))
+        for n in range(30)
+    ])
+    await TicketWorker(operator, Metrics()).drain()
+    originals = snapshots(db)
+    [first] = [entry for entry in await archive_before(operator, before=before, directory=archive)
+               if entry.day == day]
+    first_lines = day_file_lines(first.file)
+    assert [entry.purged for entry in await purge_before(operator, before=before, require_archive=True)
+            if entry.day == day] == [True]
+
+    # A third of the day comes back, one of them pending again (its outcome will
+    # change), and a late ticket arrives for the day.
+    archived = [decode_ticket(line + b"\n") for line in first_lines.values()]
+    back = sorted(archived, key=lambda ticket: ticket.id)[::3]
+    changed = dataclasses.replace(back[0], status="pending", processed_at=None, order_ref=None, vat=None,
+                                  total=None, headers=None, text_encoding=None, body_sha256=None, lines=())
+    assert await operator.restore_tickets(tickets=[changed, *back[1:]]) == 10
+    late = ticket_with("late", "LATE", "Late", "9.00", received_at=midnight(day) + timedelta(hours=20))
+    await operator.store_tickets(tickets=[late])
+    await TicketWorker(operator, Metrics()).drain()
+    reprocessed = snapshots(db)[changed.id]
+    assert reprocessed[5] != originals[changed.id][5]  # a new processed_at: the database's version differs
+
+    # Small pages and batches: the merge interleaves both sides across many of them.
+    [second] = [entry for entry in await archive_before(operator, before=before, directory=archive, page_tickets=4)
+                if entry.day == day]
+
+    assert second.refused is None and second.tickets == 31
+    lines = day_file_lines(second.file)
+    assert set(lines) == set(first_lines) | {late.id}
+    assert list(lines) == sorted(lines)  # still in id order
+    for ticket_id, line in first_lines.items():
+        if ticket_id != changed.id:
+            assert lines[ticket_id] == line  # the previous file's line, byte for byte
+    assert json.loads(lines[changed.id])["processed_at"] == reprocessed[5].isoformat(timespec="microseconds")
+    manifest = json.loads((archive / "manifest.json").read_text())["days"][day.isoformat()]
+    assert (manifest["tickets"], manifest["statuses"], manifest["sha256"]) == (31, {"processed": 31}, second.sha256)
+    # The note counts the day's database tickets: what purge compares with the day.
+    assert [row[:3] for row in db.rows("archived_day_rows") if row[0] == day] == [(day, 11, 0)]
+
+    assert [entry.purged for entry in await purge_before(operator, before=before, require_archive=True)
+            if entry.day == day] == [True]
+    report = await restore_paths(operator, [archive / day_file_name(day)])
+
+    assert (report.tickets_read, report.stored) == (31, 31)
+    restored = {ticket_id: row for ticket_id, row in snapshots(db).items() if ticket_id in lines}
+    assert restored.pop(late.id)[3] == late.body
+    assert restored.pop(changed.id) == reprocessed
+    assert restored == {ticket_id: row for ticket_id, row in originals.items()
+                        if ticket_id in first_lines and ticket_id != changed.id}
+
+
+async def test_archive_refuses_a_day_whose_listed_file_is_damaged_and_leaves_it_as_it_was(
+    quiet_app, operator, db, tmp_path
+):
+    day, other_day = date(2022, 2, 1), date(2022, 2, 2)
+    archive = tmp_path / "archive"
+    await operator.store_tickets(tickets=[ticket_with("1", "P1", "A", "1.00", received_at=midnight(day)),
+                                          ticket_with("2", "P2", "B", "2.00", received_at=midnight(other_day))])
+    await TicketWorker(operator, Metrics()).drain()
+    await archive_before(operator, before=day + timedelta(days=1), directory=archive)
+    damaged = bytearray((archive / day_file_name(day)).read_bytes())
+    damaged[-5] ^= 0xFF
+    (archive / day_file_name(day)).write_bytes(bytes(damaged))
+
+    result = myticket(db.url, "archive", "--before", "2022-02-03", "--to", str(archive))
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith(f"2022-02-01: refused: {archive / day_file_name(day)}: its SHA-256 is not the one")
+               for line in lines), lines
+    assert any(line.startswith("2022-02-02: 1 tickets archived to") for line in lines), lines
+    assert (archive / day_file_name(day)).read_bytes() == bytes(damaged)
+    (archive / day_file_name(day)).unlink()  # listed but gone: refused too, never written afresh
+    [refused] = [entry for entry in await archive_before(operator, before=date(2022, 2, 3), directory=archive)
+                 if entry.day == day]
+    assert refused.refused is not None and "listed in manifest.json but cannot be read" in refused.refused
+    assert not (archive / day_file_name(day)).exists()
