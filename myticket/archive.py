@@ -53,7 +53,7 @@ from .archive_format import (
     partial_file_name,
 )
 from .database_errors import DatabaseConflict
-from .domain import ArchivedTicket
+from .domain import ArchivedDayNote, ArchivedTicket
 from .repository import Repository
 
 log = logging.getLogger(__name__)
@@ -449,15 +449,17 @@ async def purge_before(
     lock_timeout_seconds: float = PURGE_LOCK_TIMEOUT_SECONDS,
 ) -> list[PurgedDay]:
     """Drop every day with partitions strictly before `before`, each in a transaction of
-    its own; a day refused (pending tickets, not archived, archive outdated) or busy
-    (its tables locked past the timeout) is kept, with the reason, and the others go on.
-    The catalogue is never touched."""
+    its own; a day refused (pending tickets, not archived, archive outdated, its archive
+    file missing or changed) or busy (its tables locked past the timeout) is kept, with
+    the reason, and the others go on. The catalogue is never touched."""
     results = []
     for day in days_before(await repository.day_partitions(), before):
         try:
-            outcome = await repository.purge_day(
-                day=day, require_archive=require_archive, lock_timeout_seconds=lock_timeout_seconds
-            )
+            outcome = await _archive_file_problem(repository, day) if require_archive else None
+            if outcome is None:
+                outcome = await repository.purge_day(
+                    day=day, require_archive=require_archive, lock_timeout_seconds=lock_timeout_seconds
+                )
         except DatabaseConflict as exc:
             outcome = f"busy: {_conflict(exc, lock_timeout_seconds)}; try again later"
         if outcome == "purged":
@@ -467,6 +469,36 @@ async def purge_before(
             log.warning("did not purge %s: %s", day, outcome)
             results.append(PurgedDay(day=day, purged=False, reason=outcome))
     return results
+
+
+async def _archive_file_problem(repository: Repository, day: date) -> str | None:
+    """Why the file archive noted for the day cannot be trusted (gone, unlisted or
+    changed since), or None: the note alone says nothing of the file. A day never
+    archived is left to the database's own refusal."""
+    note = await repository.archived_day(day=day)
+    return None if note is None else await asyncio.to_thread(_check_archive_file, note)
+
+
+def _check_archive_file(note: ArchivedDayNote) -> str | None:
+    """The blocking half of `_archive_file_problem` (reads and hashes the file)."""
+    directory = Path(note.directory)
+    path = directory / note.file_name
+    try:
+        actual = _file_sha256(path)
+        manifest = _read_manifest(directory)
+    except FileNotFoundError as exc:
+        return f"archive missing: {exc.filename} is gone"
+    except ArchiveError as exc:
+        return f"archive unreadable: {exc}"
+    except OSError as exc:
+        return f"archive unreadable: {exc.filename}: {exc.strerror}"
+    if manifest is None:
+        return f"archive missing: {directory / MANIFEST_NAME} is gone, so nothing says {path} is complete"
+    if listed_sha256(manifest, note.file_name) != note.sha256:
+        return f"archive changed: {directory / MANIFEST_NAME} no longer lists {path} with the SHA-256 archived"
+    if actual != note.sha256:
+        return f"archive changed: the SHA-256 of {path} is not the one archived"
+    return None
 
 
 def _conflict(exc: DatabaseConflict, lock_timeout_seconds: float) -> str:

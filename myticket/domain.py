@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -168,3 +168,15 @@ class ArchivedTicket:
     body_sha256: bytes | None = None
     duplicate_of: str | None = None
     lines: Sequence[TicketLine] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedDayNote:
+    """What archive noted of a day in `archived_days`: the file purge must find intact."""
+
+    day: date
+    tickets: int
+    pending: int
+    file_name: str
+    sha256: str
+    directory: str

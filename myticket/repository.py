@@ -27,6 +27,7 @@ import psycopg2.errorcodes
 
 from .database_errors import DatabaseConflict, DatabaseUnavailable, DataRejected, FailureKind, failure_kind
 from .domain import (
+    ArchivedDayNote,
     ArchivedTicket,
     ClaimedTicket,
     FailedAttempt,
@@ -473,6 +474,11 @@ class Repository:
             {"day": day, "tickets": tickets, "pending": pending, "file_name": file_name, "sha256": sha256,
              "directory": directory},
         )
+
+    async def archived_day(self, *, day: date) -> ArchivedDayNote | None:
+        """What archive noted of the day, None when it never archived it."""
+        rows = await self._fetch("archived_day", {"day": day})
+        return from_row(ArchivedDayNote, rows[0]) if rows else None
 
     async def purge_day(self, *, day: date, require_archive: bool, lock_timeout_seconds: float) -> str:
         """Drop the day's partitions, all or none, in one transaction that waits at most

@@ -144,3 +144,10 @@ WITH incoming AS (
 )
 -- Pending tickets restored are work for the workers: wake them.
 SELECT count(*) AS stored, pg_notify('myticket_tickets', '') FROM stored;
+
+-- name: archived_day
+-- What archive noted of one day: purge checks that this file is still where it was
+-- written, listed in its manifest, with this SHA-256, before dropping the day.
+SELECT day, tickets, pending, file_name, sha256, directory
+FROM archived_days
+WHERE day = %(day)s;

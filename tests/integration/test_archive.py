@@ -361,3 +361,28 @@ async def test_archive_refuses_a_day_whose_listed_file_is_damaged_and_leaves_it_
                  if entry.day == day]
     assert refused.refused is not None and "listed in manifest.json but cannot be read" in refused.refused
     assert not (archive / day_file_name(day)).exists()
+
+
+async def test_purge_refuses_a_day_whose_archive_file_is_gone_or_changed(quiet_app, operator, db, tmp_path):
+    gone_day, changed_day = date(2022, 3, 1), date(2022, 3, 2)
+    await operator.store_tickets(tickets=[ticket_with("1", "P1", "A", "1.00", received_at=midnight(gone_day)),
+                                          ticket_with("2", "P2", "B", "2.00", received_at=midnight(changed_day))])
+    await TicketWorker(operator, Metrics()).drain()
+    gone, kept = tmp_path / "gone", tmp_path / "kept"
+    await archive_before(operator, before=changed_day, directory=gone)
+    await archive_before(operator, before=changed_day + timedelta(days=1), directory=kept)
+    # The second archive noted both days in `kept`; put the first day's note back on `gone`.
+    await archive_before(operator, before=changed_day, directory=gone)
+    subprocess.run(["rm", "-rf", str(gone)], check=True)
+    changed_file = kept / day_file_name(changed_day)
+    changed_file.write_bytes(gzip.compress(gzip.decompress(changed_file.read_bytes()) + b"\n", mtime=0))
+
+    result = myticket(db.url, "purge", "--before", "2022-03-03")
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert f"2022-03-01: refused: archive missing: {gone.resolve() / day_file_name(gone_day)} is gone" in lines
+    assert (f"2022-03-02: refused: archive changed: the SHA-256 of {changed_file.resolve()} is not the one archived"
+            in lines)
+    assert {gone_day, changed_day} <= set(await operator.day_partitions())
+    assert day_row_counts(db, gone_day)[0] == 1 and day_row_counts(db, changed_day)[0] == 1
