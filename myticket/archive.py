@@ -552,33 +552,30 @@ def _verify(files: Sequence[Path]) -> None:
 
 
 class _ArchiveReader:
-    """A day file read in bounded batches of tickets (blocking calls: run in a thread)."""
+    """A day file read in bounded batches of tickets, each line at most
+    `max_line_bytes` (blocking calls: run in a thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_line_bytes: int) -> None:
         self.path = path
-        self._gzip = gzip.open(path, "rb")
-        self._line_number = 0
+        self._lines = _LineReader(path, max_line_bytes)
 
     def batch(self, max_tickets: int, max_bytes: int) -> list[ArchivedTicket]:
         tickets: list[ArchivedTicket] = []
         size = 0
-        try:
-            while len(tickets) < max_tickets and (not tickets or size < max_bytes):
-                line = self._gzip.readline()
-                if not line:
-                    break
-                self._line_number += 1
+        while len(tickets) < max_tickets and (not tickets or size < max_bytes):
+            line = self._lines.readline()
+            if not line:
+                break
+            try:
                 ticket = decode_ticket(line)
-                tickets.append(ticket)
-                size += len(ticket.body)
-        except ArchiveFormatError as exc:
-            raise ArchiveError(f"{self.path}, line {self._line_number}: {exc}") from None
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ArchiveError(f"{self.path}: not a whole gzip file: {exc}") from None
+            except ArchiveFormatError as exc:
+                raise ArchiveError(f"{self.path}, line {self._lines.line_number}: {exc}") from None
+            tickets.append(ticket)
+            size += len(ticket.body)
         return tickets
 
     def close(self) -> None:
-        self._gzip.close()
+        self._lines.close()
 
 
 async def restore_paths(
@@ -587,15 +584,17 @@ async def restore_paths(
     *,
     batch_tickets: int = RESTORE_BATCH_TICKETS,
     batch_bytes: int = RESTORE_BATCH_BYTES,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> RestoreReport:
     """Load the tickets of these archive files (or of every day file in these
     directories) back, after checking every file against its manifest. Tickets already
-    stored are counted, not written again."""
+    stored are counted, not written again. A line longer than `max_line_bytes` refuses
+    its file: a line is decoded whole, so this bounds a restore's memory."""
     files = await asyncio.to_thread(_archive_files, paths)
     await asyncio.to_thread(_verify, files)
     read = stored = 0
     for path in files:
-        reader = await asyncio.to_thread(_ArchiveReader, path)
+        reader = await asyncio.to_thread(_ArchiveReader, path, max_line_bytes)
         file_read = file_stored = 0
         try:
             while batch := await asyncio.to_thread(reader.batch, batch_tickets, batch_bytes):

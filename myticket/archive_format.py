@@ -44,6 +44,13 @@ class ArchiveFormatError(ValueError):
     """A file or manifest that is not what `myticket archive` writes."""
 
 
+def max_line_bytes_for(max_body_bytes: int) -> int:
+    """The longest day-file line restore accepts when bodies of up to `max_body_bytes`
+    are accepted: the body in base64 (4/3), rounded up to twice, plus 16 MiB for the
+    rest of its line (outcome, lines); never under 64 MiB."""
+    return max(64 * 1024 * 1024, 2 * max_body_bytes + 16 * 1024 * 1024)
+
+
 def day_file_name(day: date) -> str:
     return f"tickets-{day.isoformat()}.jsonl.gz"
 

@@ -280,12 +280,14 @@ async def _purge(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _restore(settings: Settings, args: argparse.Namespace) -> int:
     from .archive import restore_paths
+    from .archive_format import max_line_bytes_for
     from .repository import Repository
 
     assert settings.database_url is not None
     repository = await Repository.connect(settings.database_url)
     try:
-        report = await restore_paths(repository, args.paths)
+        report = await restore_paths(repository, args.paths,
+                                     max_line_bytes=max_line_bytes_for(settings.max_body_bytes))
     finally:
         await repository.close()
     print(f"restored {report.files} files: {report.tickets_read} tickets read, {report.stored} stored, "

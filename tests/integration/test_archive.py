@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from datetime import date, datetime, time, timedelta, timezone
 
 import psycopg2
 import pytest
 
 from myticket.archive import ArchiveError, archive_before, purge_before, restore_paths
-from myticket.archive_format import day_file_name, decode_ticket
-from myticket.domain import IncomingTicket
+from myticket.archive_format import day_file_name, decode_ticket, encode_ticket
+from myticket.domain import ArchivedTicket, IncomingTicket
 from myticket.ids import new_delivery_id
 from myticket.metrics import Metrics
 from myticket.repository import Repository
@@ -386,3 +388,42 @@ async def test_purge_refuses_a_day_whose_archive_file_is_gone_or_changed(quiet_a
             in lines)
     assert {gone_day, changed_day} <= set(await operator.day_partitions())
     assert day_row_counts(db, gone_day)[0] == 1 and day_row_counts(db, changed_day)[0] == 1
+
+
+async def test_restore_refuses_a_line_over_the_cap_naming_file_and_line(quiet_app, operator, db, tmp_path):
+    day = date(2022, 4, 1)
+    small = ArchivedTicket(id=str(new_delivery_id(midnight(day))[0]), received_at=midnight(day),
+                           content_type="text/plain", body=b"small", status="pending")
+    large = dataclasses.replace(small, id=str(new_delivery_id(midnight(day) + timedelta(hours=1))[0]),
+                                received_at=midnight(day) + timedelta(hours=1), body=b"x" * 5000)
+    path = tmp_path / day_file_name(day)
+    path.write_bytes(gzip.compress(encode_ticket(small) + encode_ticket(large), mtime=0))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"format": "myticket-archive/1", "days": {day.isoformat(): {"file": path.name, "sha256": digest}}}))
+    stored_before = db.value("count_tickets")
+
+    with pytest.raises(ArchiveError, match=rf"{path.name}, line 2: longer than 4096 bytes"):
+        await restore_paths(operator, [path], max_line_bytes=4096)
+
+    assert db.value("count_tickets") == stored_before
+    report = await restore_paths(operator, [path], max_line_bytes=len(encode_ticket(large)))
+    assert report.stored == 2
+
+
+async def test_restore_of_a_huge_line_stops_at_the_cap_without_reading_the_line_whole(operator, db, tmp_path):
+    path = tmp_path / "tickets-2022-04-02.jsonl.gz"
+    with gzip.GzipFile(path, "wb", mtime=0) as file:
+        for _ in range(32):
+            file.write(b"x" * (1024 * 1024))  # one line of 32 MiB, no newline
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "myticket-archive/1", "days": {
+        "2022-04-02": {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}}))
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveError, match=rf"{path.name}, line 1: longer than 1048576 bytes"):
+            await restore_paths(operator, [path], max_line_bytes=1024 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024

@@ -24,6 +24,7 @@ from myticket.archive_format import (
     is_day_file_name,
     is_partial_file_name,
     listed_sha256,
+    max_line_bytes_for,
     merged_manifest,
     parse_manifest,
     partial_file_name,
@@ -165,3 +166,10 @@ def test_a_bad_argument_is_one_line_naming_the_option(argv, line, capsys):
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert captured.err == line + "\n" and captured.out == ""
+
+
+def test_restore_accepts_lines_of_the_largest_accepted_body_in_base64_and_never_caps_under_64_mib():
+    mib = 1024 * 1024
+    assert max_line_bytes_for(1 * mib) == 64 * mib
+    assert max_line_bytes_for(100 * mib) == 216 * mib
+    assert max_line_bytes_for(100 * mib) > 100 * mib * 4 // 3 + 1024
