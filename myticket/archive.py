@@ -210,6 +210,16 @@ def _read_manifest(directory: Path) -> dict[str, Any] | None:
         raise ArchiveError(f"{path}: {exc}") from None
 
 
+def _make_directory(directory: Path) -> None:
+    """The archive directory, made when missing; ArchiveError when the path is taken by
+    something else (mkdir's own error would be "File exists")."""
+    if directory.is_file():
+        raise ArchiveError(f"{directory}: is a file, not a directory")
+    if directory.exists() and not directory.is_dir():
+        raise ArchiveError(f"{directory}: is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+
+
 async def archive_before(
     repository: Repository,
     *,
@@ -221,7 +231,7 @@ async def archive_before(
     """Write every day with partitions strictly before `before` to `directory` (made if
     missing), one file per day, and note each in `archived_days`. Archiving a day again
     writes it again (the same bytes when its tickets have not changed)."""
-    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(_make_directory, directory)
     days = days_before(await repository.day_partitions(), before)
     archived = []
     with _directory_lock(directory):
@@ -519,6 +529,8 @@ def _archive_files(paths: Sequence[Path]) -> list[Path]:
             files.extend(found)
         elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise ArchiveError(f"{path}: not a regular file or a directory, so not an archive file")
         else:
             raise ArchiveError(f"{path}: no such file or directory")
     return files

@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     archive.add_argument("--before", required=True, metavar="YYYY-MM-DD",
                          help="archive the days before this one (UTC days)")
-    archive.add_argument("--to", required=True, type=Path, metavar="DIR", dest="directory",
+    # Text, not Path: Path("") is ".", and an empty --to must not archive into the cwd.
+    archive.add_argument("--to", required=True, metavar="DIR", dest="directory",
                          help="where the files and manifest.json go (made if missing)")
     purge = commands.add_parser("purge", help="drop whole days received before a date (archived first, unless told)")
     purge.add_argument("--before", required=True, metavar="YYYY-MM-DD", help="purge the days before this one")
@@ -116,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--lock-timeout", default=None, metavar="SECONDS",
                        help="how long to wait for a day's tables before leaving it for later (default: 5)")
     restore = commands.add_parser("restore", help="load tickets back from files or directories written by archive")
-    restore.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a day file, or a directory of them")
+    restore.add_argument("paths", nargs="+", metavar="PATH", help="a day file, or a directory of them")
     commands.add_parser(
         "database-url",
         help="print the database URL (DATABASE_URL, or the embedded server's) for psql and scripts",
@@ -214,13 +215,21 @@ def _day(text: str) -> date | None:
 
 
 def _argument_error(args: argparse.Namespace) -> str | None:
-    """Check the arguments of archive and purge (replacing text by values); return the
+    """Check the arguments of archive, purge and restore (replacing text by values); return the
     one line saying what is wrong, or None."""
     if args.command in ("archive", "purge"):
         before = _day(args.before)
         if before is None:
             return f"{args.command}: --before: {args.before!r} is not a date (YYYY-MM-DD)"
         args.before = before
+    if args.command == "archive":
+        if not args.directory:
+            return "archive: --to: empty; name the directory to archive into"
+        args.directory = Path(args.directory)
+    if args.command == "restore":
+        if "" in args.paths:
+            return "restore: PATH: empty; name a day file or a directory of them"
+        args.paths = [Path(path) for path in args.paths]
     if args.command == "purge":
         if args.lock_timeout is not None:
             try:

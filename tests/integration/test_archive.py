@@ -427,3 +427,17 @@ async def test_restore_of_a_huge_line_stops_at_the_cap_without_reading_the_line_
     finally:
         tracemalloc.stop()
     assert peak < 8 * 1024 * 1024
+
+
+async def test_archive_to_a_file_and_restore_of_a_device_are_one_clear_line(quiet_app, db, tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory")
+
+    archived = myticket(db.url, "archive", "--before", "2021-01-01", "--to", str(a_file))
+    restored = myticket(db.url, "restore", "/dev/zero")
+
+    assert archived.returncode == 1 and restored.returncode == 1
+    assert archived.stderr.splitlines()[-1] == f"myticket: archive: {a_file}: is a file, not a directory"
+    assert restored.stderr.splitlines()[-1] == (
+        "myticket: restore: /dev/zero: not a regular file or a directory, so not an archive file")
+    assert a_file.read_text() == "not a directory"

@@ -158,6 +158,9 @@ def test_before_takes_the_days_strictly_before_it_oldest_first():
 @pytest.mark.parametrize("argv, line", [
     (["archive", "--before", "2026-13-01", "--to", "x"],
      "myticket: archive: --before: '2026-13-01' is not a date (YYYY-MM-DD)"),
+    (["archive", "--before", "2026-11-01", "--to", ""],
+     "myticket: archive: --to: empty; name the directory to archive into"),
+    (["restore", "x", ""], "myticket: restore: PATH: empty; name a day file or a directory of them"),
     (["purge", "--before", "yesterday"], "myticket: purge: --before: 'yesterday' is not a date (YYYY-MM-DD)"),
     (["purge", "--before", "2026-11-20", "--lock-timeout", "soon"],
      "myticket: purge: --lock-timeout: must be a number of seconds above 0 (and under a day)"),
