@@ -71,6 +71,10 @@ PURGE_LOCK_TIMEOUT_SECONDS = 5.0
 # Held (flock) while an archive writes into a directory: two archives never write the
 # same manifest at once, and a partial file found while holding it is a crash's leftover.
 LOCK_FILE_NAME = ".archive.lock"
+# Archive files hold every ticket's body: readable by their owner only, in a directory
+# (when archive makes it) only its owner can list.
+FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
 # The longest line of a day file read back (restore, or the merge of a day archived
 # again): a line is decoded whole, so this bounds the memory one ticket takes.
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -117,10 +121,22 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _open_private(path: Path) -> IO[bytes]:
+    """`path` created (or emptied) for writing, FILE_MODE whatever the umask, before any
+    byte is written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # an older file keeps its mode through O_CREAT
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _write_atomically(path: Path, content: bytes) -> None:
     """Replace `path` with `content` so that a crash leaves the old or the new, whole."""
     partial = path.with_name(partial_file_name(path.name, os.getpid()))
-    with open(partial, "wb") as file:
+    with _open_private(partial) as file:
         file.write(content)
         file.flush()
         os.fsync(file.fileno())
@@ -152,7 +168,7 @@ class _DayFileWriter:
     def __init__(self, directory: Path, day: date) -> None:
         self.path = directory / day_file_name(day)
         self.partial = directory / partial_file_name(self.path.name, os.getpid())
-        self._file = open(self.partial, "wb")
+        self._file = _open_private(self.partial)
         self._hashing = _HashingWriter(self._file)
         # No name and mtime 0 in the gzip header: the same tickets give the same bytes.
         # Level 6, zlib's usual: 9 costs several times the CPU for a few per cent.
@@ -217,7 +233,11 @@ def _make_directory(directory: Path) -> None:
         raise ArchiveError(f"{directory}: is a file, not a directory")
     if directory.exists() and not directory.is_dir():
         raise ArchiveError(f"{directory}: is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, mode=DIRECTORY_MODE)
+    except FileExistsError:
+        return  # made by someone else: its mode is theirs
+    os.chmod(directory, DIRECTORY_MODE)  # whatever the umask
 
 
 async def archive_before(

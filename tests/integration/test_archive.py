@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import tracemalloc
@@ -441,3 +442,26 @@ async def test_archive_to_a_file_and_restore_of_a_device_are_one_clear_line(quie
     assert restored.stderr.splitlines()[-1] == (
         "myticket: restore: /dev/zero: not a regular file or a directory, so not an archive file")
     assert a_file.read_text() == "not a directory"
+
+
+async def test_archive_files_are_private_to_their_owner_whatever_the_umask(quiet_app, operator, db, tmp_path):
+    day = date(2022, 5, 1)
+    await operator.store_tickets(tickets=[ticket_with("1", "P1", "A", "1.00", received_at=midnight(day))])
+    archive = tmp_path / "made" / "archive"
+    kept = tmp_path / "kept"
+    kept.mkdir(mode=0o755)
+    previous = os.umask(0)
+    try:
+        await archive_before(operator, before=day + timedelta(days=1), directory=archive)
+        await archive_before(operator, before=day + timedelta(days=1), directory=kept)
+    finally:
+        os.umask(previous)
+
+    def mode(path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(archive) == 0o700
+    for directory in (archive, kept):
+        assert mode(directory / day_file_name(day)) == 0o600
+        assert mode(directory / "manifest.json") == 0o600
+    assert mode(kept) == 0o755  # a directory archive did not make keeps its mode
