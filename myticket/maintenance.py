@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from .archive import archive_before, purge_before
+from .archive import ArchiveError, archive_before, purge_before
 from .database_errors import DatabaseUnavailable
 from .events import first_of
 from .metrics import Metrics
@@ -74,6 +76,17 @@ class RoundReport:
     archived: list[date] = field(default_factory=list)
     purged: list[date] = field(default_factory=list)
     refused: dict[date, str] = field(default_factory=dict)
+
+
+def file_failure(exc: OSError | ArchiveError) -> str:
+    """A failure of the archive's files as one line: what failed, the errno's name and
+    text, and the path (ArchiveError's message names its path already)."""
+    if isinstance(exc, ArchiveError):
+        return " ".join(str(exc).split())
+    code = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno is not None else None
+    text = exc.strerror or (os.strerror(exc.errno) if exc.errno is not None else str(exc))
+    paths = " -> ".join(str(path) for path in (exc.filename, exc.filename2) if path is not None)
+    return f"{type(exc).__name__}" + (f" {code}" if code else "") + f": {text}" + (f": {paths}" if paths else "")
 
 
 class OutageLog:
@@ -179,8 +192,14 @@ class Maintenance:
             except DatabaseUnavailable as exc:
                 self._metrics.maintenance_failed()
                 self._outage_log.failed(exc, retry_seconds=self.interval_seconds)
+            except (OSError, ArchiveError) as exc:
+                # A full disk or an unwritable directory: the next round tries again, and its
+                # one line each round says what to fix; a traceback would say nothing more.
+                self._metrics.maintenance_failed()
+                log.error("maintenance round failed: %s; the next round in %gs tries again", file_failure(exc),
+                          self.interval_seconds)
             except Exception:
-                # A bug or a full disk must not end maintenance for the life of the process.
+                # A bug must not end maintenance for the life of the process.
                 self._metrics.maintenance_failed()
                 log.exception("maintenance round failed; the next round in %gs tries again", self.interval_seconds)
             else:

@@ -8,7 +8,8 @@ import asyncio
 import json
 import logging
 from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
+
+import pytest
 
 from myticket.domain import IncomingTicket
 from myticket.ids import new_delivery_id
@@ -143,14 +144,18 @@ async def test_a_database_outage_fails_rounds_counted_and_logged_once_and_the_lo
     assert warnings[0].getMessage().startswith("maintenance round failed, database unavailable: ")
 
 
-async def test_a_round_that_fails_otherwise_is_logged_counted_and_retried_without_purging(
-    pg_server_url, tmp_path, caplog
+@pytest.mark.parametrize("where", ["a_file", "under_a_file"])
+async def test_a_round_failing_on_the_archive_directory_logs_one_line_each_time_counts_and_retries(
+    pg_server_url, tmp_path, caplog, where
 ):
-    url = create_empty_database(pg_server_url, "maintenance_failing")
+    url = create_empty_database(pg_server_url, f"maintenance_failing_{where}")
     apply_migrations(url)
     old_day = TODAY - timedelta(days=5)
-    not_a_directory = tmp_path / "archive"
-    not_a_directory.write_text("a file where the archive should go")
+    a_file = tmp_path / "archive"
+    a_file.write_text("a file where the archive should go")
+    archive_dir = a_file if where == "a_file" else a_file / "archive"
+    expected = (f"{a_file}: is a file, not a directory" if where == "a_file"
+                else f"NotADirectoryError ENOTDIR: Not a directory: {archive_dir}")
     repository = await Repository.connect(url)
     db = Db(url)
     metrics = Metrics()
@@ -158,7 +163,7 @@ async def test_a_round_that_fails_otherwise_is_logged_counted_and_retried_withou
     try:
         await processed_tickets_on(repository, [old_day])
         maintenance = Maintenance(repository, metrics, interval_seconds=0.01, retention_days=1,
-                                  archive_dir=Path(not_a_directory))
+                                  archive_dir=archive_dir)
         loop = asyncio.create_task(maintenance.run(stop))
 
         async def failed_twice() -> bool:
@@ -169,7 +174,11 @@ async def test_a_round_that_fails_otherwise_is_logged_counted_and_retried_withou
         stop.set()
         await loop
         assert old_day in partition_days(db)  # nothing purged that was not archived
-        assert "maintenance round failed; the next round in 0.01s tries again" in caplog.text
+        failures = [record for record in caplog.records if record.getMessage().startswith("maintenance round")]
+        assert len(failures) >= 2
+        for record in failures:  # one line each round, no traceback
+            assert record.getMessage() == f"maintenance round failed: {expected}; the next round in 0.01s tries again"
+            assert record.exc_info is None and record.levelno == logging.ERROR
         assert metric(metrics, "myticket_retention_days_purged_total") == 0
     finally:
         stop.set()
