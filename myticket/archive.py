@@ -2,17 +2,22 @@
 and the service's retention).
 
 - `archive_before` writes each day that has partitions before a date to its own file
-  (format in `archive_format`), atomically: a hidden temporary file, flushed and
-  fsynced, renamed, the directory fsynced; then the manifest likewise; then the day is
-  noted in `archived_days`. A crash leaves at most a hidden partial file (removed by the
-  next archive) or a day file the manifest does not list with its digest, which
-  restore refuses and the next archive replaces. The day is read by keyset pages in
-  short snapshots, so nothing holds back vacuum for the length of a day.
+  (format in `archive_format`), merged with the day's previous complete file when the
+  directory has one (a purged day archived again keeps every ticket). Atomically: the
+  manifest is read first; a hidden temporary file is written, flushed and fsynced; the
+  manifest listing its digest is written likewise (the commit); the file is renamed and
+  the directory fsynced; then the day is noted in `archived_days`. A crash leaves at
+  most a hidden partial file, which the next archive puts in place when the manifest
+  lists it, or removes. Files are private (0600, a directory archive makes 0700). The
+  day is read by keyset pages in short snapshots, so nothing holds back vacuum for the
+  length of a day.
 - `purge_before` drops each day's partitions in a transaction of its own (all of the
   day or none of it), which the database refuses for a day with pending tickets or,
-  unless told otherwise, one whose archive does not hold every ticket.
+  unless told otherwise, one whose archive does not hold every ticket; it first checks
+  that the archive file noted for the day is still there, listed and unchanged.
 - `restore_paths` checks each file against its manifest, then loads it back in
-  byte-bounded batches; a ticket already stored is left as it is.
+  byte-bounded batches, each line read with a byte cap; a ticket already stored is
+  left as it is.
 
 File work (compressing, hashing, fsync) runs in threads: the service's event loop
 keeps answering while its retention archives a day.
@@ -45,6 +50,7 @@ from .archive_format import (
     decode_ticket,
     encode_manifest,
     encode_ticket,
+    final_file_name,
     is_day_file_name,
     is_partial_file_name,
     listed_sha256,
@@ -177,15 +183,18 @@ class _DayFileWriter:
     def write(self, lines: Sequence[bytes]) -> None:
         self._gzip.write(b"".join(lines))
 
-    def finish(self) -> tuple[int, str]:
-        """Close, fsync and rename into place; return the file's size and SHA-256."""
+    def close(self) -> tuple[int, str]:
+        """Close and fsync, still under the partial name; return the size and SHA-256."""
         self._gzip.close()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        return self._hashing.size, self._hashing.digest.hexdigest()
+
+    def put_in_place(self) -> None:
+        """Rename to the day's file, durably (after the manifest lists its digest)."""
         os.replace(self.partial, self.path)
         _fsync_directory(self.path.parent)
-        return self._hashing.size, self._hashing.digest.hexdigest()
 
     def abandon(self) -> None:
         self._file.close()
@@ -207,11 +216,22 @@ def _directory_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
-def _remove_partial_files(directory: Path) -> None:
-    """Remove what writers that died left (called holding the directory's lock, so no
-    live writer has a partial file there)."""
+def _settle_partial_files(directory: Path, manifest: dict[str, Any] | None) -> None:
+    """Finish or remove what writers that died left (called holding the directory's
+    lock, so no live writer has a partial file there). A partial day file the manifest
+    already lists with its digest was stopped between the manifest and its rename: it
+    is put in place. Any other is removed."""
     for entry in directory.iterdir():
-        if is_partial_file_name(entry.name):
+        if not is_partial_file_name(entry.name):
+            continue
+        final = directory / final_file_name(entry.name)
+        expected = None if manifest is None else listed_sha256(manifest, final.name)
+        if expected is not None and is_day_file_name(final.name) and _file_sha256(entry) == expected:
+            log.warning("putting %s in place as %s: the manifest lists it, its archive stopped before the rename",
+                        entry, final)
+            os.replace(entry, final)
+            _fsync_directory(directory)
+        else:
             log.warning("removing %s, left by an archive that did not finish", entry)
             entry.unlink()
 
@@ -257,7 +277,7 @@ async def archive_before(
     with _directory_lock(directory):
         # The manifest first: one archive cannot merge into must not get a day file.
         manifest = await asyncio.to_thread(_read_manifest, directory)
-        await asyncio.to_thread(_remove_partial_files, directory)
+        await asyncio.to_thread(_settle_partial_files, directory, manifest)
         for day in days:
             try:
                 day_archived, manifest = await _archive_day(repository, day, directory, manifest, page_tickets,
@@ -380,22 +400,26 @@ async def _archive_day(
                 await merge.add_page(page)
                 after = (page[-1].id, page[-1].received_at)
             await merge.finish()
-            size, sha256 = await asyncio.to_thread(writer.finish)
+            size, sha256 = await asyncio.to_thread(writer.close)
+            statuses = merge.statuses
+            tickets = sum(statuses.values())
+            entry = DayEntry(
+                file=writer.path.name, tickets=tickets, statuses=dict(statuses), bytes=size, sha256=sha256,
+                archived_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            )
+            manifest = merged_manifest(manifest, day, entry)
+            # The manifest is the commit point, written before the file takes its name:
+            # a crash between the two leaves a partial file the manifest lists, which the
+            # next archive puts in place. (The other order would leave a listed day file
+            # with another digest, which archive refuses to replace.)
+            await asyncio.to_thread(_write_atomically, directory / MANIFEST_NAME, encode_manifest(manifest))
         except BaseException:
             await asyncio.to_thread(writer.abandon)
             raise
     finally:
         if old is not None:
             await asyncio.to_thread(old.close)
-    statuses = merge.statuses
-    tickets = sum(statuses.values())
-    entry = DayEntry(
-        file=writer.path.name, tickets=tickets, statuses=dict(statuses), bytes=size, sha256=sha256,
-        archived_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-
-    manifest = merged_manifest(manifest, day, entry)
-    await asyncio.to_thread(_write_atomically, directory / MANIFEST_NAME, encode_manifest(manifest))
+    await asyncio.to_thread(writer.put_in_place)
     # The note counts the day's tickets now in the database, all in the file: purge
     # compares them with the day's rows. The file may hold more (tickets purged before).
     await repository.record_archived_day(

@@ -60,6 +60,11 @@ def partial_file_name(final_name: str, pid: int) -> str:
     return f".{final_name}{PARTIAL_MARK}{pid}"
 
 
+def final_file_name(partial_name: str) -> str:
+    """The name a partial file (`partial_file_name`) takes once complete."""
+    return partial_name[1:partial_name.index(PARTIAL_MARK)]
+
+
 def is_partial_file_name(name: str) -> bool:
     return name.startswith(".") and PARTIAL_MARK in name
 

@@ -465,3 +465,33 @@ async def test_archive_files_are_private_to_their_owner_whatever_the_umask(quiet
         assert mode(directory / day_file_name(day)) == 0o600
         assert mode(directory / "manifest.json") == 0o600
     assert mode(kept) == 0o755  # a directory archive did not make keeps its mode
+
+
+async def test_an_archive_stopped_between_manifest_and_rename_is_finished_by_the_next_one(
+    quiet_app, operator, db, tmp_path
+):
+    day = date(2022, 6, 1)
+    before = day + timedelta(days=1)
+    archive = tmp_path / "archive"
+    await operator.store_tickets(tickets=[ticket_with("1", "P1", "A", "1.00", received_at=midnight(day))])
+    await TicketWorker(operator, Metrics()).drain()
+    await archive_before(operator, before=before, directory=archive)
+    day_file = archive / day_file_name(day)
+    previous = day_file.read_bytes()
+    late = ticket_with("2", "P2", "B", "2.00", received_at=midnight(day) + timedelta(hours=1))
+    await operator.store_tickets(tickets=[late])
+    await TicketWorker(operator, Metrics()).drain()
+    await archive_before(operator, before=before, directory=archive)
+    # The state a kill -9 leaves after the manifest is written, before the rename: the
+    # manifest lists the new file, which is still a partial; the old file has the name.
+    day_file.rename(archive / f".{day_file.name}.partial-999999")
+    day_file.write_bytes(previous)
+
+    [entry] = [entry for entry in await archive_before(operator, before=before, directory=archive)
+               if entry.day == day]
+
+    assert entry.refused is None and entry.tickets == 2
+    assert late.id in day_file_lines(day_file)
+    assert not [path for path in archive.iterdir() if ".partial-" in path.name]
+    assert [result.purged for result in await purge_before(operator, before=before, require_archive=True)
+            if result.day == day] == [True]

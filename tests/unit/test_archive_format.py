@@ -21,6 +21,7 @@ from myticket.archive_format import (
     days_before,
     decode_ticket,
     encode_ticket,
+    final_file_name,
     is_day_file_name,
     is_partial_file_name,
     listed_sha256,
@@ -144,6 +145,7 @@ def test_files_being_written_never_pass_for_a_day_file():
     assert not is_day_file_name(partial) and is_partial_file_name(partial)
     assert fnmatch.filter([partial, partial_file_name("manifest.json", 1)], "tickets-*.jsonl.gz") == []
     assert not is_partial_file_name(final)
+    assert final_file_name(partial) == final  # what a partial file becomes once complete
 
 
 def test_before_takes_the_days_strictly_before_it_oldest_first():
