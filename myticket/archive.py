@@ -528,7 +528,10 @@ async def purge_before(
 async def _archive_file_problem(repository: Repository, day: date) -> str | None:
     """Why the file archive noted for the day cannot be trusted (gone, unlisted or
     changed since), or None: the note alone says nothing of the file. A day never
-    archived is left to the database's own refusal."""
+    archived is left to the database's own refusal, and an empty day, which has
+    nothing to lose, to its own consent."""
+    if not await repository.day_holds_tickets(day=day):
+        return None
     note = await repository.archived_day(day=day)
     return None if note is None else await asyncio.to_thread(_check_archive_file, note)
 

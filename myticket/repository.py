@@ -475,6 +475,10 @@ class Repository:
              "directory": directory},
         )
 
+    async def day_holds_tickets(self, *, day: date) -> bool:
+        lower, upper = _day_bounds(day)
+        return bool((await self._fetch("day_holds_tickets", {"lower": lower, "upper": upper}))[0]["holds_tickets"])
+
     async def archived_day(self, *, day: date) -> ArchivedDayNote | None:
         """What archive noted of the day, None when it never archived it."""
         rows = await self._fetch("archived_day", {"day": day})

@@ -151,3 +151,11 @@ SELECT count(*) AS stored, pg_notify('myticket_tickets', '') FROM stored;
 SELECT day, tickets, pending, file_name, sha256, directory
 FROM archived_days
 WHERE day = %(day)s;
+
+-- name: day_holds_tickets
+-- Whether a day holds any ticket: an empty day has nothing to lose, so purge drops it
+-- without looking for its archive file (as myticket_purge_day does without the note).
+SELECT EXISTS (
+    SELECT 1 FROM deliveries
+    WHERE received_at >= %(lower)s::timestamptz AND received_at < %(upper)s::timestamptz
+) AS holds_tickets;

@@ -391,6 +391,13 @@ async def test_purge_refuses_a_day_whose_archive_file_is_gone_or_changed(quiet_a
     assert {gone_day, changed_day} <= set(await operator.day_partitions())
     assert day_row_counts(db, gone_day)[0] == 1 and day_row_counts(db, changed_day)[0] == 1
 
+    # Dropped without archive, then made again empty (as maintenance does): a day with
+    # nothing to lose goes, its missing file notwithstanding.
+    await purge_before(operator, before=changed_day, require_archive=False)
+    await operator.create_day_partitions(days=[gone_day])
+    purged = {entry.day: entry for entry in await purge_before(operator, before=changed_day, require_archive=True)}
+    assert purged[gone_day].purged
+
 
 async def test_restore_refuses_a_line_over_the_cap_naming_file_and_line(quiet_app, operator, db, tmp_path):
     day = date(2022, 4, 1)
