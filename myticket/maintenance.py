@@ -21,7 +21,6 @@ the I/O around it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -183,8 +182,15 @@ class Maintenance:
             await first_of(stop, others=(round_task,))
             if not round_task.done():
                 round_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await round_task
+                except asyncio.CancelledError:
+                    pass
+                except Exception as exc:
+                    # It failed as it was being cancelled (seen once under load, a file
+                    # error in a thread): the shutdown goes on all the same.
+                    log.warning("maintenance round failed as the shutdown stopped it: %s",
+                                " ".join(str(exc).split()) or type(exc).__name__)
                 log.info("maintenance round interrupted by the shutdown; the next start does it again")
                 return
             try:
