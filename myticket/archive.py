@@ -46,6 +46,7 @@ from .archive_format import (
     ArchiveFormatError,
     DayEntry,
     day_file_name,
+    day_of_file_name,
     days_before,
     decode_ticket,
     encode_manifest,
@@ -60,6 +61,7 @@ from .archive_format import (
 )
 from .database_errors import DatabaseConflict
 from .domain import ArchivedDayNote, ArchivedTicket
+from .ids import utc_day
 from .repository import Repository
 
 log = logging.getLogger(__name__)
@@ -370,6 +372,11 @@ def _complete_day_file(directory: Path, manifest: dict[str, Any] | None, day: da
     path = directory / day_file_name(day)
     expected = None if manifest is None else listed_sha256(manifest, path.name)
     if expected is None:
+        if path.exists():
+            # Its manifest was lost or edited: the file may hold tickets the database no
+            # longer has, and nothing says whether it is whole. Never replaced unread.
+            raise DayRefused(f"{path} exists but {MANIFEST_NAME} does not list it (a lost or edited manifest?); "
+                             "move it away, or restore it, before archiving this day here")
         return None
     try:
         actual = _file_sha256(path)
@@ -614,9 +621,11 @@ class _ArchiveReader:
     """A day file read in bounded batches of tickets, each line at most
     `max_line_bytes` (blocking calls: run in a thread)."""
 
-    def __init__(self, path: Path, max_line_bytes: int) -> None:
+    def __init__(self, path: Path, max_line_bytes: int, max_body_bytes: int | None = None) -> None:
         self.path = path
         self._lines = _LineReader(path, max_line_bytes)
+        self._day = day_of_file_name(path.name)
+        self._max_body_bytes = max_body_bytes
 
     def batch(self, max_tickets: int, max_bytes: int) -> list[ArchivedTicket]:
         tickets: list[ArchivedTicket] = []
@@ -625,10 +634,18 @@ class _ArchiveReader:
             line = self._lines.readline()
             if not line:
                 break
+            where = f"{self.path}, line {self._lines.line_number}"
             try:
                 ticket = decode_ticket(line)
             except ArchiveFormatError as exc:
-                raise ArchiveError(f"{self.path}, line {self._lines.line_number}: {exc}") from None
+                raise ArchiveError(f"{where}: {exc}") from None
+            if self._day is not None and utc_day(ticket.received_at) != self._day:
+                raise ArchiveError(f"{where}: received_at {ticket.received_at.isoformat()} is not in the file's day")
+            if self._max_body_bytes is not None and len(ticket.body) > self._max_body_bytes:
+                # The service never took a body this large under this setting; loading it
+                # would cost many times its size in memory.
+                raise ArchiveError(f"{where}: a body of {len(ticket.body)} bytes, over MYTICKET_MAX_BODY_BYTES "
+                                   f"({self._max_body_bytes}); raise it to restore this file")
             tickets.append(ticket)
             size += len(ticket.body)
         return tickets
@@ -644,16 +661,18 @@ async def restore_paths(
     batch_tickets: int = RESTORE_BATCH_TICKETS,
     batch_bytes: int = RESTORE_BATCH_BYTES,
     max_line_bytes: int = MAX_LINE_BYTES,
+    max_body_bytes: int | None = None,
 ) -> RestoreReport:
     """Load the tickets of these archive files (or of every day file in these
     directories) back, after checking every file against its manifest. Tickets already
     stored are counted, not written again. A line longer than `max_line_bytes` refuses
-    its file: a line is decoded whole, so this bounds a restore's memory."""
+    its file: a line is decoded whole, so this bounds a restore's memory; so does
+    `max_body_bytes` (the service's limit), over which a body refuses its file."""
     files = await asyncio.to_thread(_archive_files, paths)
     await asyncio.to_thread(_verify, files)
     read = stored = 0
     for path in files:
-        reader = await asyncio.to_thread(_ArchiveReader, path, max_line_bytes)
+        reader = await asyncio.to_thread(_ArchiveReader, path, max_line_bytes, max_body_bytes)
         file_read = file_stored = 0
         try:
             while batch := await asyncio.to_thread(reader.batch, batch_tickets, batch_bytes):

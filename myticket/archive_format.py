@@ -25,11 +25,15 @@ from typing import Any
 
 from .domain import ArchivedTicket
 from .ids import received_at_of
-from .parser import TicketLine
+from .parser import MAX_PRODUCT_ID_CHARACTERS, MAX_PRODUCT_NAME_CHARACTERS, TicketLine
 
 FORMAT = "myticket-archive/1"
 MANIFEST_NAME = "manifest.json"
 STATUSES = ("pending", "processed", "rejected", "duplicate")
+# What the database and the service take (numeric(12,2); the parser's and the ingest's
+# limits): a restored line beyond them would fail its whole batch, or the next archive.
+MONEY_LIMIT = Decimal(10) ** 10
+MAX_CONTENT_TYPE_CHARS = 255  # as POST /ticket takes it
 # Reception times a restored ticket may carry: a ticket from year 1 would make a day
 # partition that date arithmetic around it cannot reach (and stop archive and retention).
 EARLIEST_RECEPTION = datetime(2000, 1, 1, tzinfo=timezone.utc)
@@ -71,6 +75,17 @@ def is_partial_file_name(name: str) -> bool:
 
 def is_day_file_name(name: str) -> bool:
     return _DAY_FILE.match(name) is not None
+
+
+def day_of_file_name(name: str) -> date | None:
+    """The day a day file's name gives (None for another name, or an impossible date)."""
+    match = _DAY_FILE.match(name)
+    if match is None:
+        return None
+    try:
+        return date.fromisoformat(match["day"])
+    except ValueError:
+        return None
 
 
 def days_before(days: Iterable[date], before: date) -> list[date]:
@@ -132,14 +147,68 @@ def _parsed_id(value: Any) -> uuid.UUID:
 
 
 def _parsed_money(value: Any, field: str) -> Decimal | None:
+    """A finite amount that numeric(12,2) holds, or None."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise ArchiveFormatError(f"{field}: money must be a decimal string, got {value!r}")
     try:
-        return Decimal(value)
+        amount = Decimal(value)
     except InvalidOperation:
         raise ArchiveFormatError(f"{field}: not a decimal: {value!r}") from None
+    if not amount.is_finite() or abs(amount) >= MONEY_LIMIT:
+        raise ArchiveFormatError(f"{field}: not an amount the database holds: {value!r}")
+    return amount
+
+
+def _text(value: Any, field: str, *, optional: bool = True, most: int | None = None) -> str | None:
+    """Text as PostgreSQL stores it (no NUL), or None where the field may be null:
+    anything else would fail the whole restore batch in the database, or later the
+    archive that reads it back."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ArchiveFormatError(f"{field}: must be text{' or null' if optional else ''}, got {value!r:.60}")
+    if "\x00" in value:
+        raise ArchiveFormatError(f"{field}: holds a NUL character, which PostgreSQL text cannot")
+    if most is not None and len(value) > most:
+        raise ArchiveFormatError(f"{field}: longer than {most} characters")
+    return value
+
+
+def _headers(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ArchiveFormatError(f"headers: must be an object of texts or null, got {value!r:.60}")
+    return {_text(name, "headers", optional=False): _text(text, "headers", optional=False)
+            for name, text in value.items()}
+
+
+def _warnings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ArchiveFormatError(f"warnings: must be a list of texts, got {value!r:.60}")
+    return tuple(_text(item, "warnings", optional=False) for item in value)
+
+
+def _whole_number(value: Any, field: str, *, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value < 2**31:
+        raise ArchiveFormatError(f"{field}: must be a whole number from {least}, got {value!r:.60}")
+    return value
+
+
+def _line(item: Any) -> TicketLine:
+    if not isinstance(item, dict):
+        raise ArchiveFormatError(f"lines: each must be an object, got {item!r:.60}")
+    price = _parsed_money(item["price"], "price")
+    if price is None:
+        raise ArchiveFormatError("price: a line has no price")
+    return TicketLine(
+        line_number=_whole_number(item["line_number"], "line_number", least=1),
+        product_id=_text(item["product_id"], "product_id", optional=False, most=MAX_PRODUCT_ID_CHARACTERS),
+        name=_text(item["name"], "name", optional=False, most=MAX_PRODUCT_NAME_CHARACTERS),
+        price=price,
+    )
 
 
 def decode_ticket(line: bytes) -> ArchivedTicket:
@@ -167,29 +236,30 @@ def decode_ticket(line: bytes) -> ArchivedTicket:
         if carried is not None and carried != received_at:
             # The id names the day the service reads it from: a mismatch could never be read.
             raise ArchiveFormatError(f"received_at: {record['received_at']!r} is not the time its UUIDv7 id carries")
+        if not isinstance(record["lines"], list):
+            raise ArchiveFormatError("lines: must be a list")
+        lines = tuple(_line(item) for item in record["lines"])
+        if len({line.line_number for line in lines}) != len(lines):
+            raise ArchiveFormatError("lines: two lines have the same line_number")
         return ArchivedTicket(
             id=str(ticket_id),
             received_at=received_at,
-            content_type=record["content_type"],
+            content_type=_text(record["content_type"], "content_type", most=MAX_CONTENT_TYPE_CHARS),
             body=body,
             status=record["status"],
             processed_at=(None if record["processed_at"] is None
                           else _parsed_instant(record["processed_at"], "processed_at")),
-            attempts=int(record["attempts"]),
-            order_ref=record["order_ref"],
+            attempts=_whole_number(record["attempts"], "attempts", least=0),
+            order_ref=_text(record["order_ref"], "order_ref"),
             vat=_parsed_money(record["vat"], "vat"),
             total=_parsed_money(record["total"], "total"),
-            headers=record["headers"],
-            warnings=tuple(record["warnings"]),
-            error=record["error"],
-            text_encoding=record["text_encoding"],
+            headers=_headers(record["headers"]),
+            warnings=_warnings(record["warnings"]),
+            error=_text(record["error"], "error"),
+            text_encoding=_text(record["text_encoding"], "text_encoding"),
             body_sha256=digest,
-            duplicate_of=record["duplicate_of"],
-            lines=tuple(
-                TicketLine(line_number=int(item["line_number"]), product_id=item["product_id"], name=item["name"],
-                           price=_parsed_money(item["price"], "price"))
-                for item in record["lines"]
-            ),
+            duplicate_of=None if record["duplicate_of"] is None else str(_parsed_id(record["duplicate_of"])),
+            lines=lines,
         )
     except ArchiveFormatError:
         raise

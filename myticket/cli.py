@@ -296,7 +296,8 @@ async def _restore(settings: Settings, args: argparse.Namespace) -> int:
     repository = await Repository.connect(settings.database_url)
     try:
         report = await restore_paths(repository, args.paths,
-                                     max_line_bytes=max_line_bytes_for(settings.max_body_bytes))
+                                     max_line_bytes=max_line_bytes_for(settings.max_body_bytes),
+                                     max_body_bytes=settings.max_body_bytes)
     finally:
         await repository.close()
     print(f"restored {report.files} files: {report.tickets_read} tickets read, {report.stored} stored, "

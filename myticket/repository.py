@@ -63,6 +63,11 @@ async def _rows(cursor) -> list[Row]:
 
 
 DEFAULT_POOL_SIZE = 10
+# How long the driver waits for one statement (aiopg's timeout), unless told otherwise.
+DEFAULT_STATEMENT_SECONDS = 10
+# The lock waits of one myticket_purge_day at most: four partitions, the advisory lock,
+# and a detach and a drop on each of the four parents.
+PURGE_LOCK_WAITS = 13
 
 
 class ClaimedBatch:
@@ -273,7 +278,7 @@ class Repository:
                 database_url,
                 minsize=min_connections,
                 maxsize=max_connections,
-                timeout=10,
+                timeout=DEFAULT_STATEMENT_SECONDS,
                 # hstore support costs one query per new connection; we never use it.
                 enable_hstore=False,
             )
@@ -494,7 +499,13 @@ class Repository:
                 async with conn.cursor() as cur:
                     async with cur.begin():
                         await cur.execute(self._queries["set_purge_lock_timeout"], {"timeout": timeout})
-                        await cur.execute(self._queries["purge_day"], {"day": day, "require_archive": require_archive})
+                        # The function may wait for each of its locks in turn (four partitions,
+                        # the advisory lock, two per parent), past the pool's 10 s default:
+                        # the client waits as long, so a long --lock-timeout ends as "busy".
+                        await cur.execute(
+                            self._queries["purge_day"], {"day": day, "require_archive": require_archive},
+                            timeout=PURGE_LOCK_WAITS * lock_timeout_seconds + DEFAULT_STATEMENT_SECONDS,
+                        )
                         result = (await _rows(cur))[0]["result"]
         except _DRIVER_ERRORS as exc:
             raise _database_error("purge_day", exc) from exc

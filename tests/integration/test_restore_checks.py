@@ -1,5 +1,6 @@
 """Restore takes only what archive writes: an id is stored once whatever time it comes
-with, and lines that would hide or break other tickets are refused, naming the line."""
+with, and lines that would hide or break other tickets are refused, naming the line.
+And archive never replaces a day file it cannot account for."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from myticket.archive import ArchiveError, restore_paths
+from myticket.archive import ArchiveError, archive_before, restore_paths
 from myticket.archive_format import DayEntry, day_file_name, encode_manifest, encode_ticket, merged_manifest
 from myticket.domain import ArchivedTicket
 from myticket.repository import Repository
@@ -81,3 +82,31 @@ async def test_a_line_that_would_hide_or_break_tickets_is_refused_naming_it(oper
         await restore_paths(operator, [path])
 
     assert db.value("count_tickets") == 0
+
+
+async def test_a_line_of_another_day_or_a_body_over_the_limit_refuses_its_file(operator, db, tmp_path):
+    other_day = encode_ticket(pending(str(uuid.uuid4()), NOON + timedelta(days=2), b"elsewhere"))
+    with pytest.raises(ArchiveError, match=r"line 1: received_at .* is not in the file's day"):
+        await restore_paths(operator, [crafted_archive(tmp_path / "a", DAY, [other_day])])
+
+    large = encode_ticket(pending(str(uuid.uuid4()), NOON, b"x" * 2048))
+    with pytest.raises(ArchiveError, match="line 1: a body of 2048 bytes, over MYTICKET_MAX_BODY_BYTES"):
+        await restore_paths(operator, [crafted_archive(tmp_path / "b", DAY, [large])], max_body_bytes=1024)
+    assert db.value("count_tickets") == 0
+
+
+async def test_archive_never_replaces_a_day_file_its_manifest_does_not_list(operator, db, tmp_path):
+    """A second trial moved manifest.json away: the next archive of a day that had come
+    back with one late ticket replaced a file of 30,000 tickets with a file of one."""
+    directory = tmp_path / "archive"
+    path = crafted_archive(directory, DAY, [encode_ticket(pending(str(uuid.uuid4()), NOON, b"kept"))])
+    before = path.read_bytes()
+    (directory / "manifest.json").unlink()
+    await operator.store_tickets(tickets=[ticket_with("late", "P1", "Late", "1.00", received_at=NOON)])
+
+    archived = await archive_before(operator, before=DAY + timedelta(days=1), directory=directory)
+
+    [day] = [result for result in archived if result.day == DAY]
+
+    assert day.refused is not None and "does not list it" in day.refused
+    assert path.read_bytes() == before

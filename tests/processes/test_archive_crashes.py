@@ -208,3 +208,20 @@ async def test_a_purge_waiting_for_a_reader_of_an_old_day_does_not_hold_up_intak
         lock_holder.rollback()
         assert process.wait(timeout=60) == 0
     assert db.rows("day_tables", {"suffix": "20000105"}) == []
+
+
+async def test_a_lock_timeout_longer_than_the_drivers_ends_as_busy_not_as_an_outage(database_url, db, lock_holder):
+    """A trial's `purge --lock-timeout 30` died after 10 s as 'database unavailable':
+    the driver gave up on the statement before PostgreSQL's lock timeout came."""
+    day = date(2000, 1, 7)
+    await stored_and_processed(database_url, day, 5, "T")
+    with lock_holder.cursor() as cur:
+        cur.execute(SUPPORT_QUERIES["read_one_day_of_lines"],
+                    {"lower": midnight(day), "upper": midnight(day + timedelta(days=1))})
+
+    result = run(database_url, "purge", "--before", "2000-01-08", "--without-archive", "--lock-timeout", "12")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "2000-01-07: refused: busy" in result.stdout
+    assert "unavailable" not in result.stdout + result.stderr
+    assert len(db.rows("day_tables", {"suffix": "20000107"})) == 4

@@ -93,6 +93,18 @@ def test_the_same_ticket_gives_the_same_bytes_whatever_the_order_of_its_headers(
     ({"received_at": "0001-01-01T00:00:00+00:00"}, "is not between 2000-01-01 and 2200-01-01"),
     ({"received_at": "2026-11-20T08:30:01.124000+00:00"}, "is not the time its UUIDv7 id carries"),
     ({"id": "not-a-uuid"}, "id: not a UUID"),
+    # Each of these was stored by restore once, and then failed every archive of its day.
+    ({"headers": [1]}, "headers: must be an object"),
+    ({"warnings": "abc"}, "warnings: must be a list"),
+    ({"order_ref": 123}, "order_ref: must be text"),
+    ({"attempts": -5}, "attempts: must be a whole number from 0"),
+    ({"total": "NaN"}, "total: not an amount the database holds"),
+    ({"total": "1e400"}, "total: not an amount the database holds"),
+    ({"duplicate_of": "nobody"}, "id: not a UUID"),
+    ({"content_type": "x" * 256}, "content_type: longer than 255"),
+    ({"lines": [{"line_number": 1, "product_id": "P\u0000", "name": "N", "price": "1.00"}]}, "product_id: holds a NUL"),
+    ({"lines": [{"line_number": 1, "product_id": "P", "name": "N", "price": "1.00"},
+                {"line_number": 1, "product_id": "Q", "name": "M", "price": "2.00"}]}, "same line_number"),
 ])
 def test_decode_refuses_what_archive_never_writes(change, message):
     record = {**json.loads(encode_ticket(PROCESSED)), **change}
