@@ -204,10 +204,15 @@ class _DayFileWriter:
             self.partial.unlink()
 
 
+def _open_lock_file(path: Path) -> IO[bytes]:
+    """The lock file, private to its owner like everything archive writes."""
+    return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE), "r+b")
+
+
 @contextlib.contextmanager
 def _directory_lock(directory: Path) -> Iterator[None]:
     """The directory's archive lock, or ArchiveError when another archive holds it."""
-    with open(directory / LOCK_FILE_NAME, "a+b") as lock:
+    with _open_lock_file(directory / LOCK_FILE_NAME) as lock:
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -255,11 +260,15 @@ def _make_directory(directory: Path) -> None:
         raise ArchiveError(f"{directory}: is a file, not a directory")
     if directory.exists() and not directory.is_dir():
         raise ArchiveError(f"{directory}: is not a directory")
-    try:
-        directory.mkdir(parents=True, mode=DIRECTORY_MODE)
-    except FileExistsError:
-        return  # made by someone else: its mode is theirs
-    os.chmod(directory, DIRECTORY_MODE)  # whatever the umask
+    missing = [path for path in (directory, *directory.parents) if not path.exists()]
+    # Outermost first, each private whatever the umask: a directory archive makes is
+    # never open to other users, parents included (one could swap the leaf otherwise).
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=DIRECTORY_MODE)
+        except FileExistsError:
+            continue  # made by someone else meanwhile: its mode is theirs
+        os.chmod(path, DIRECTORY_MODE)
 
 
 async def archive_before(

@@ -468,10 +468,11 @@ async def test_archive_files_are_private_to_their_owner_whatever_the_umask(quiet
     def mode(path) -> int:
         return stat.S_IMODE(path.stat().st_mode)
 
-    assert mode(archive) == 0o700
+    assert mode(archive) == mode(archive.parent) == 0o700  # the parents it made too
     for directory in (archive, kept):
         assert mode(directory / day_file_name(day)) == 0o600
         assert mode(directory / "manifest.json") == 0o600
+        assert mode(directory / ".archive.lock") == 0o600
     assert mode(kept) == 0o755  # a directory archive did not make keeps its mode
 
 
