@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _VERSION_7 = 7
@@ -43,3 +43,8 @@ def received_at_of(delivery_id: uuid.UUID) -> datetime | None:
 def utc_day(instant: datetime) -> date:
     """The UTC day whose partitions hold what was received at this instant."""
     return instant.astimezone(timezone.utc).date()
+
+
+def day_start(day: date) -> datetime:
+    """The first instant of a UTC day: where its partitions begin."""
+    return datetime.combine(day, time(), tzinfo=timezone.utc)

@@ -24,7 +24,6 @@ import asyncio
 import errno
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -33,7 +32,9 @@ from pathlib import Path
 from .archive import ArchiveError, archive_before, purge_before
 from .database_errors import DatabaseUnavailable
 from .events import first_of
+from .ids import day_start
 from .metrics import Metrics
+from .outage_log import DatabaseOutageLog
 from .repository import Repository
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def retention_cutoff(today: date, retention_days: int) -> date:
 
 def midnight_unix_seconds(day: date) -> float:
     """The start of a UTC day, as unix seconds (the oldest-day gauge)."""
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+    return day_start(day).timestamp()
 
 
 def utc_today() -> date:
@@ -88,28 +89,6 @@ def file_failure(exc: OSError | ArchiveError) -> str:
     return f"{type(exc).__name__}" + (f" {code}" if code else "") + f": {text}" + (f": {paths}" if paths else "")
 
 
-class OutageLog:
-    """Logs an outage of the database when a round first meets it, and when a round
-    succeeds again: one line each, not one per round."""
-
-    def __init__(self) -> None:
-        self._down_since: float | None = None
-
-    def failed(self, exc: Exception, *, retry_seconds: float) -> None:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            log.warning("maintenance round failed, database unavailable: %s; next round in %gs", reason, retry_seconds)
-        else:
-            log.debug("maintenance round failed again, database unavailable: %s", reason)
-
-    def answered(self) -> None:
-        if self._down_since is not None:
-            log.warning("maintenance round done again after %.1fs of database outage",
-                        time.monotonic() - self._down_since)
-            self._down_since = None
-
-
 class Maintenance:
     """The maintenance loop of one process."""
 
@@ -131,7 +110,12 @@ class Maintenance:
         self._retention_days = retention_days
         self._archive_dir = archive_dir
         self._today = today
-        self._outage_log = OutageLog()
+        self._outage_log = DatabaseOutageLog(
+            log,
+            began="maintenance round failed, database unavailable: %s; next round in %gs",
+            still="maintenance round failed again, database unavailable: %s",
+            ended="maintenance round done again after %.1fs of database outage",
+        )
 
     async def run_round(self) -> RoundReport:
         """Make the partitions ahead; with a retention, archive then purge the days past

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -40,7 +40,7 @@ from .domain import (
     field_names,
     from_row,
 )
-from .ids import received_at_of, utc_day
+from .ids import day_start, received_at_of, utc_day
 from .parser import TicketLine
 from .resources import load_queries
 
@@ -168,7 +168,7 @@ def _outcome_row(outcome: TicketOutcome, received_at: datetime) -> Row:
 
 def _day_bounds(day: date) -> tuple[datetime, datetime]:
     """The instants a UTC day's partitions hold: from its midnight to the next."""
-    lower = datetime.combine(day, time(), tzinfo=timezone.utc)
+    lower = day_start(day)
     return lower, lower + timedelta(days=1)
 
 

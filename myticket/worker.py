@@ -36,6 +36,7 @@ from .domain import ClaimedTicket, TicketOutcome
 from .events import first_of
 from .maintenance import Maintenance
 from .metrics import Metrics
+from .outage_log import DatabaseOutageLog
 from .parser import parse_ticket
 from .processing import Parse, RetryAction, RetryDecision, body_digest, plan_batch, retry_decision, settle_batch
 from .repository import Repository
@@ -49,43 +50,23 @@ MIN_DRAIN_INTERVAL_SECONDS = 0.05
 DEFAULT_MAX_ATTEMPTS = 3
 
 
-class DatabaseOutageLog:
-    """Logs a database outage when it begins and when it ends, not at every retry.
-
-    Each worker loop retries every `idle_poll_seconds`: a warning per retry and per loop
-    buried the log during an outage. The loops of one process share one log (through
-    their repository), so a state change is logged once whatever the number of loops.
-    """
-
-    def __init__(self) -> None:
-        self._down_since: float | None = None
-
-    @property
-    def down(self) -> bool:
-        return self._down_since is not None
-
-    def failed(self, exc: Exception, *, retry_seconds: float) -> None:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            log.warning("worker paused, database unavailable: %s; retrying every %gs", reason, retry_seconds)
-        else:
-            log.debug("worker still paused, database unavailable: %s", reason)
-
-    def answered(self) -> None:
-        if self._down_since is not None:
-            log.warning("database answers again after %.1fs; worker resumed", time.monotonic() - self._down_since)
-            self._down_since = None
-
-
 _outage_logs: weakref.WeakKeyDictionary[Repository, DatabaseOutageLog] = weakref.WeakKeyDictionary()
 
 
 def outage_log_for(repository: Repository) -> DatabaseOutageLog:
-    """The outage log shared by every worker on `repository` (the loops of one process)."""
+    """The outage log shared by every worker on `repository` (the loops of one process).
+
+    Each worker loop retries every `idle_poll_seconds`: a warning per retry and per loop
+    buried the log during an outage. Sharing one log per repository logs a state change
+    once whatever the number of loops."""
     outage_log = _outage_logs.get(repository)
     if outage_log is None:
-        outage_log = _outage_logs[repository] = DatabaseOutageLog()
+        outage_log = _outage_logs[repository] = DatabaseOutageLog(
+            log,
+            began="worker paused, database unavailable: %s; retrying every %gs",
+            still="worker still paused, database unavailable: %s",
+            ended="database answers again after %.1fs; worker resumed",
+        )
     return outage_log
 
 
