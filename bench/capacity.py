@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,11 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import make_tickets  # noqa: E402
+from bench.scratch import scratch_database  # noqa: E402
 from myticket.domain import IncomingTicket  # noqa: E402
-from myticket.embedded import EmbeddedPostgres  # noqa: E402
 from myticket.ids import new_delivery_id  # noqa: E402
 from myticket.metrics import Metrics  # noqa: E402
-from myticket.migrate import apply_migrations  # noqa: E402
 from myticket.repository import Repository  # noqa: E402
 from myticket.resources import named_queries  # noqa: E402
 from myticket.worker import TicketWorker  # noqa: E402
@@ -57,28 +55,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
     bodies = make_tickets(args.tickets, seed=7)
-    with tempfile.TemporaryDirectory(prefix="myticket-capacity-") as scratch:
-        server = EmbeddedPostgres(Path(scratch) / "pgdata")
-        url = server.start()
-        try:
-            apply_migrations(url)
-            conn = psycopg2.connect(url)
-            conn.autocommit = True
-            with conn.cursor() as cursor:
-                cursor.execute(QUERIES["wal_position"])
-                wal_start = cursor.fetchone()[0]
-            asyncio.run(store_and_process(url, bodies, args.batch))
-            with conn.cursor() as cursor:
-                cursor.execute(QUERIES["wal_bytes_since"], {"since": wal_start})
-                wal_bytes = cursor.fetchone()[0]
-                cursor.execute(QUERIES["vacuum"])
-                cursor.execute(QUERIES["stored_ticket_figures"])
-                tickets, lines, average_body = cursor.fetchone()
-                cursor.execute(QUERIES["storage_by_table"])
-                tables = cursor.fetchall()
-            conn.close()
-        finally:
-            server.stop()
+    with scratch_database("myticket-capacity-") as url:
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(QUERIES["wal_position"])
+            wal_start = cursor.fetchone()[0]
+        asyncio.run(store_and_process(url, bodies, args.batch))
+        with conn.cursor() as cursor:
+            cursor.execute(QUERIES["wal_bytes_since"], {"since": wal_start})
+            wal_bytes = cursor.fetchone()[0]
+            cursor.execute(QUERIES["vacuum"])
+            cursor.execute(QUERIES["stored_ticket_figures"])
+            tickets, lines, average_body = cursor.fetchone()
+            cursor.execute(QUERIES["storage_by_table"])
+            tables = cursor.fetchall()
+        conn.close()
     print(f"{tickets:,} distinct tickets stored and processed, {lines:,} lines, average body {average_body} bytes")
     print(f"{'table':20} {'heap':>8} {'TOAST':>8} {'indexes':>8} {'total':>8}   (bytes per ticket)")
     total = 0.0

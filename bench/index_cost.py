@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,9 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import make_tickets  # noqa: E402
 from bench.run import _cpu_seconds  # noqa: E402
-from myticket.embedded import EmbeddedPostgres  # noqa: E402
+from bench.scratch import scratch_database  # noqa: E402
 from myticket.ids import new_delivery_id  # noqa: E402
-from myticket.migrate import apply_migrations  # noqa: E402
 from myticket.resources import load_queries, named_queries  # noqa: E402
 
 BENCH_QUERIES = named_queries(ROOT / "bench" / "sql")
@@ -86,17 +84,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     bodies = make_tickets(args.tickets, seed=12)
-    with tempfile.TemporaryDirectory(prefix="myticket-index-cost-") as scratch:
-        server = EmbeddedPostgres(Path(scratch) / "pgdata")
-        url = server.start()
-        try:
-            apply_migrations(url)
-            figures: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-            for _ in range(args.repeats):
-                for variant in VARIANTS:
-                    figures[variant].append(measure(url, bodies, args.batch, variant))
-        finally:
-            server.stop()
+    with scratch_database("myticket-index-cost-") as url:
+        figures: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+        for _ in range(args.repeats):
+            for variant in VARIANTS:
+                figures[variant].append(measure(url, bodies, args.batch, variant))
     baseline = statistics.median(figures["all indexes"])
     print(f"{args.tickets:,} distinct tickets, {args.batch} per INSERT, median of {args.repeats}")
     print(f"{'variant':45} {'PG CPU µs/ticket':>18} {'index share':>12}")
