@@ -13,9 +13,10 @@ import re
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import (
     ConfigError,
@@ -25,6 +26,9 @@ from .config import (
     load_settings,
     mask_password,
 )
+
+if TYPE_CHECKING:  # imported where used: `myticket --version` needs no driver
+    from .repository import Repository
 
 log = logging.getLogger("myticket")
 
@@ -169,19 +173,29 @@ def _iso_datetime(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
-async def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
-    """Requeue (or with --dry-run, list) the chosen tickets; return the exit code."""
+@contextlib.asynccontextmanager
+async def _repository(settings: Settings) -> AsyncIterator[Repository]:
+    """A repository for one command, closed when it is done (the database is known by
+    now: migrated, and the embedded server started if it is the one)."""
     from .repository import Repository
 
     assert settings.database_url is not None
+    repository = await Repository.connect(settings.database_url)
+    try:
+        yield repository
+    finally:
+        await repository.close()
+
+
+async def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
+    """Requeue (or with --dry-run, list) the chosen tickets; return the exit code."""
     if args.status is not None:
         statuses: tuple[str, ...] = (args.status,)
     else:
         statuses = REQUEUEABLE_STATUSES if args.id is not None else ("rejected",)
     chosen = {"statuses": statuses, "since": args.since, "ticket_id": args.id}
     what = " or ".join(statuses)
-    repository = await Repository.connect(settings.database_url)
-    try:
+    async with _repository(settings) as repository:
         if args.dry_run:
             candidates = await repository.requeue_candidates(**chosen)
             count = len(candidates)
@@ -200,8 +214,6 @@ async def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
         else:
             print(f"{count} {what} tickets put back to pending")
         return 0
-    finally:
-        await repository.close()
 
 
 def _day(text: str) -> date | None:
@@ -243,14 +255,9 @@ def _argument_error(args: argparse.Namespace) -> str | None:
 
 async def _archive(settings: Settings, args: argparse.Namespace) -> int:
     from .archive import archive_before
-    from .repository import Repository
 
-    assert settings.database_url is not None
-    repository = await Repository.connect(settings.database_url)
-    try:
+    async with _repository(settings) as repository:
         archived = await archive_before(repository, before=args.before, directory=args.directory)
-    finally:
-        await repository.close()
     for day in archived:
         if day.refused is not None:
             print(f"{day.day}: refused: {day.refused}")
@@ -264,15 +271,10 @@ async def _archive(settings: Settings, args: argparse.Namespace) -> int:
 async def _purge(settings: Settings, args: argparse.Namespace) -> int:
     """Purge what can be; exit 1 when a day was refused or busy."""
     from .archive import purge_before
-    from .repository import Repository
 
-    assert settings.database_url is not None
-    repository = await Repository.connect(settings.database_url)
-    try:
-        wait = {} if args.lock_timeout is None else {"lock_timeout_seconds": args.lock_timeout}
+    wait = {} if args.lock_timeout is None else {"lock_timeout_seconds": args.lock_timeout}
+    async with _repository(settings) as repository:
         purged = await purge_before(repository, before=args.before, require_archive=not args.without_archive, **wait)
-    finally:
-        await repository.close()
     kept = 0
     for day in purged:
         if day.purged:
@@ -290,16 +292,11 @@ async def _purge(settings: Settings, args: argparse.Namespace) -> int:
 async def _restore(settings: Settings, args: argparse.Namespace) -> int:
     from .archive import restore_paths
     from .archive_format import max_line_bytes_for
-    from .repository import Repository
 
-    assert settings.database_url is not None
-    repository = await Repository.connect(settings.database_url)
-    try:
+    async with _repository(settings) as repository:
         report = await restore_paths(repository, args.paths,
                                      max_line_bytes=max_line_bytes_for(settings.max_body_bytes),
                                      max_body_bytes=settings.max_body_bytes)
-    finally:
-        await repository.close()
     print(f"restored {report.files} files: {report.tickets_read} tickets read, {report.stored} stored, "
           f"{report.already_present} already present")
     return 0
