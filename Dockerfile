@@ -12,7 +12,7 @@ COPY pyproject.toml README.md ./
 RUN mkdir myticket && touch myticket/__init__.py \
     && pip install . && pip uninstall -y myticket && rm -rf myticket build
 # The code, installed as a wheel (not editable): sql/ and migrations/ ship inside the
-# package (myticket/sql and myticket/migrations link to them) and are read with
+# package (myticket/db/sql and myticket/db/migrations link to them) and are read with
 # importlib.resources, so the runtime image needs nothing from /app.
 COPY myticket ./myticket
 COPY sql ./sql

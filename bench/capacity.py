@@ -22,12 +22,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import make_tickets  # noqa: E402
 from bench.scratch import scratch_database  # noqa: E402
-from myticket.domain import IncomingTicket  # noqa: E402
-from myticket.ids import new_delivery_id  # noqa: E402
-from myticket.metrics import Metrics  # noqa: E402
-from myticket.repository import Repository  # noqa: E402
-from myticket.resources import named_queries  # noqa: E402
-from myticket.worker import TicketWorker  # noqa: E402
+from myticket.core.domain import IncomingTicket  # noqa: E402
+from myticket.core.ids import new_delivery_id  # noqa: E402
+from myticket.telemetry.metrics import Metrics  # noqa: E402
+from myticket.db.repository import Repository  # noqa: E402
+from myticket.db.resources import named_queries  # noqa: E402
+from myticket.worker.loop import TicketWorker  # noqa: E402
 
 QUERIES = named_queries(ROOT / "bench" / "sql")
 GIB = 1024**3

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 from bench.loadgen import make_tickets  # noqa: E402
 from bench.run import _cpu_seconds  # noqa: E402
 from bench.scratch import scratch_database  # noqa: E402
-from myticket.ids import new_delivery_id  # noqa: E402
-from myticket.resources import load_queries, named_queries  # noqa: E402
+from myticket.core.ids import new_delivery_id  # noqa: E402
+from myticket.db.resources import load_queries, named_queries  # noqa: E402
 
 BENCH_QUERIES = named_queries(ROOT / "bench" / "sql")
 SERVICE_QUERIES = load_queries()

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import TICKET, Database, hey, wait_ready  # noqa: E402
-from myticket.embedded import EmbeddedPostgres  # noqa: E402
-from myticket.migrate import apply_migrations  # noqa: E402
+from myticket.db.embedded import EmbeddedPostgres  # noqa: E402
+from myticket.db.migrate import apply_migrations  # noqa: E402
 
 # First match wins, from the innermost frame outwards.
 AREAS = (

@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import make_tickets, send_tickets  # noqa: E402
-from myticket.embedded import EmbeddedPostgres  # noqa: E402
-from myticket.migrate import apply_migrations  # noqa: E402
-from myticket.resources import named_queries  # noqa: E402
+from myticket.db.embedded import EmbeddedPostgres  # noqa: E402
+from myticket.db.migrate import apply_migrations  # noqa: E402
+from myticket.db.resources import named_queries  # noqa: E402
 
 QUERIES = named_queries(ROOT / "bench" / "sql")
 TICKET = ROOT / "bench" / "ticket.txt"

@@ -7,8 +7,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from myticket.embedded import EmbeddedPostgres
-from myticket.migrate import apply_migrations
+from myticket.db.embedded import EmbeddedPostgres
+from myticket.db.migrate import apply_migrations
 
 
 @contextlib.contextmanager

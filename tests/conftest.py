@@ -15,9 +15,9 @@ from psycopg2 import sql as pgsql
 
 from myticket.web.app import init_app
 from myticket.config import Settings
-from myticket.embedded import EmbeddedPostgres
-from myticket.migrate import apply_migrations
-from myticket.resources import named_queries
+from myticket.db.embedded import EmbeddedPostgres
+from myticket.db.migrate import apply_migrations
+from myticket.db.resources import named_queries
 
 TESTS_DIR = Path(__file__).resolve().parent
 SUPPORT_QUERIES = named_queries(TESTS_DIR / "sql")

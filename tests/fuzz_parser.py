@@ -9,7 +9,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from myticket.parser import TicketParseError, parse_ticket
+    from myticket.core.parser import TicketParseError, parse_ticket
 
 
 NAMES_ITS_LINE = re.compile(r"line [1-9][0-9]*: ")

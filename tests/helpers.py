@@ -8,10 +8,10 @@ import functools
 import uuid
 from datetime import datetime
 
-from myticket.domain import IncomingTicket
-from myticket.metrics import Metrics
-from myticket.migrate import prepare_database
-from myticket.store import DurableStore
+from myticket.core.domain import IncomingTicket
+from myticket.telemetry.metrics import Metrics
+from myticket.db.migrate import prepare_database
+from myticket.intake.store import DurableStore
 
 from .waiting import wait_until
 

@@ -108,7 +108,7 @@ class Service:
             self.process.kill()
             self.process.wait()
         if self.embedded and embedded_server_too:
-            from myticket.embedded import EmbeddedPostgres
+            from myticket.db.embedded import EmbeddedPostgres
 
             server = EmbeddedPostgres(self.data_dir / "pgdata")
             if server.is_running():

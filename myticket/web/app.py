@@ -11,18 +11,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..budget import ByteBudget
+from ..intake.budget import ByteBudget
 from ..config import Settings, mask_password
-from ..database_errors import DatabaseUnavailable
-from ..events import first_of
-from ..ingest import GroupCommitIngest
-from ..metrics import Metrics, RefusalReason
-from ..migrate import migration_ids, prepare_database
-from ..repository import Repository
-from ..spool import Spool
-from ..store import DurableStore
-from ..supervision import WorkerProcess
-from ..worker import run_worker_loops
+from ..core.database_errors import DatabaseUnavailable
+from ..core.events import first_of
+from ..intake.group_commit import GroupCommitIngest
+from ..telemetry.metrics import Metrics, RefusalReason
+from ..db.migrate import migration_ids, prepare_database
+from ..db.repository import Repository
+from ..intake.spool import Spool
+from ..intake.store import DurableStore
+from ..worker.supervision import WorkerProcess
+from ..worker.loop import run_worker_loops
 from .auth import require_read_access
 from .routes import RETRY_AFTER_UNAVAILABLE, ApiError, setup_routes
 from .text import printable

@@ -16,14 +16,14 @@ from typing import Any
 
 from aiohttp import HttpVersion11, StreamReader, web
 
-from ..budget import Reservation
-from ..database_errors import DatabaseUnavailable
-from ..domain import IncomingTicket, Product, TicketRecord, field_names
-from ..ids import new_delivery_id
-from ..ingest import Overloaded, ShuttingDown
-from ..metrics import RefusalReason
-from ..parser import TicketLine
-from ..spool import SpoolUnavailable
+from ..intake.budget import Reservation
+from ..core.database_errors import DatabaseUnavailable
+from ..core.domain import IncomingTicket, Product, TicketRecord, field_names
+from ..core.ids import new_delivery_id
+from ..intake.group_commit import Overloaded, ShuttingDown
+from ..telemetry.metrics import RefusalReason
+from ..core.parser import TicketLine
+from ..intake.spool import SpoolUnavailable
 from .text import printable
 from .typedefs import BODY_BUDGET, EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, STORE, TICKET_ID
 

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..budget import ByteBudget
+    from ..intake.budget import ByteBudget
     from ..config import Settings
-    from ..ingest import GroupCommitIngest
-    from ..metrics import Metrics
-    from ..repository import Repository
-    from ..store import DurableStore
+    from ..intake.group_commit import GroupCommitIngest
+    from ..telemetry.metrics import Metrics
+    from ..db.repository import Repository
+    from ..intake.store import DurableStore
 
 SETTINGS = web.AppKey("settings", "Settings")
 METRICS = web.AppKey("metrics", "Metrics")

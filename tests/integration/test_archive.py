@@ -19,14 +19,14 @@ from datetime import date, datetime, time, timedelta, timezone
 import psycopg2
 import pytest
 
-from myticket.archive import ArchiveError, archive_before, purge_before, restore_paths
-from myticket.archive_format import day_file_name, decode_ticket, encode_ticket
-from myticket.domain import ArchivedTicket, IncomingTicket
-from myticket.ids import new_delivery_id
-from myticket.metrics import Metrics
-from myticket.repository import Repository
+from myticket.archive.commands import ArchiveError, archive_before, purge_before, restore_paths
+from myticket.archive.format import day_file_name, decode_ticket, encode_ticket
+from myticket.core.domain import ArchivedTicket, IncomingTicket
+from myticket.core.ids import new_delivery_id
+from myticket.telemetry.metrics import Metrics
+from myticket.db.repository import Repository
 from myticket.web.typedefs import REPOSITORY
-from myticket.worker import TicketWorker
+from myticket.worker.loop import TicketWorker
 
 from ..conftest import CP1252_TICKET, PROJECT_ROOT, REFERENCE_TICKET, SUPPORT_QUERIES
 from ..helpers import post, settled, ticket_with

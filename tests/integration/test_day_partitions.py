@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
-from myticket.archive import purge_before
-from myticket.ids import new_delivery_id, utc_day
-from myticket.metrics import Metrics
-from myticket.worker import TicketWorker
+from myticket.archive.commands import purge_before
+from myticket.core.ids import new_delivery_id, utc_day
+from myticket.telemetry.metrics import Metrics
+from myticket.worker.loop import TicketWorker
 from myticket.web.typedefs import REPOSITORY
 
 from ..helpers import post, settled, ticket_with

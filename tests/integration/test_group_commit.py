@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 import pytest
 
 from myticket.web.app import init_app
-from myticket.ingest import GroupCommitIngest
-from myticket.domain import IncomingTicket
+from myticket.intake.group_commit import GroupCommitIngest
+from myticket.core.domain import IncomingTicket
 from myticket.web.typedefs import INGEST, REPOSITORY
 
 from ..conftest import REFERENCE_TICKET

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
 from myticket.web.app import init_app, nul_character_in, unsupported_content_encoding
-from myticket.processes import HTTP_SERVER_OPTIONS
+from myticket.web.server import HTTP_SERVER_OPTIONS
 from myticket.web.text import printable
 
 from ..conftest import REFERENCE_TICKET

@@ -11,13 +11,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from myticket.ingest import (
+from myticket.intake.group_commit import (
     GroupCommitIngest, batch_length, isolates_culprit, store_isolating_failures,
 )
-from myticket.database_errors import DatabaseUnavailable
-from myticket.domain import IncomingTicket
+from myticket.core.database_errors import DatabaseUnavailable
+from myticket.core.domain import IncomingTicket
 from myticket.web.routes import ApiError, content_type_to_store
-from myticket.spool import SpoolUnavailable
+from myticket.intake.spool import SpoolUnavailable
 from myticket.web.typedefs import INGEST, REPOSITORY
 
 from ..conftest import REFERENCE_TICKET
@@ -86,7 +86,7 @@ async def test_a_ticket_the_database_refuses_fails_alone_and_its_batch_neighbour
     batch = tickets(200)
     culprit = batch[137] = IncomingTicket(str(uuid.uuid4()), batch[0].received_at, "\udcff", REFERENCE_TICKET)
 
-    with caplog.at_level(logging.WARNING, logger="myticket.ingest"):
+    with caplog.at_level(logging.WARNING, logger="myticket.intake.group_commit"):
         results = await asyncio.gather(*(ingest.submit(ticket) for ticket in batch), return_exceptions=True)
 
     failed = [ticket.id for ticket, result in zip(batch, results) if result is not None]

@@ -15,11 +15,11 @@ import pytest
 
 from myticket.web.app import init_app
 from myticket.config import DEFAULT_BATCH_MAX_BYTES
-from myticket.ingest import is_statement_timeout
-from myticket.database_errors import DatabaseUnavailable
-from myticket.domain import IncomingTicket
-from myticket.repository import Repository
-from myticket.spool import Spool
+from myticket.intake.group_commit import is_statement_timeout
+from myticket.core.database_errors import DatabaseUnavailable
+from myticket.core.domain import IncomingTicket
+from myticket.db.repository import Repository
+from myticket.intake.spool import Spool
 from myticket.web.typedefs import INGEST, REPOSITORY
 
 from ..conftest import REFERENCE_TICKET, SUPPORT_QUERIES

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from myticket.loop_errors import CollapsingExceptionHandler, RepeatCollapser, report_kind
+from myticket.telemetry.loop_errors import CollapsingExceptionHandler, RepeatCollapser, report_kind
 
 from ..conftest import REFERENCE_TICKET
 from ..service_process import Service

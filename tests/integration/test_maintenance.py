@@ -11,13 +11,13 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
 
-from myticket.domain import IncomingTicket
-from myticket.ids import new_delivery_id
-from myticket.maintenance import Maintenance, midnight_unix_seconds
-from myticket.metrics import Metrics
-from myticket.migrate import apply_migrations
-from myticket.repository import Repository
-from myticket.worker import TicketWorker
+from myticket.core.domain import IncomingTicket
+from myticket.core.ids import new_delivery_id
+from myticket.worker.maintenance import Maintenance, midnight_unix_seconds
+from myticket.telemetry.metrics import Metrics
+from myticket.db.migrate import apply_migrations
+from myticket.db.repository import Repository
+from myticket.worker.loop import TicketWorker
 
 from ..conftest import Db, create_empty_database
 from ..helpers import sample, ticket_with
@@ -121,7 +121,7 @@ async def test_retention_archives_then_purges_the_days_past_it_and_keeps_a_day_w
 
 
 async def test_a_database_outage_fails_rounds_counted_and_logged_once_and_the_loop_goes_on(caplog):
-    caplog.set_level(logging.DEBUG, logger="myticket.maintenance")
+    caplog.set_level(logging.DEBUG, logger="myticket.worker.maintenance")
     repository = await Repository.connect(UNREACHABLE, min_connections=0)
     metrics = Metrics()
     failures: list[float] = []
@@ -188,7 +188,7 @@ async def test_a_round_failing_on_the_archive_directory_logs_one_line_each_time_
 
 
 async def test_stopping_cancels_a_round_under_way_and_the_loop_ends(pg_server_url, caplog):
-    caplog.set_level(logging.INFO, logger="myticket.maintenance")
+    caplog.set_level(logging.INFO, logger="myticket.worker.maintenance")
     url = create_empty_database(pg_server_url, "maintenance_stopped")
     apply_migrations(url)
     repository = await Repository.connect(url)

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from myticket.web.app import init_app
-from myticket.budget import ByteBudget
+from myticket.intake.budget import ByteBudget
 from myticket.web.typedefs import BODY_BUDGET, INGEST, REPOSITORY
 
 from ..conftest import REFERENCE_TICKET

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from myticket.metrics import PROCESSING_OUTCOMES, RefusalReason
+from myticket.telemetry.metrics import PROCESSING_OUTCOMES, RefusalReason
 from myticket.web.typedefs import METRICS, REPOSITORY
-from myticket.worker import TicketWorker
+from myticket.worker.loop import TicketWorker
 
 from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import post, sample, settled, ticket_with

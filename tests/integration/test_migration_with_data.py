@@ -15,9 +15,9 @@ from decimal import Decimal
 from yoyo import get_backend, read_migrations
 
 from myticket.config import Settings
-from myticket.migrate import apply_migrations, migration_ids
-from myticket.parser import parse_ticket
-from myticket.resources import migrations_directory
+from myticket.db.migrate import apply_migrations, migration_ids
+from myticket.core.parser import parse_ticket
+from myticket.db.resources import migrations_directory
 from myticket.web.app import init_app
 
 from ..conftest import CP1252_TICKET, Db, create_empty_database

@@ -9,8 +9,8 @@ import sys
 import pytest
 from yoyo import get_backend, read_migrations
 
-from myticket.migrate import MigrationLockTimeout, apply_migrations, migration_ids
-from myticket.resources import migrations_directory
+from myticket.db.migrate import MigrationLockTimeout, apply_migrations, migration_ids
+from myticket.db.resources import migrations_directory
 
 from ..conftest import PROJECT_ROOT, Db, create_empty_database
 
@@ -100,7 +100,7 @@ def test_a_killed_migrate_process_leaves_nothing_that_blocks_the_next(pg_server_
 # has written yoyo's lock row when it is killed.
 HOLD_THE_LOCKS_THEN_WAIT = """
 import sys, psycopg2
-from myticket.resources import named_queries
+from myticket.db.resources import named_queries
 from pathlib import Path
 queries = named_queries(Path("tests/sql"))
 conn = psycopg2.connect(sys.argv[1])

@@ -14,12 +14,12 @@ import psycopg2.errors
 import pytest
 
 from myticket.config import ConfigError, load_settings
-from myticket.metrics import Metrics
-from myticket.database_errors import DataRejected, FailureKind, failure_kind
-from myticket.domain import IncomingTicket
-from myticket.repository import _database_error
+from myticket.telemetry.metrics import Metrics
+from myticket.core.database_errors import DataRejected, FailureKind, failure_kind
+from myticket.core.domain import IncomingTicket
+from myticket.db.repository import _database_error
 from myticket.web.typedefs import REPOSITORY
-from myticket.worker import TicketWorker
+from myticket.worker.loop import TicketWorker
 
 from ..helpers import post, settled, ticket_with
 from ..waiting import wait_until

@@ -12,11 +12,11 @@ from decimal import Decimal
 
 import pytest
 
-from myticket.metrics import Metrics
-from myticket.parser import parse_ticket
-from myticket.domain import IncomingTicket
+from myticket.telemetry.metrics import Metrics
+from myticket.core.parser import parse_ticket
+from myticket.core.domain import IncomingTicket
 from myticket.web.typedefs import REPOSITORY
-from myticket.worker import TicketWorker
+from myticket.worker.loop import TicketWorker
 
 from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import post, settled, ticket_with

@@ -8,10 +8,10 @@ import sys
 import uuid
 from datetime import datetime, timezone
 
-from myticket.metrics import Metrics
-from myticket.domain import IncomingTicket
+from myticket.telemetry.metrics import Metrics
+from myticket.core.domain import IncomingTicket
 from myticket.web.typedefs import REPOSITORY
-from myticket.worker import TicketWorker
+from myticket.worker.loop import TicketWorker
 
 from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import ticket_with

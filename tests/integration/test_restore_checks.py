@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from myticket.archive import ArchiveError, archive_before, restore_paths
-from myticket.archive_format import DayEntry, day_file_name, encode_manifest, encode_ticket, merged_manifest
-from myticket.domain import ArchivedTicket
-from myticket.repository import Repository
+from myticket.archive.commands import ArchiveError, archive_before, restore_paths
+from myticket.archive.format import DayEntry, day_file_name, encode_manifest, encode_ticket, merged_manifest
+from myticket.core.domain import ArchivedTicket
+from myticket.db.repository import Repository
 
 from ..helpers import ticket_with
 

@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from myticket.metrics import Metrics
-from myticket.domain import IncomingTicket
+from myticket.telemetry.metrics import Metrics
+from myticket.core.domain import IncomingTicket
 from myticket.web.typedefs import REPOSITORY
-from myticket.worker import TicketWorker
+from myticket.worker.loop import TicketWorker
 
 from ..helpers import ticket_with
 

@@ -9,13 +9,13 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
-from myticket.domain import IncomingTicket
-from myticket.ids import new_delivery_id
-from myticket.metrics import Metrics
-from myticket.migrate import apply_migrations
-from myticket.parser import parse_ticket
-from myticket.repository import Repository
-from myticket.worker import TicketWorker
+from myticket.core.domain import IncomingTicket
+from myticket.core.ids import new_delivery_id
+from myticket.telemetry.metrics import Metrics
+from myticket.db.migrate import apply_migrations
+from myticket.core.parser import parse_ticket
+from myticket.db.repository import Repository
+from myticket.worker.loop import TicketWorker
 
 from ..conftest import PROJECT_ROOT, REFERENCE_TICKET, Db, create_empty_database
 from ..helpers import ticket_with

@@ -20,10 +20,10 @@ from datetime import date, datetime, time, timedelta, timezone
 import psycopg2
 import pytest
 
-from myticket.archive_format import day_file_name
-from myticket.metrics import Metrics
-from myticket.repository import Repository
-from myticket.worker import TicketWorker
+from myticket.archive.format import day_file_name
+from myticket.telemetry.metrics import Metrics
+from myticket.db.repository import Repository
+from myticket.worker.loop import TicketWorker
 
 from ..conftest import PROJECT_ROOT, SUPPORT_QUERIES, Db
 from ..helpers import ticket_with

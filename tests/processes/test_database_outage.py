@@ -17,14 +17,14 @@ import pytest
 
 from myticket.web.app import init_app
 from myticket.config import Settings, mask_password
-from myticket.embedded import EmbeddedPostgres
-from myticket.metrics import Metrics
-from myticket.migrate import prepare_database
-from myticket.database_errors import DATABASE_FAILURE_REASONS, DatabaseUnavailable
-from myticket.repository import Repository
-from myticket.spool import Spool
+from myticket.db.embedded import EmbeddedPostgres
+from myticket.telemetry.metrics import Metrics
+from myticket.db.migrate import prepare_database
+from myticket.core.database_errors import DATABASE_FAILURE_REASONS, DatabaseUnavailable
+from myticket.db.repository import Repository
+from myticket.intake.spool import Spool
 from myticket.web.typedefs import REPOSITORY
-from myticket.worker import TicketWorker
+from myticket.worker.loop import TicketWorker
 
 from ..conftest import CP1252_TICKET, REFERENCE_TICKET, Db, create_empty_database, emptied_database, private_server
 from ..helpers import ticket_with
@@ -144,7 +144,7 @@ async def test_ready_while_spooling_reports_spool_mode_and_a_short_one_line_reas
 
 
 async def test_worker_logs_an_outage_once_when_it_begins_and_once_when_it_ends(own_server, own_db, caplog):
-    caplog.set_level(logging.DEBUG, logger="myticket.worker")
+    caplog.set_level(logging.DEBUG, logger="myticket.worker.loop")
     repository = await Repository.connect(own_server.url)
     # Two loops on one repository, as in a process; a short poll makes many retries.
     workers = [TicketWorker(repository, Metrics(), idle_poll_seconds=0.05) for _ in range(2)]
@@ -152,7 +152,7 @@ async def test_worker_logs_an_outage_once_when_it_begins_and_once_when_it_ends(o
     loops = [asyncio.create_task(worker.run(stop)) for worker in workers]
 
     def worker_messages(level: int) -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == "myticket.worker" and r.levelno >= level]
+        return [r.getMessage() for r in caplog.records if r.name == "myticket.worker.loop" and r.levelno >= level]
 
     async def retried_ten_times() -> bool:
         return sum("database unavailable" in message for message in worker_messages(logging.DEBUG)) >= 10

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from myticket.embedded import EmbeddedPostgres
+from myticket.db.embedded import EmbeddedPostgres
 
 from ..conftest import PROJECT_ROOT, REFERENCE_TICKET, Db
 from ..service_process import Service

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from myticket.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from myticket.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 from ..service_process import free_port
 

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from bench.loadgen import SendResult, make_tickets, send_tickets
-from myticket.embedded import EmbeddedPostgres
-from myticket.supervision import restart_delay
+from myticket.db.embedded import EmbeddedPostgres
+from myticket.worker.supervision import restart_delay
 
 from ..conftest import Db, emptied_database, private_server
 from ..helpers import sample

@@ -14,12 +14,12 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import aiohttp
 
-from myticket.domain import IncomingTicket
-from myticket.ids import new_delivery_id
-from myticket.metrics import Metrics
-from myticket.migrate import apply_migrations
-from myticket.repository import Repository
-from myticket.worker import TicketWorker
+from myticket.core.domain import IncomingTicket
+from myticket.core.ids import new_delivery_id
+from myticket.telemetry.metrics import Metrics
+from myticket.db.migrate import apply_migrations
+from myticket.db.repository import Repository
+from myticket.worker.loop import TicketWorker
 
 from ..conftest import PROJECT_ROOT, Db, create_empty_database
 from ..helpers import sample, ticket_with

@@ -14,9 +14,9 @@ import pytest
 
 from bench.loadgen import make_tickets, send_tickets
 from myticket.config import mask_password
-from myticket.embedded import EmbeddedPostgres
-from myticket.migrate import migration_ids, prepare_database
-from myticket.spool import Spool
+from myticket.db.embedded import EmbeddedPostgres
+from myticket.db.migrate import migration_ids, prepare_database
+from myticket.intake.spool import Spool
 
 from ..conftest import PROJECT_ROOT, Db, create_empty_database, emptied_database, private_server
 from ..helpers import ticket_with

@@ -89,7 +89,7 @@ async def test_a_wheel_installed_in_a_fresh_venv_migrates_and_serves_from_outsid
         db.close()
 
     # The same install without its migrations: a loud failure, not "none to apply".
-    shipped = Path(located).parent / "migrations"
+    shipped = Path(located).parent / "db" / "migrations"
     shutil.rmtree(shipped)
     broken = await asyncio.to_thread(service.run, "migrate")
     assert broken.returncode == 1

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from myticket.archive_format import (
+from myticket.archive.format import (
     FORMAT,
     ArchiveFormatError,
     DayEntry,
@@ -30,10 +30,10 @@ from myticket.archive_format import (
     parse_manifest,
     partial_file_name,
 )
-from myticket.cli import main
-from myticket.domain import ArchivedTicket
-from myticket.ids import new_delivery_id
-from myticket.parser import TicketLine
+from myticket.cli.main import main
+from myticket.core.domain import ArchivedTicket
+from myticket.core.ids import new_delivery_id
+from myticket.core.parser import TicketLine
 
 RECEIVED = datetime(2026, 11, 20, 8, 30, 1, 123000, tzinfo=timezone.utc)
 BODY = "Order: 77\nTotal: 3.00\n\nproduct,product_id,price\nCafé crème,CC01,3.00\n".encode("cp1252") + b"\x00\xff"

@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from myticket.domain import IncomingTicket
-from myticket.ingest import GroupCommitIngest, Overloaded
-from myticket.spool import Spool
+from myticket.core.domain import IncomingTicket
+from myticket.intake.group_commit import GroupCommitIngest, Overloaded
+from myticket.intake.spool import Spool
 from myticket.web import routes
 from myticket.web.routes import ApiError, verify_signature
 

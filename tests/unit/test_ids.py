@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime, timedelta, timezone
 
-from myticket.ids import new_delivery_id, received_at_of, utc_day
+from myticket.core.ids import new_delivery_id, received_at_of, utc_day
 
 INSTANT = datetime(2026, 11, 26, 23, 59, 59, 999_999, tzinfo=timezone.utc)
 

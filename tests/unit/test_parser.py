@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from myticket.parser import (
+from myticket.core.parser import (
     MAX_HEADER_LINES,
     MAX_PRODUCT_ID_CHARACTERS,
     MAX_PRODUCT_LINES,

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from myticket.database_errors import DatabaseConflict, DatabaseUnavailable, DataRejected
-from myticket.domain import ClaimedTicket
-from myticket.parser import TicketParseError, parse_ticket
-from myticket.processing import (
+from myticket.core.database_errors import DatabaseConflict, DatabaseUnavailable, DataRejected
+from myticket.core.domain import ClaimedTicket
+from myticket.core.parser import TicketParseError, parse_ticket
+from myticket.core.processing import (
     RetryAction,
     body_digest,
     merge_sighting,

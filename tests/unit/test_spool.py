@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from myticket.domain import IncomingTicket
-from myticket.spool import (
+from myticket.core.domain import IncomingTicket
+from myticket.intake.spool import (
     SPOOL_FILE,
     DatabaseIdentity,
     Ownership,

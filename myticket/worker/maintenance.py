@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from .archive import ArchiveError, archive_before, purge_before
-from .database_errors import DatabaseUnavailable
-from .events import first_of
-from .ids import day_start
-from .metrics import Metrics
-from .outage_log import DatabaseOutageLog
-from .repository import Repository
+from ..archive.commands import ArchiveError, archive_before, purge_before
+from ..core.database_errors import DatabaseUnavailable
+from ..core.events import first_of
+from ..core.ids import day_start
+from ..telemetry.metrics import Metrics
+from ..telemetry.outage_log import DatabaseOutageLog
+from ..db.repository import Repository
 
 log = logging.getLogger(__name__)
 

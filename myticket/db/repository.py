@@ -25,8 +25,8 @@ import orjson
 import psycopg2
 import psycopg2.errorcodes
 
-from .database_errors import DatabaseConflict, DatabaseUnavailable, DataRejected, FailureKind, failure_kind
-from .domain import (
+from ..core.database_errors import DatabaseConflict, DatabaseUnavailable, DataRejected, FailureKind, failure_kind
+from ..core.domain import (
     ArchivedDayNote,
     ArchivedTicket,
     ClaimedTicket,
@@ -40,8 +40,8 @@ from .domain import (
     field_names,
     from_row,
 )
-from .ids import day_start, received_at_of, utc_day
-from .parser import TicketLine
+from ..core.ids import day_start, received_at_of, utc_day
+from ..core.parser import TicketLine
 from .resources import load_queries
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from .archive_format import (
+from .format import (
     MANIFEST_NAME,
     ArchiveFormatError,
     DayEntry,
@@ -59,10 +59,10 @@ from .archive_format import (
     parse_manifest,
     partial_file_name,
 )
-from .database_errors import DatabaseConflict
-from .domain import ArchivedDayNote, ArchivedTicket
-from .ids import utc_day
-from .repository import Repository
+from ..core.database_errors import DatabaseConflict
+from ..core.domain import ArchivedDayNote, ArchivedTicket
+from ..core.ids import utc_day
+from ..db.repository import Repository
 
 log = logging.getLogger(__name__)
 

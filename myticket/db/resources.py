@@ -1,7 +1,7 @@
 """The files shipped with the code: named SQL queries and migrations.
 
-They live at the top of the source tree (`sql/`, `migrations/`); `myticket/sql` and
-`myticket/migrations` link to them, so they ship inside the package (package-data in
+They live at the top of the source tree (`sql/`, `migrations/`); `myticket/db/sql` and
+`myticket/db/migrations` link to them, so they ship inside the package (package-data in
 pyproject.toml) and are read through importlib.resources, in a wheel and in an
 editable install alike, never from a path beside the package.
 """
@@ -26,8 +26,8 @@ class ResourcesMissing(Exception):
 
 
 def shipped(directory: str) -> Traversable:
-    """A directory shipped inside the myticket package."""
-    return resources.files("myticket").joinpath(directory)
+    """A directory shipped inside the database layer's package (myticket.db)."""
+    return resources.files("myticket.db").joinpath(directory)
 
 
 def named_queries(source: Traversable | Path) -> dict[str, str]:
@@ -51,7 +51,7 @@ def load_queries(directory: str = SQL_DIRECTORY) -> dict[str, str]:
     source = shipped(directory)
     queries = named_queries(source) if source.is_dir() else {}
     if not queries:
-        raise ResourcesMissing(f"no named query in myticket/{directory}: the installation is incomplete")
+        raise ResourcesMissing(f"no named query in myticket/db/{directory}: the installation is incomplete")
     return queries
 
 

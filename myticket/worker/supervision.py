@@ -19,8 +19,8 @@ import time
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
 
-from .config import Settings
-from .metrics import Metrics
+from ..config import Settings
+from ..telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ async def run_worker_process(
 ) -> None:
     """The ticket worker without HTTP, until a stop signal: `myticket worker`, and the
     worker process of `serve`, which sends its metrics through `reports`."""
-    from .repository import Repository
-    from .worker import run_worker_loops
+    from ..db.repository import Repository
+    from .loop import run_worker_loops
 
     assert settings.database_url is not None
     # No connection at start: a worker (re)started while PostgreSQL is down waits for it,
@@ -96,7 +96,7 @@ async def _send_reports(metrics: Metrics, reports: Connection, stop: asyncio.Eve
 
 def _worker_child(settings: Settings, reports: Connection, parent_pid: int) -> None:
     """Entry point of the worker process (spawned by `WorkerProcess`)."""
-    from .config import configure_logging
+    from ..config import configure_logging
 
     configure_logging(settings.log_level)
     stop_when_parent_dies(parent_pid)

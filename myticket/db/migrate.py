@@ -17,8 +17,8 @@ import psycopg2
 import psycopg2.errors
 from yoyo import get_backend, read_migrations
 
-from .database_errors import DatabaseUnavailable
-from .domain import DatabaseIdentity
+from ..core.database_errors import DatabaseUnavailable
+from ..core.domain import DatabaseIdentity
 from .resources import ResourcesMissing, load_queries, migrations_directory
 
 log = logging.getLogger(__name__)

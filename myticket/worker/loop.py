@@ -30,16 +30,16 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .config import DEFAULT_WORKER_BATCH_MAX_BYTES, DEFAULT_WORKER_BATCH_SIZE, Settings
-from .database_errors import DatabaseUnavailable
-from .domain import ClaimedTicket, TicketOutcome
-from .events import first_of
+from ..config import DEFAULT_WORKER_BATCH_MAX_BYTES, DEFAULT_WORKER_BATCH_SIZE, Settings
+from ..core.database_errors import DatabaseUnavailable
+from ..core.domain import ClaimedTicket, TicketOutcome
+from ..core.events import first_of
 from .maintenance import Maintenance
-from .metrics import Metrics
-from .outage_log import DatabaseOutageLog
-from .parser import parse_ticket
-from .processing import Parse, RetryAction, RetryDecision, body_digest, plan_batch, retry_decision, settle_batch
-from .repository import Repository
+from ..telemetry.metrics import Metrics
+from ..telemetry.outage_log import DatabaseOutageLog
+from ..core.parser import parse_ticket
+from ..core.processing import Parse, RetryAction, RetryDecision, body_digest, plan_batch, retry_decision, settle_batch
+from ..db.repository import Repository
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import signal
 import socket
 import time
 
-from .config import Settings
-from .supervision import CHILD_STOP_SECONDS, SHUTDOWN_TIMEOUT_SECONDS, set_process_title, stop_when_parent_dies
+from ..config import Settings
+from ..worker.supervision import CHILD_STOP_SECONDS, SHUTDOWN_TIMEOUT_SECONDS, set_process_title, stop_when_parent_dies
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def serve(
     beforehand by the caller), else on HTTP_HOST:HTTP_PORT."""
     from aiohttp import web
 
-    from . import loop_errors
-    from .web.app import init_app
+    from ..telemetry import loop_errors
+    from .app import init_app
 
     loop = asyncio.new_event_loop()
     # Out of file descriptors, asyncio reports every failed accept: one line a second.
@@ -105,7 +105,7 @@ def serve(
 
 
 def _child(settings: Settings, process_index: int, parent_pid: int) -> None:
-    from .config import configure_logging
+    from ..config import configure_logging
 
     configure_logging(settings.log_level)
     stop_when_parent_dies(parent_pid)

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .config import Settings
+from ..config import Settings
 
 SEND_TIMEOUT_SECONDS = 10
 

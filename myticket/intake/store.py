@@ -10,13 +10,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .config import DEFAULT_BATCH_MAX_BYTES
-from .database_errors import DatabaseUnavailable
-from .domain import DatabaseIdentity, IncomingTicket
-from .events import first_of
-from .ingest import QUERY_CANCELED, cancelled_by_the_server, is_statement_timeout
-from .metrics import Metrics
-from .repository import Repository
+from ..config import DEFAULT_BATCH_MAX_BYTES
+from ..core.database_errors import DatabaseUnavailable
+from ..core.domain import DatabaseIdentity, IncomingTicket
+from ..core.events import first_of
+from .group_commit import QUERY_CANCELED, cancelled_by_the_server, is_statement_timeout
+from ..telemetry.metrics import Metrics
+from ..db.repository import Repository
 from .spool import ForeignSpool, Spool, SpoolUnavailable
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from .database_errors import DatabaseUnavailable
-from .domain import IncomingTicket
+from ..core.database_errors import DatabaseUnavailable
+from ..core.domain import IncomingTicket
 from .spool import SpoolUnavailable
 
 log = logging.getLogger(__name__)

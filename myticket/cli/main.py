@@ -18,7 +18,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import (
+from ..config import (
     ConfigError,
     Settings,
     check_retention_has_archive,
@@ -28,7 +28,7 @@ from .config import (
 )
 
 if TYPE_CHECKING:  # imported where used: `myticket --version` needs no driver
-    from .repository import Repository
+    from ..db.repository import Repository
 
 log = logging.getLogger("myticket")
 
@@ -44,7 +44,7 @@ def resolved_database(settings: Settings, *, may_take_over: bool = False) -> Ite
     if settings.database_url is not None:
         yield settings
         return
-    from .embedded import EmbeddedPostgres
+    from ..db.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(settings.pgdata_dir, port=settings.embedded_port)
     url = server.start(take_over_orphan=may_take_over)
@@ -69,7 +69,7 @@ def resolved_database(settings: Settings, *, may_take_over: bool = False) -> Ite
 
 def embedded_database_url(settings: Settings) -> tuple[str, bool]:
     """The embedded server's URL (where it runs, else where it would start), and whether it runs."""
-    from .embedded import EmbeddedPostgres
+    from ..db.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(settings.pgdata_dir, port=settings.embedded_port)
     running = server.running_url()
@@ -140,7 +140,7 @@ def _version() -> str:
     try:
         return importlib.metadata.version("myticket")
     except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        from . import __version__
+        from .. import __version__
 
         return __version__
 
@@ -177,7 +177,7 @@ def _iso_datetime(text: str) -> datetime:
 async def _repository(settings: Settings) -> AsyncIterator[Repository]:
     """A repository for one command, closed when it is done (the database is known by
     now: migrated, and the embedded server started if it is the one)."""
-    from .repository import Repository
+    from ..db.repository import Repository
 
     assert settings.database_url is not None
     repository = await Repository.connect(settings.database_url)
@@ -254,7 +254,7 @@ def _argument_error(args: argparse.Namespace) -> str | None:
 
 
 async def _archive(settings: Settings, args: argparse.Namespace) -> int:
-    from .archive import archive_before
+    from ..archive.commands import archive_before
 
     async with _repository(settings) as repository:
         archived = await archive_before(repository, before=args.before, directory=args.directory)
@@ -270,7 +270,7 @@ async def _archive(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _purge(settings: Settings, args: argparse.Namespace) -> int:
     """Purge what can be; exit 1 when a day was refused or busy."""
-    from .archive import purge_before
+    from ..archive.commands import purge_before
 
     wait = {} if args.lock_timeout is None else {"lock_timeout_seconds": args.lock_timeout}
     async with _repository(settings) as repository:
@@ -290,8 +290,8 @@ async def _purge(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _restore(settings: Settings, args: argparse.Namespace) -> int:
-    from .archive import restore_paths
-    from .archive_format import max_line_bytes_for
+    from ..archive.commands import restore_paths
+    from ..archive.format import max_line_bytes_for
 
     async with _repository(settings) as repository:
         report = await restore_paths(repository, args.paths,
@@ -330,12 +330,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"myticket: send: {exc}", file=sys.stderr)
             return 1
 
-    from .embedded import EmbeddedPostgresError
-    from .database_errors import DatabaseUnavailable
-    from .migrate import MigrationLockTimeout, apply_migrations
-    from .processes import ListenError, bind_listeners
-    from .resources import ResourcesMissing
-    from .supervision import set_process_title
+    from ..db.embedded import EmbeddedPostgresError
+    from ..core.database_errors import DatabaseUnavailable
+    from ..db.migrate import MigrationLockTimeout, apply_migrations
+    from ..web.server import ListenError, bind_listeners
+    from ..db.resources import ResourcesMissing
+    from ..worker.supervision import set_process_title
 
     sockets = []
     if args.command == "serve":
@@ -350,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert settings.database_url is not None
             log.info("database %s", mask_password(settings.database_url))
             if args.command == "serve":
-                from .processes import serve_processes
+                from ..web.server import serve_processes
 
                 refusal = _prepare_to_serve(settings)
                 if refusal is not None:
@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             apply_migrations(settings.database_url)
             if args.command == "worker":
-                from .supervision import run_worker_process
+                from ..worker.supervision import run_worker_process
 
                 set_process_title("worker")
                 asyncio.run(run_worker_process(settings))
@@ -391,8 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_archive_command(settings: Settings, args: argparse.Namespace) -> int:
     """archive, purge or restore; what stops it (a refused file, a full disk, data the
     database refuses) is one line naming the command, and exit 1."""
-    from .archive import ArchiveError
-    from .database_errors import DatabaseConflict, DataRejected
+    from ..archive.commands import ArchiveError
+    from ..core.database_errors import DatabaseConflict, DataRejected
 
     try:
         return asyncio.run(_ARCHIVE_COMMANDS[args.command](settings, args))
@@ -414,9 +414,9 @@ def _prepare_to_serve(settings: Settings) -> str | None:
     answers. Without a spool it is (DatabaseUnavailable, one line). A spool that holds
     tickets for another database is: they would never be replayed here.
     """
-    from .database_errors import DatabaseUnavailable
-    from .migrate import prepare_database
-    from .spool import SpoolUnavailable, claim_now
+    from ..core.database_errors import DatabaseUnavailable
+    from ..db.migrate import prepare_database
+    from ..intake.spool import SpoolUnavailable, claim_now
 
     assert settings.database_url is not None
     try:
@@ -457,7 +457,7 @@ def _print_database_url(settings: Settings) -> int:
     if settings.database_url is not None:
         print(settings.database_url)
         return 0
-    from .embedded import EmbeddedPostgresError
+    from ..db.embedded import EmbeddedPostgresError
 
     try:
         url, running = embedded_database_url(settings)

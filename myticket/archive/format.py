@@ -23,9 +23,9 @@ from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .domain import ArchivedTicket
-from .ids import received_at_of
-from .parser import MAX_PRODUCT_ID_CHARACTERS, MAX_PRODUCT_NAME_CHARACTERS, TicketLine
+from ..core.domain import ArchivedTicket
+from ..core.ids import received_at_of
+from ..core.parser import MAX_PRODUCT_ID_CHARACTERS, MAX_PRODUCT_NAME_CHARACTERS, TicketLine
 
 FORMAT = "myticket-archive/1"
 MANIFEST_NAME = "manifest.json"

@@ -31,8 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from .domain import DatabaseIdentity, IncomingTicket
-from .resources import SPOOL_SQL_DIRECTORY, load_queries
+from ..core.domain import DatabaseIdentity, IncomingTicket
+from ..db.resources import SPOOL_SQL_DIRECTORY, load_queries
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,5 @@
+"""The `myticket` command."""
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""What POST /ticket leans on: the byte budget, group commit, the durable store and its spool."""

@@ -1,0 +1,1 @@
+"""Processing off the request path: the worker loops, maintenance rounds, the worker's process."""
