@@ -31,7 +31,8 @@ install: $(STAMP) ## create .venv and install myticket with its test tools
 run: $(RUN_STAMP) ## serve on HTTP_PORT, 9098 by default (embedded PostgreSQL under .myticket/ when DATABASE_URL is unset)
 	$(BIN)/myticket serve
 
-test: $(STAMP) ## run the tests (they start their own PostgreSQL unless MYTICKET_TEST_DATABASE_URL is set)
+test: $(STAMP) ## check the layering, then run the tests (they start their own PostgreSQL unless MYTICKET_TEST_DATABASE_URL is set)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
 
 send: $(RUN_STAMP) ## POST bench/ticket.txt to the running service (signed when a webhook secret is set)
