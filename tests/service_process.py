@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .conftest import PROJECT_ROOT
+from .paths import PROJECT_ROOT
 from .waiting import wait_until
 
 

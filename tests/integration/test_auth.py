@@ -18,8 +18,8 @@ from myticket.config import ConfigError, Settings, load_settings
 from myticket.web.routes import ApiError, verify_signature
 from myticket.cli.send import send_ticket
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import post
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 
 TOKEN = "first-token-0123456789abcdef"
 ROTATED = "second-token-0123456789abcdef"

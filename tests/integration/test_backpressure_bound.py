@@ -10,8 +10,8 @@ import dataclasses
 from myticket.web.app import init_app
 from myticket.web.typedefs import INGEST, REPOSITORY
 
-from ..conftest import REFERENCE_TICKET
 from ..helpers import gate_database_writes
+from ..paths import REFERENCE_TICKET
 from ..waiting import wait_until
 
 

@@ -16,8 +16,8 @@ from myticket.web.app import init_app, nul_character_in, unsupported_content_enc
 from myticket.web.server import HTTP_SERVER_OPTIONS
 from myticket.web.text import printable
 
-from ..conftest import REFERENCE_TICKET
 from ..helpers import sample
+from ..paths import REFERENCE_TICKET
 
 
 def client_error_lines(caplog) -> list[logging.LogRecord]:

@@ -13,8 +13,8 @@ from myticket.web.app import init_app
 from myticket.intake.budget import ByteBudget
 from myticket.web.typedefs import BODY_BUDGET, INGEST, REPOSITORY
 
-from ..conftest import REFERENCE_TICKET
 from ..helpers import gate_database_writes
+from ..paths import REFERENCE_TICKET
 from ..waiting import wait_until
 
 BODY = REFERENCE_TICKET + b"#" * (10_000 - len(REFERENCE_TICKET))

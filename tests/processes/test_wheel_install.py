@@ -14,7 +14,8 @@ from pathlib import Path
 
 import aiohttp
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET, Db, create_empty_database
+from ..database import Db, create_empty_database
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 from ..service_process import Service
 
 # Nothing may lead the installed python back to the checkout.
