@@ -5,7 +5,6 @@ package, and an installation missing them fails loudly instead of migrating noth
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import site
 import subprocess
@@ -15,11 +14,12 @@ from pathlib import Path
 import aiohttp
 
 from ..database import Db, create_empty_database
+from ..environment import child_environment
 from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 from ..service_process import Service
 
 # Nothing may lead the installed python back to the checkout.
-CLEAN_ENVIRONMENT = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+CLEAN_ENVIRONMENT = {name: value for name, value in child_environment().items() if name != "PYTHONPATH"}
 
 
 def build_wheel(into: Path) -> Path:
