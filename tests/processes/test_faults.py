@@ -13,12 +13,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bench.loadgen import SendResult, make_tickets, send_tickets
 from myticket.db.embedded import EmbeddedPostgres
 from myticket.worker.supervision import restart_delay
 
 from ..database import Db
 from ..helpers import sample
+from ..load import SendResult, make_tickets, send_tickets
 from ..service_process import Service
 from ..waiting import wait_until
 

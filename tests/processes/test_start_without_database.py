@@ -9,13 +9,13 @@ from datetime import datetime, timezone
 
 import aiohttp
 
-from bench.loadgen import make_tickets, send_tickets
 from myticket.config import mask_password
 from myticket.db.migrate import migration_ids, prepare_database
 from myticket.intake.spool import Spool
 
 from ..database import Db, create_empty_database
 from ..helpers import ticket_with
+from ..load import make_tickets, send_tickets
 from ..paths import PROJECT_ROOT
 from ..service_process import Service
 from ..waiting import wait_until
