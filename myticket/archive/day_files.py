@@ -1,6 +1,7 @@
 """Day files, gzip of JSON lines (blocking calls: run them in a thread): the writer of
-a day's new file under its partial name, and the readers of a day's existing file (to
-merge into) and of a file to restore, each line read with a byte cap."""
+a day's new file under its partial name, the readers of a day's existing file (to
+merge into) and of a file to restore, each line read with a byte cap, and the day
+files a restore is given."""
 
 from __future__ import annotations
 
