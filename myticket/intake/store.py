@@ -17,7 +17,8 @@ from ..core.events import first_of
 from .group_commit import QUERY_CANCELED, cancelled_by_the_server, is_statement_timeout
 from ..telemetry.metrics import Metrics
 from ..db.repository import Repository
-from .spool import ForeignSpool, Spool, SpoolUnavailable
+from .spool import Spool, SpoolUnavailable
+from .spool_ownership import ForeignSpool
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,6 @@ class DurableStore:
             try:
                 foreign = await self._spool.claim(identity)
             except SpoolUnavailable as exc:  # PostgreSQL takes the tickets; /ready shows the problem
-                self._spool.problem = str(exc)
                 log.error("%s", exc)
                 foreign = None
             if foreign is not None:
