@@ -23,6 +23,7 @@ from ..core.ids import new_delivery_id
 from ..intake.group_commit import Overloaded, ShuttingDown
 from ..telemetry.metrics import RefusalReason
 from ..core.parser import TicketLine
+from ..core.readiness import readiness
 from ..intake.spool import SpoolUnavailable
 from .text import printable
 from .typedefs import BODY_BUDGET, EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, STORE, TICKET_ID
@@ -73,28 +74,6 @@ json_dumps = functools.partial(json.dumps, default=_json_value, ensure_ascii=Fal
 async def ping(request: web.Request) -> web.Response:
     """Liveness: answers without touching the database."""
     return web.Response(text="pong")
-
-
-def readiness(
-    *, database_problem: str | None, missing_migrations: Sequence[str], spool: dict[str, Any] | None, spool_max_bytes: int
-) -> tuple[int, dict[str, Any]]:
-    """Status and body of /ready, from what a POST would meet now (no I/O).
-
-    `ready` when the database is confirmed, answers and has every migration (a POST is
-    stored there, or in the spool, and a spool that refuses falls back to it);
-    `spooling` when it does not but the spool takes tickets; otherwise 503, as a POST.
-    """
-    if database_problem is None:
-        if missing_migrations:  # PostgreSQL would refuse the tickets, and so would a replay
-            return 503, {"error": f"migrations not applied: {', '.join(missing_migrations)}"}
-        return 200, {"status": "ready", "spool": spool}
-    spool_takes_tickets = spool is not None and spool["problem"] is None and spool["bytes"] < spool_max_bytes
-    if spool_takes_tickets:
-        return 200, {"status": "spooling", "database": database_problem, "spool": {**spool, "mode": True}}
-    error = f"database {database_problem}"
-    if spool is not None and spool["problem"] is not None:
-        error = f"{error}; spool: {spool['problem']}"
-    return 503, {"error": error}
 
 
 async def ready(request: web.Request) -> web.Response:
