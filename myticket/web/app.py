@@ -24,7 +24,8 @@ from ..intake.store import DurableStore
 from ..worker.supervision import WorkerProcess
 from ..worker.loop import run_worker_loops
 from .auth import require_read_access
-from .routes import RETRY_AFTER_UNAVAILABLE, ApiError, setup_routes
+from .errors import RETRY_AFTER_UNAVAILABLE, ApiError
+from .routes import setup_routes
 from .text import printable
 from .typedefs import BODY_BUDGET, EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, STORE, TICKET_ID
 

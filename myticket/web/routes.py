@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import hmac
 import json
 import logging
 import uuid
@@ -25,29 +23,12 @@ from ..telemetry.metrics import RefusalReason
 from ..core.parser import TicketLine
 from ..core.readiness import readiness
 from ..intake.spool import SpoolUnavailable
+from .auth import verify_signature
+from .errors import RETRY_AFTER_OVERLOADED, RETRY_AFTER_UNAVAILABLE, ApiError
 from .text import printable
 from .typedefs import BODY_BUDGET, EXPECTED_MIGRATIONS, INGEST, METRICS, REPOSITORY, SETTINGS, STORE, TICKET_ID
 
 log = logging.getLogger(__name__)
-
-# Seconds a sender is asked to wait before retrying, by cause.
-RETRY_AFTER_OVERLOADED = 1
-RETRY_AFTER_UNAVAILABLE = 5
-
-
-class ApiError(Exception):
-    """An answer other than success: the error middleware turns it into JSON."""
-
-    def __init__(
-        self, status: int, message: str, *, retry_after: int | None = None, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
-        if retry_after is not None:
-            self.headers["Retry-After"] = str(retry_after)
-
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/ping", ping)
@@ -223,26 +204,6 @@ def content_type_to_store(value: str | None) -> str | None:
     if not all(" " <= character <= "~" for character in value):
         raise ApiError(400, f"Content-Type header must be printable ASCII, got '{printable(value, 40)}'")
     return value
-
-
-def verify_signature(secrets: Sequence[str], body: bytes, header: str | None) -> None:
-    """X-Signature must be `sha256=` and the hex HMAC-SHA256 of the raw body under one
-    of `secrets` (several during a rotation).
-
-    Each secret is compared in constant time and all are tried, so the time taken says
-    nothing about which one matched. The received value is compared as bytes: a header
-    with non-ASCII characters is a bad signature, not an error of ours.
-    """
-    if not header:
-        raise ApiError(401, "missing X-Signature header (sha256=<hex HMAC-SHA256 of the body>)")
-    scheme, _, received = header.strip().partition("=")
-    received_bytes = received.strip().lower().encode("utf-8", "surrogateescape")
-    matched = False
-    for secret in secrets:
-        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
-        matched |= hmac.compare_digest(received_bytes, expected)
-    if scheme.lower() != "sha256" or not matched:
-        raise ApiError(401, "bad signature")
 
 
 OVERLOADED_MESSAGE = "too many tickets waiting for storage"

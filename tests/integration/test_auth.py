@@ -13,9 +13,9 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from myticket.web.app import init_app
-from myticket.web.auth import bearer_token, is_loopback, read_access_refusal, token_accepted
 from myticket.config import ConfigError, Settings, load_settings
-from myticket.web.routes import ApiError, verify_signature
+from myticket.web.auth import bearer_token, is_loopback, read_access_refusal, token_accepted, verify_signature
+from myticket.web.errors import ApiError
 from myticket.cli.send import send_ticket
 
 from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
