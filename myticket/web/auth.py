@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from .errors import ApiError
-from .typedefs import SETTINGS
+from .typedefs import SETTINGS, Handler
 
 # Routes anyone who reaches the port may use; every other route is a read route. New
 # routes are protected unless added here.
@@ -115,9 +115,6 @@ def verify_signature(secrets: Sequence[str], body: bytes, header: str | None) ->
     if scheme.lower() != "sha256" or not matched:
         raise ApiError(401, "bad signature")
 
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware

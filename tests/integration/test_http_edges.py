@@ -12,7 +12,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from myticket.web.app import init_app, nul_character_in, unsupported_content_encoding
+from myticket.web.app import init_app
+from myticket.web.middlewares import nul_character_in, unsupported_content_encoding
 from myticket.web.server import HTTP_SERVER_OPTIONS
 from myticket.web.text import printable
 
