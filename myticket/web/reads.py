@@ -93,17 +93,14 @@ def product_json(product: Product) -> dict[str, Any]:
     return {name: getattr(product, name) for name in field_names(Product)}
 
 
+# Products one GET /products returns: at most MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE unless asked.
 MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
 
 
 async def list_products(request: web.Request) -> web.Response:
     """The catalogue ordered by product_id: `?limit=` (1-1000, default 100) and `?after=<product_id>`."""
-    raw_limit = request.query.get("limit", "100")
-    limit = ascii_integer(raw_limit.strip())
-    if limit is None:
-        raise ApiError(400, f"limit {raw_limit!r} is not an integer") from None
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise ApiError(400, f"limit must be between 1 and {MAX_PAGE_SIZE}")
+    limit = query_integer(request, "limit", DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
     after = request.query.get("after") or None
     products, next_after = await request.app[REPOSITORY].products(limit=limit, after=after)
     return web.json_response(
