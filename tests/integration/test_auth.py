@@ -160,6 +160,22 @@ def test_a_signature_under_any_configured_secret_is_accepted():
     assert refused.value.status == 401
 
 
+@pytest.mark.parametrize("scheme", ["sha1", "sha512", "", "sha256x", "md5"])
+async def test_the_right_hmac_under_another_scheme_name_is_401(aiohttp_client, settings, db, scheme):
+    """Only `sha256=` is accepted: the digest must be the one the scheme names."""
+    client = await aiohttp_client(await init_app(dataclasses.replace(settings, webhook_secrets=("s3cret",))))
+    right_hex = signed("s3cret", REFERENCE_TICKET).removeprefix("sha256=")
+
+    response = await client.post("/ticket", data=REFERENCE_TICKET, headers={"X-Signature": f"{scheme}={right_hex}"})
+
+    assert response.status == 401
+    assert await response.json() == {"error": "bad signature"}
+    assert db.value("count_tickets") == 0
+    # The same digest under its own scheme name, in either case, is accepted.
+    accepted = await client.post("/ticket", data=REFERENCE_TICKET, headers={"X-Signature": f"SHA256={right_hex.upper()}"})
+    assert accepted.status == 202
+
+
 async def test_the_webhook_accepts_either_secret_during_a_rotation(aiohttp_client, settings, db):
     app = await init_app(dataclasses.replace(settings, webhook_secrets=("new-secret", "old-secret")))
     client = await aiohttp_client(app)
