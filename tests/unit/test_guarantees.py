@@ -16,8 +16,9 @@ from myticket.db.resources import SPOOL_SQL_DIRECTORY, load_queries
 from myticket.intake.group_commit import GroupCommitIngest, Overloaded
 from myticket.intake.spool import Spool
 from myticket.intake.spool_file import SpoolFile
-from myticket.web import routes
-from myticket.web.routes import ApiError, verify_signature
+from myticket.web import auth
+from myticket.web.auth import verify_signature
+from myticket.web.errors import ApiError
 
 from ..waiting import wait_until
 
@@ -51,7 +52,7 @@ def test_every_secret_is_compared_in_constant_time(monkeypatch):
         compared.append((received, expected))
         return constant_time_compare(received, expected)
 
-    monkeypatch.setattr(routes.hmac, "compare_digest", recording_compare)
+    monkeypatch.setattr(auth.hmac, "compare_digest", recording_compare)
     body = b"Order: 1\n"
     signature = hmac.new(b"second", body, hashlib.sha256).hexdigest()
 
