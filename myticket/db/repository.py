@@ -25,7 +25,7 @@ import orjson
 import psycopg2
 import psycopg2.errorcodes
 
-from ..core.database_errors import DatabaseConflict, DatabaseUnavailable, DataRejected, FailureKind, failure_kind
+from ..core.database_errors import DataRejected
 from ..core.domain import (
     ArchivedDayNote,
     ArchivedTicket,
@@ -42,14 +42,13 @@ from ..core.domain import (
 )
 from ..core.ids import day_start, received_at_of, utc_day
 from ..core.parser import TicketLine
+from .errors import domain_errors, unavailable
 from .resources import load_queries
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
-# Everything the driver and the pool raise; `_database_error` tells them apart.
-_DRIVER_ERRORS = (psycopg2.Error, OSError, asyncio.TimeoutError)
 # The outcome fields written as they are; money and the digest are converted first.
 _OUTCOME_FIELDS = field_names(TicketOutcome)
 
@@ -213,32 +212,6 @@ def _restore_record(ticket: ArchivedTicket) -> str:
     return orjson.dumps(record).decode()
 
 
-def _one_line(exc: BaseException) -> str:
-    """The driver's message on one line (libpq's carry newlines and tabs)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _unavailable(what: str, exc: BaseException) -> DatabaseUnavailable:
-    """The domain error for a driver error, naming the operation that met it."""
-    return DatabaseUnavailable(f"{what}: {_one_line(exc)}")
-
-
-def _database_error(what: str, exc: BaseException) -> DatabaseUnavailable | DataRejected:
-    """The domain error for a driver error, by the kind of its SQLSTATE."""
-    sqlstate = getattr(exc, "pgcode", None)
-    kind = failure_kind(sqlstate)
-    if kind is FailureKind.UNAVAILABLE:
-        return _unavailable(what, exc)
-    condition = (psycopg2.errorcodes.lookup(sqlstate) or "").lower()
-    # The primary message alone: the server's DETAIL and HINT lines are advice to a DBA.
-    diagnostics = getattr(exc, "diag", None)
-    message = getattr(diagnostics, "message_primary", None) or _one_line(exc)
-    detail = f"{sqlstate} {condition}".strip() + f": {' '.join(message.split())}"
-    if kind is FailureKind.CONFLICT:
-        return DatabaseConflict(f"{what}: {detail}")
-    return DataRejected(f"{what}: {detail}", sqlstate=sqlstate, reason=detail)
-
-
 def _received_at_hint(ticket_id: str | None) -> datetime | None:
     """The reception time a UUIDv7 id carries, which takes a query straight to the
     ticket's day partition (None for another id: every day is searched)."""
@@ -283,7 +256,7 @@ class Repository:
                 enable_hstore=False,
             )
         except (psycopg2.Error, OSError) as exc:
-            raise _unavailable("connect", exc) from exc
+            raise unavailable("connect", exc) from exc
         return cls(pool, load_queries(), database_url)
 
     async def close(self) -> None:
@@ -291,13 +264,11 @@ class Repository:
         await self._pool.wait_closed()
 
     async def _fetch(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
-        try:
+        with domain_errors(name):
             async with self._pool.acquire() as conn:
                 async with conn.cursor() as cur:
                     await cur.execute(self._queries[name], params)
                     return await _rows(cur)
-        except _DRIVER_ERRORS as exc:
-            raise _database_error(name, exc) from exc
 
     async def create_day_partitions(self, *, days: Iterable[date]) -> int:
         """Make the missing partitions of these UTC days; return how many were made."""
@@ -339,7 +310,7 @@ class Repository:
     async def claim_pending(self, *, limit: int, max_bytes: int) -> AsyncIterator[ClaimedBatch]:
         """Lock up to `limit` pending tickets and load those whose bodies fit in `max_bytes`
         together (at least one); commit what `save` wrote on exit, roll back on error."""
-        try:
+        with domain_errors("claim_pending"):
             async with self._pool.acquire() as conn:
                 async with conn.cursor() as cur:
                     async with cur.begin():
@@ -353,8 +324,6 @@ class Repository:
                             for row in rows
                         ]
                         yield ClaimedBatch(cur, self._queries, tickets, locked=rows[0]["locked_count"] if rows else 0)
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("claim_pending", exc) from exc
 
     async def record_failed_attempt(self, *, ticket_id: str, error: str, max_attempts: int) -> FailedAttempt | None:
         """Count one failed attempt; return the ticket's state afterwards (None when it
@@ -391,16 +360,13 @@ class Repository:
     async def ticket_notifications(self) -> AsyncIterator[asyncio.Queue]:
         """A dedicated LISTEN connection; yields its queue of wake-ups. A driver error met
         while it is open (the connection lost under a wait) leaves as a domain error."""
-        try:
+        with domain_errors("listen"):
             conn = await aiopg.connect(self._database_url, enable_hstore=False, timeout=10)
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("listen", exc) from exc
         try:
-            async with conn.cursor() as cur:
-                await cur.execute(self._queries["listen_tickets"])
-            yield conn.notifies
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("listen", exc) from exc
+            with domain_errors("listen"):
+                async with conn.cursor() as cur:
+                    await cur.execute(self._queries["listen_tickets"])
+                yield conn.notifies
         finally:
             conn.close()
 
@@ -451,7 +417,7 @@ class Repository:
         after_id, after_received_at = after if after is not None else (_NIL_ID, lower - timedelta(days=1))
         params = {"lower": lower, "upper": upper, "after_id": after_id, "after_received_at": after_received_at,
                   "limit": limit, "max_bytes": max_bytes}
-        try:
+        with domain_errors("archive_page"):
             async with self._pool.acquire() as conn:
                 async with conn.cursor() as cur:
                     async with cur.begin():
@@ -466,8 +432,6 @@ class Repository:
                             )
                             for line in await _rows(cur):
                                 lines.setdefault(line.pop("ticket_id"), []).append(from_row(TicketLine, line))
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("archive_page", exc) from exc
         return [_archived_ticket(row, lines.get(row["id"], ())) for row in rows]
 
     async def record_archived_day(
@@ -494,7 +458,7 @@ class Repository:
         `lock_timeout_seconds` for its locks (DatabaseConflict past it); return
         'purged', 'absent' or why the day was refused."""
         timeout = f"{int(lock_timeout_seconds * 1000)}ms"
-        try:
+        with domain_errors("purge_day"):
             async with self._pool.acquire() as conn:
                 async with conn.cursor() as cur:
                     async with cur.begin():
@@ -507,8 +471,6 @@ class Repository:
                             timeout=PURGE_LOCK_WAITS * lock_timeout_seconds + DEFAULT_STATEMENT_SECONDS,
                         )
                         result = (await _rows(cur))[0]["result"]
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("purge_day", exc) from exc
         if result == "purged":
             # Its partitions are gone: a ticket for that day must make them again.
             self._days_with_partitions.discard(day)
@@ -531,17 +493,13 @@ class Repository:
         """Try the retention lock on a connection of its own; yield whether this process
         got it. It is held until the block ends (the connection is then closed, which
         releases it; so does the death of the process)."""
-        try:
+        with domain_errors("try_maintenance_lock"):
             conn = await aiopg.connect(self._database_url, enable_hstore=False, timeout=10)
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("try_maintenance_lock", exc) from exc
         try:
-            try:
+            with domain_errors("try_maintenance_lock"):
                 async with conn.cursor() as cur:
                     await cur.execute(self._queries["try_maintenance_lock"])
                     held = bool((await _rows(cur))[0]["held"])
-            except _DRIVER_ERRORS as exc:
-                raise _database_error("try_maintenance_lock", exc) from exc
             yield held
         finally:
             conn.close()

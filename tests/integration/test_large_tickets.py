@@ -15,9 +15,9 @@ import pytest
 
 from myticket.web.app import init_app
 from myticket.config import DEFAULT_BATCH_MAX_BYTES
-from myticket.intake.group_commit import is_statement_timeout
-from myticket.core.database_errors import DatabaseUnavailable
+from myticket.core.database_errors import DatabaseConflict, DatabaseUnavailable, StatementCancelled, StatementTimeout
 from myticket.core.domain import IncomingTicket
+from myticket.db.errors import database_error
 from myticket.db.repository import Repository
 from myticket.intake.spool import Spool
 from myticket.web.typedefs import INGEST, REPOSITORY
@@ -126,26 +126,34 @@ async def test_a_batch_that_runs_past_the_statement_timeout_is_halved_and_stored
     assert sorted(row[0] for row in db.rows("stored_ids")) == sorted(ticket.id for ticket in batch)
 
 
-class QueryCanceled(Exception):
+class QueryCanceled(psycopg2.OperationalError):
     pgcode = "57014"
 
 
-def failure(cause: BaseException) -> DatabaseUnavailable:
+def raised_while_handling(context: BaseException, error: BaseException) -> BaseException:
+    """`error` as raised while handling `context` (a rollback failing after a timeout)."""
     try:
         try:
-            raise cause
-        except BaseException as exc:
-            raise DatabaseUnavailable(f"insert_tickets: {exc}") from exc
-    except DatabaseUnavailable as unavailable:
-        return unavailable
+            raise context
+        except BaseException:
+            raise error
+    except BaseException as raised:
+        return raised
 
 
 def test_a_statement_timeout_is_told_from_other_failures():
-    assert is_statement_timeout(failure(TimeoutError()))
-    assert is_statement_timeout(failure(asyncio.TimeoutError()))
-    assert is_statement_timeout(failure(QueryCanceled("canceling statement due to statement timeout")))
-    assert not is_statement_timeout(failure(psycopg2.OperationalError("connection refused")))
-    assert not is_statement_timeout(failure(ValueError("cannot encode")))
+    for timeout in (TimeoutError(), asyncio.TimeoutError()):
+        mapped = database_error("insert_tickets", timeout)
+        assert type(mapped) is StatementTimeout  # not a conflict: the database may be gone
+        assert str(mapped) == "insert_tickets: TimeoutError"
+    cancelled = database_error("insert_tickets", QueryCanceled("canceling statement due to statement timeout"))
+    assert isinstance(cancelled, StatementCancelled) and isinstance(cancelled, DatabaseConflict)
+    assert str(cancelled) == "insert_tickets: 57014 query_canceled: canceling statement due to statement timeout"
+    lost_after_timeout = raised_while_handling(TimeoutError(), psycopg2.InterfaceError("connection already closed"))
+    assert type(database_error("insert_tickets", lost_after_timeout)) is StatementTimeout
+    refused = database_error("insert_tickets", psycopg2.OperationalError("connection refused"))
+    assert type(refused) is DatabaseUnavailable
+    assert str(refused) == "insert_tickets: connection refused"
 
 
 async def test_a_timed_out_batch_whose_first_half_times_out_too_is_spooled_after_two_timeouts(

@@ -17,7 +17,7 @@ from myticket.config import ConfigError, load_settings
 from myticket.telemetry.metrics import Metrics
 from myticket.core.database_errors import DataRejected, FailureKind, failure_kind
 from myticket.core.domain import IncomingTicket
-from myticket.db.repository import _database_error
+from myticket.db.errors import database_error
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker.loop import TicketWorker
 
@@ -117,7 +117,7 @@ def test_a_data_refusal_is_named_in_the_rejection():
     class Refused(psycopg2.errors.ProgramLimitExceeded):
         pgcode = "54000"
 
-    error = _database_error("insert_ticket_lines", Refused("index row size 3016 exceeds btree version 4 maximum 2704"))
+    error = database_error("insert_ticket_lines", Refused("index row size 3016 exceeds btree version 4 maximum 2704"))
     assert isinstance(error, DataRejected)
     assert error.sqlstate == "54000"
     assert error.reason == "54000 program_limit_exceeded: index row size 3016 exceeds btree version 4 maximum 2704"
