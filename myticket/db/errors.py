@@ -26,6 +26,8 @@ from ..core.database_errors import (
 
 # Everything the driver and the pool raise; `database_error` tells them apart.
 DRIVER_ERRORS = (psycopg2.Error, OSError, asyncio.TimeoutError)
+# SQLSTATE of a row a CHECK refused (a partitioned table's: no partition for the row).
+CHECK_VIOLATION = psycopg2.errorcodes.CHECK_VIOLATION
 # SQLSTATE of a statement cancelled by the server: statement_timeout, or pg_cancel_backend.
 QUERY_CANCELED = psycopg2.errorcodes.QUERY_CANCELED
 
