@@ -19,8 +19,7 @@ import psycopg2
 
 from .errors import domain_errors, unavailable
 from .resources import load_queries
-
-Row = dict[str, Any]
+from .rows import Row
 
 
 async def _rows(cursor) -> list[Row]:
