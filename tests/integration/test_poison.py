@@ -47,6 +47,9 @@ OVERSIZED_PRODUCT_ID = random_text(3000, seed=10)
         ("57P03", FailureKind.UNAVAILABLE),  # cannot connect now (starting up)
         ("58030", FailureKind.UNAVAILABLE),  # I/O error
         ("25006", FailureKind.UNAVAILABLE),  # read-only transaction (failover)
+        ("25P03", FailureKind.UNAVAILABLE),  # idle-in-transaction timeout: the server closed the session
+        ("F0000", FailureKind.UNAVAILABLE),  # config file error
+        ("F0001", FailureKind.UNAVAILABLE),  # lock file exists
         ("3D000", FailureKind.UNAVAILABLE),  # database does not exist
         ("28P01", FailureKind.UNAVAILABLE),  # password authentication failed
         ("40001", FailureKind.CONFLICT),  # serialization failure
