@@ -4,6 +4,7 @@ timeout is split, not taken for an outage."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import resource
 import uuid
@@ -184,3 +185,67 @@ async def test_a_timed_out_batch_whose_first_half_times_out_too_is_spooled_after
     assert await spool.count() == 8
     assert await store.replay() == 8
     assert sorted(row[0] for row in db.rows("stored_ids")) == sorted(ticket.id for ticket in batch)
+
+
+@contextlib.contextmanager
+def delivery_held_by_another_session(database_url: str, ticket: IncomingTicket):
+    """Another session's open transaction holding `ticket`'s delivery: an INSERT of the
+    same delivery waits until the block ends."""
+    blocker = psycopg2.connect(database_url)
+    try:
+        with blocker.cursor() as cursor:
+            cursor.execute(SUPPORT_QUERIES["insert_ticket_row"], {"id": ticket.id, "received_at": ticket.received_at})
+        yield
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
+async def test_a_statement_the_server_cancels_is_a_statement_cancelled_conflict(database_url, db):
+    repository = await Repository.connect(database_url + "?options=-c%20statement_timeout%3D200")
+    [ticket] = tickets(1)
+    try:
+        with delivery_held_by_another_session(database_url, ticket):
+            with pytest.raises(StatementCancelled) as raised:
+                await repository.store_tickets(tickets=[ticket])
+        # aiopg raised a CancelledError for the server's 57014; nothing of it is left.
+        assert str(raised.value) == "insert_tickets: statement cancelled by the server (57014)"
+        assert isinstance(raised.value, StatementTimeout) and isinstance(raised.value, DatabaseConflict)
+        assert raised.value.__cause__.pgcode == "57014"
+        assert raised.value.reason == "timeout"
+        assert await repository.store_tickets(tickets=[ticket]) == 1  # and the pool works on
+    finally:
+        await repository.close()
+
+
+async def test_a_statement_past_the_client_timeout_is_a_statement_timeout_but_no_conflict(database_url, db):
+    repository = await Repository.connect(database_url, statement_seconds=1)
+    [ticket] = tickets(1)
+    try:
+        with delivery_held_by_another_session(database_url, ticket):
+            with pytest.raises(StatementTimeout) as raised:
+                await repository.store_tickets(tickets=[ticket])
+        # The client gave up: the database may be gone, so the worker pauses on it.
+        assert not isinstance(raised.value, DatabaseConflict)
+        assert isinstance(raised.value.__cause__, TimeoutError)
+        assert str(raised.value) == "insert_tickets: TimeoutError"
+    finally:
+        await repository.close()
+
+
+async def test_a_task_cancelled_while_its_statement_waits_is_cancelled_not_a_database_error(database_url, db):
+    repository = await Repository.connect(database_url)
+    [ticket] = tickets(1)
+    try:
+        with delivery_held_by_another_session(database_url, ticket):
+            storing = asyncio.create_task(repository.store_tickets(tickets=[ticket]))
+
+            async def insert_waiting() -> bool:
+                return db.value("sessions_waiting_for_a_transaction") == 1
+
+            await wait_until(insert_waiting, timeout=10, what="the INSERT to wait for the other session")
+            storing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await storing
+    finally:
+        await repository.close()
