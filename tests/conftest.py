@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from .environment import is_service_variable
-from .paths import PROJECT_ROOT  # noqa: F401 (for tests/unit/test_readme.py only, which is being replaced)
 
 _PASSED = pytest.StashKey[bool]()
 

@@ -11,6 +11,10 @@ connection. The repository turns every driver error into one of:
 - `DatabaseConflict`, a subclass of `DatabaseUnavailable`: this attempt lost a race or
   ran out of time (serialization failure, deadlock, lock or statement timeout). The same
   work may succeed at once; callers that only know `DatabaseUnavailable` treat it so.
+- `StatementTimeout`, a subclass of `DatabaseUnavailable`: a statement ran past a time
+  limit, the client's or the server's; `StatementCancelled` (also a `DatabaseConflict`)
+  when the server cancelled it. Work too big for the limit can be split (intake halves
+  a batch) without knowing the driver that said so.
 - `DataRejected`: PostgreSQL refused the data itself (a value out of range, a constraint,
   an index row over the size limit, ...). Retrying the same data fails again: the input
   that carried it is rejected with `reason`, and the other inputs go on.
@@ -37,6 +41,18 @@ class DatabaseConflict(DatabaseUnavailable):
     """This attempt lost a race or ran out of time (deadlock, serialization failure, lock
     or statement timeout): the same work may succeed if tried again now. A subclass of
     DatabaseUnavailable, so that a caller unaware of it retries later, never drops."""
+
+
+class StatementTimeout(DatabaseUnavailable):
+    """A statement ran past a time limit: the client gave up waiting (aiopg's timeout,
+    which bounds a connect as well), or the server cancelled it (`StatementCancelled`).
+    Not a conflict by itself: a database that answers nothing within the client's limit
+    may be gone, so a caller unaware of timeouts pauses as for any unavailability."""
+
+
+class StatementCancelled(StatementTimeout, DatabaseConflict):
+    """The server cancelled the statement (SQLSTATE 57014: its statement_timeout, or
+    pg_cancel_backend): the server is up, this attempt ran out of time."""
 
 
 class DataRejected(Exception):

@@ -330,6 +330,34 @@ class EmbeddedPostgres:
                 log.error("embedded PostgreSQL did not start again (%s); retrying in %g s",
                           " ".join(str(exc).split())[:300], every_seconds)
 
+    @contextlib.contextmanager
+    def in_use(self, *, as_service: bool = False) -> Iterator[str]:
+        """The server's URL for the time of the `with`: the server is started if it is not
+        running, and then stopped at exit; one already running (another command's) is used
+        and left running.
+
+        `as_service` is for `serve`, the long-lived owner: it takes over a server whose
+        starter died (and so stops it at exit), and while it owns the server it starts it
+        again whenever it stops, from a watchdog thread joined before the stop.
+        """
+        url = self.start(take_over_orphan=as_service)
+        stop_watching = threading.Event()
+        watchdog = None
+        if as_service and self.started_here:
+            watchdog = threading.Thread(
+                target=self.keep_running, args=(stop_watching,), name="embedded-postgres-watchdog", daemon=True
+            )
+            watchdog.start()
+        try:
+            yield url
+        finally:
+            stop_watching.set()
+            if watchdog is not None:
+                watchdog.join()
+            if self.started_here:
+                log.info("stopping embedded PostgreSQL (started by this process)")
+                self.stop()
+
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; `mode` is pg_ctl's: smart, fast or immediate."""
         result = self._run("pg_ctl", "stop", "-w", "-t", "60", "-m", mode, "-D", str(self.pgdata), timeout=90)

@@ -1,12 +1,11 @@
-"""The database layer: the only module that executes SQL, and the only one that
-imports the driver (aiopg, psycopg2).
+"""The named queries of the service, one method each: the only module that says which
+statement does what. How PostgreSQL is reached (the pool, transactions, the mapping of
+driver errors to the domain's) is `connector`'s; how records become parameters and
+rows become records is `rows`'.
 
-Queries are the named blocks shipped in `sql/*.sql` (`resources.load_queries`), loaded
-once. Every method takes keyword arguments, returns the records of `domain` (rows
-mapped once, by column name) and turns every driver error into the errors of
-`database_errors`, classified by SQLSTATE, so that no caller ever sees psycopg2.
-aiopg connections are autocommit: a single statement is its own transaction, and
-multi-statement work uses `cursor.begin()`.
+Queries are the named blocks shipped in `sql/*.sql`. Every method takes keyword
+arguments and returns the records of `domain` (rows mapped once, by column name); no
+caller ever sees the driver.
 """
 
 from __future__ import annotations
@@ -14,18 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import date, datetime, timedelta
-from decimal import Decimal
-from typing import Any
 
-import aiopg
-import orjson
-import psycopg2
-import psycopg2.errorcodes
-
-from ..core.database_errors import DatabaseConflict, DatabaseUnavailable, DataRejected, FailureKind, failure_kind
+from ..core.database_errors import DataRejected
 from ..core.domain import (
     ArchivedDayNote,
     ArchivedTicket,
@@ -37,30 +28,27 @@ from ..core.domain import (
     RequeueCandidate,
     TicketOutcome,
     TicketRecord,
-    field_names,
     from_row,
 )
-from ..core.ids import day_start, received_at_of, utc_day
+from ..core.ids import utc_day
 from ..core.parser import TicketLine
-from .resources import load_queries
+from .connector import Connector, Session
+from .errors import CHECK_VIOLATION, domain_errors
+from .rows import (
+    NIL_ID,
+    archived_ticket,
+    claimed_ticket,
+    day_bounds,
+    json_text,
+    line_rows,
+    lines_by_ticket,
+    outcome_row,
+    product_rows,
+    received_at_hint,
+    restore_record,
+)
 
 log = logging.getLogger(__name__)
-
-Row = dict[str, Any]
-
-# Everything the driver and the pool raise; `_database_error` tells them apart.
-_DRIVER_ERRORS = (psycopg2.Error, OSError, asyncio.TimeoutError)
-# The outcome fields written as they are; money and the digest are converted first.
-_OUTCOME_FIELDS = field_names(TicketOutcome)
-
-
-async def _rows(cursor) -> list[Row]:
-    """The cursor's result as dicts keyed by column name (empty for no result)."""
-    if cursor.description is None:
-        return []
-    names = [column.name for column in cursor.description]
-    return [dict(zip(names, row)) for row in await cursor.fetchall()]
-
 
 DEFAULT_POOL_SIZE = 10
 # How long the driver waits for one statement (aiopg's timeout), unless told otherwise.
@@ -77,9 +65,8 @@ class ClaimedBatch:
     left some bodies on the server (those rows are released untouched at the end).
     """
 
-    def __init__(self, cursor, queries: dict[str, str], tickets: list[ClaimedTicket], *, locked: int) -> None:
-        self._cursor = cursor
-        self._queries = queries
+    def __init__(self, session: Session, tickets: list[ClaimedTicket], *, locked: int) -> None:
+        self._session = session
         self.tickets = tickets
         self.locked = locked
         # Every row written for a ticket goes to its day's partition: its reception time.
@@ -89,8 +76,8 @@ class ClaimedBatch:
         """digest -> the ticket first processed with that body, for digests processed before."""
         if not digests:
             return {}
-        await self._cursor.execute(self._queries["first_tickets_with_bodies"], {"digests": list(digests)})
-        return {bytes(row["body_sha256"]): row["ticket_id"] for row in await _rows(self._cursor)}
+        rows = await self._session.fetch("first_tickets_with_bodies", {"digests": list(digests)})
+        return {bytes(row["body_sha256"]): row["ticket_id"] for row in rows}
 
     async def first_tickets_for(self, *, digests: dict[bytes, str]) -> dict[bytes, str]:
         """Register digest -> candidate ticket id; return digest -> the ticket that was first.
@@ -99,15 +86,15 @@ class ClaimedBatch:
         meanwhile by another worker's ticket) cost a second look-up."""
         if not digests:
             return {}
-        await self._cursor.execute(
-            self._queries["register_processed_bodies"],
+        rows = await self._session.fetch(
+            "register_processed_bodies",
             {
                 "digests": list(digests),
                 "received_at": [self._received_at[ticket_id] for ticket_id in digests.values()],
                 "ticket_ids": list(digests.values()),
             },
         )
-        recorded = {bytes(row["body_sha256"]) for row in await _rows(self._cursor)}
+        recorded = {bytes(row["body_sha256"]) for row in rows}
         first = {digest: digests[digest] for digest in recorded}
         if len(recorded) < len(digests):
             first.update(await self.first_tickets_with(digests=set(digests) - recorded))
@@ -123,186 +110,44 @@ class ClaimedBatch:
         """Write lines (each with its ticket's id), catalogue merges and outcomes; each
         statement takes one JSON array of records keyed by column name."""
         if lines:
-            rows = [
-                {
-                    "ticket_id": ticket_id,
-                    "received_at": self._received_at[ticket_id].isoformat(),
-                    "line_number": line.line_number,
-                    "product_id": line.product_id,
-                    "name": line.name,
-                    "price": str(line.price),
-                }
-                for ticket_id, line in lines
-            ]
-            await self._cursor.execute(self._queries["insert_ticket_lines"], {"rows": _json(rows)})
+            await self._session.fetch("insert_ticket_lines", {"rows": json_text(line_rows(lines, self._received_at))})
         if products:
-            rows = [
-                {
-                    "product_id": product.product_id,
-                    "name": product.name,
-                    "price": str(product.price),
-                    "first_seen_at": product.first_seen_at.isoformat(),
-                    "last_seen_at": product.last_seen_at.isoformat(),
-                    "last_ticket_id": product.last_ticket_id,
-                    "times_seen": product.times_seen,
-                }
-                for product in products
-            ]
-            await self._cursor.execute(self._queries["upsert_products"], {"rows": _json(rows)})
-        rows = [_outcome_row(outcome, self._received_at[outcome.id]) for outcome in outcomes]
-        await self._cursor.execute(self._queries["record_outcomes"], {"rows": _json(rows)})
+            await self._session.fetch("upsert_products", {"rows": json_text(product_rows(products))})
+        rows = [outcome_row(outcome, self._received_at[outcome.id]) for outcome in outcomes]
+        await self._session.fetch("record_outcomes", {"rows": json_text(rows)})
 
 
-def _outcome_row(outcome: TicketOutcome, received_at: datetime) -> Row:
-    """An outcome as `record_outcomes` reads it: every field under its column's name,
-    with its ticket's reception time (its partition), money as strings (never a float),
-    the digest in hex, warnings as a list."""
-    row = {name: getattr(outcome, name) for name in _OUTCOME_FIELDS}
-    row["received_at"] = received_at.isoformat()
-    row["vat"] = _money(outcome.vat)
-    row["total"] = _money(outcome.total)
-    row["warnings"] = list(outcome.warnings)
-    row["body_sha256"] = outcome.body_sha256.hex() if outcome.body_sha256 is not None else None
-    return row
-
-
-def _day_bounds(day: date) -> tuple[datetime, datetime]:
-    """The instants a UTC day's partitions hold: from its midnight to the next."""
-    lower = day_start(day)
-    return lower, lower + timedelta(days=1)
-
-
-# Where the first page of a day starts: before every key of the day.
-_NIL_ID = "00000000-0000-0000-0000-000000000000"
-
-
-def _archived_ticket(row: Row, lines: Sequence[TicketLine]) -> ArchivedTicket:
-    """A page row as its record: bytes for bytea, a tuple for the warnings."""
-    row = dict(row)
-    row["body"] = bytes(row["body"])
-    row["body_sha256"] = bytes(row["body_sha256"]) if row["body_sha256"] is not None else None
-    row["warnings"] = tuple(row["warnings"])
-    return from_row(ArchivedTicket, {**row, "lines": tuple(lines)})
-
-
-def _restore_record(ticket: ArchivedTicket) -> str:
-    """Everything of an archived ticket but its body, as `restore_tickets` reads it:
-    money as strings (never a float), the digest in hex."""
-    record = {
-        "id": ticket.id,
-        "received_at": ticket.received_at.isoformat(),
-        "content_type": ticket.content_type,
-        "status": ticket.status,
-        "processed_at": ticket.processed_at.isoformat() if ticket.processed_at is not None else None,
-        "attempts": ticket.attempts,
-        "order_ref": ticket.order_ref,
-        "vat": _money(ticket.vat),
-        "total": _money(ticket.total),
-        "headers": ticket.headers,
-        "warnings": list(ticket.warnings),
-        "error": ticket.error,
-        "text_encoding": ticket.text_encoding,
-        "body_sha256": ticket.body_sha256.hex() if ticket.body_sha256 is not None else None,
-        "duplicate_of": ticket.duplicate_of,
-        "lines": [
-            {"line_number": line.line_number, "product_id": line.product_id, "name": line.name,
-             "price": str(line.price)}
-            for line in ticket.lines
-        ],
-    }
-    return orjson.dumps(record).decode()
-
-
-def _one_line(exc: BaseException) -> str:
-    """The driver's message on one line (libpq's carry newlines and tabs)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _unavailable(what: str, exc: BaseException) -> DatabaseUnavailable:
-    """The domain error for a driver error, naming the operation that met it."""
-    return DatabaseUnavailable(f"{what}: {_one_line(exc)}")
-
-
-def _database_error(what: str, exc: BaseException) -> DatabaseUnavailable | DataRejected:
-    """The domain error for a driver error, by the kind of its SQLSTATE."""
-    sqlstate = getattr(exc, "pgcode", None)
-    kind = failure_kind(sqlstate)
-    if kind is FailureKind.UNAVAILABLE:
-        return _unavailable(what, exc)
-    condition = (psycopg2.errorcodes.lookup(sqlstate) or "").lower()
-    # The primary message alone: the server's DETAIL and HINT lines are advice to a DBA.
-    diagnostics = getattr(exc, "diag", None)
-    message = getattr(diagnostics, "message_primary", None) or _one_line(exc)
-    detail = f"{sqlstate} {condition}".strip() + f": {' '.join(message.split())}"
-    if kind is FailureKind.CONFLICT:
-        return DatabaseConflict(f"{what}: {detail}")
-    return DataRejected(f"{what}: {detail}", sqlstate=sqlstate, reason=detail)
-
-
-def _received_at_hint(ticket_id: str | None) -> datetime | None:
-    """The reception time a UUIDv7 id carries, which takes a query straight to the
-    ticket's day partition (None for another id: every day is searched)."""
-    return None if ticket_id is None else received_at_of(uuid.UUID(ticket_id))
-
-
-def _money(amount: Decimal | None) -> str | None:
-    """Decimal as a JSON string, so no float ever carries money."""
-    return None if amount is None else str(amount)
-
-
-def _json(rows: list[dict[str, Any]]) -> str:
-    """Rows as one JSON text parameter. orjson, because the standard encoder was a sixth
-    of the worker's CPU; decoded to str, as psycopg2 would send bytes as bytea."""
-    return orjson.dumps(rows).decode()
+def _by_id(ticket_id: str | None) -> dict[str, object]:
+    """The parameters that find a ticket by id: the id, and its day (`received_at_hint`)."""
+    return {"id": ticket_id, "received_at": received_at_hint(ticket_id)}
 
 
 class Repository:
-    """Named queries over an aiopg pool."""
+    """The service's named queries, over a `Connector`."""
 
-    def __init__(self, pool: aiopg.Pool, queries: dict[str, str], database_url: str) -> None:
-        self._pool = pool
-        self._queries = queries
-        self._database_url = database_url
+    def __init__(self, connector: Connector) -> None:
+        self._connector = connector
         # Days whose partitions this process made or found: the ingest path asks for a
         # day's partitions once, not on every batch.
         self._days_with_partitions: set[date] = set()
 
     @classmethod
     async def connect(
-        cls, database_url: str, *, max_connections: int = DEFAULT_POOL_SIZE, min_connections: int = 1
+        cls, database_url: str, *, max_connections: int = DEFAULT_POOL_SIZE, min_connections: int = 1,
+        statement_seconds: float = DEFAULT_STATEMENT_SECONDS,
     ) -> Repository:
         """A pool; with `min_connections=0` it opens no connection yet, so it can be
         created while PostgreSQL is down (the service then starts spooling)."""
-        try:
-            pool = await aiopg.create_pool(
-                database_url,
-                minsize=min_connections,
-                maxsize=max_connections,
-                timeout=DEFAULT_STATEMENT_SECONDS,
-                # hstore support costs one query per new connection; we never use it.
-                enable_hstore=False,
-            )
-        except (psycopg2.Error, OSError) as exc:
-            raise _unavailable("connect", exc) from exc
-        return cls(pool, load_queries(), database_url)
+        return cls(await Connector.open(database_url, max_connections=max_connections,
+                                        min_connections=min_connections, statement_seconds=statement_seconds))
 
     async def close(self) -> None:
-        self._pool.close()
-        await self._pool.wait_closed()
-
-    async def _fetch(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
-        try:
-            async with self._pool.acquire() as conn:
-                async with conn.cursor() as cur:
-                    await cur.execute(self._queries[name], params)
-                    return await _rows(cur)
-        except _DRIVER_ERRORS as exc:
-            raise _database_error(name, exc) from exc
+        await self._connector.close()
 
     async def create_day_partitions(self, *, days: Iterable[date]) -> int:
         """Make the missing partitions of these UTC days; return how many were made."""
         days = sorted(set(days))
-        made = (await self._fetch("create_day_partitions", {"days": days}))[0]["made"]
+        made = (await self._connector.fetch("create_day_partitions", {"days": days}))[0]["made"]
         self._days_with_partitions.update(days)
         if made:
             log.info("made %d partitions for %s", made, ", ".join(day.isoformat() for day in days))
@@ -326,96 +171,73 @@ class Repository:
             "bodies": [ticket.body for ticket in tickets],
         }
         try:
-            rows = await self._fetch("insert_tickets", params)
+            rows = await self._connector.fetch("insert_tickets", params)
         except DataRejected as exc:
-            if exc.sqlstate != psycopg2.errorcodes.CHECK_VIOLATION:
+            if exc.sqlstate != CHECK_VIOLATION:
                 raise
             self._days_with_partitions -= days
             await self.create_day_partitions(days=days)
-            rows = await self._fetch("insert_tickets", params)
+            rows = await self._connector.fetch("insert_tickets", params)
         return rows[0]["stored"]
 
     @contextlib.asynccontextmanager
     async def claim_pending(self, *, limit: int, max_bytes: int) -> AsyncIterator[ClaimedBatch]:
         """Lock up to `limit` pending tickets and load those whose bodies fit in `max_bytes`
         together (at least one); commit what `save` wrote on exit, roll back on error."""
-        try:
-            async with self._pool.acquire() as conn:
-                async with conn.cursor() as cur:
-                    async with cur.begin():
-                        await cur.execute(
-                            self._queries["claim_pending_tickets"], {"limit": limit, "max_bytes": max_bytes}
-                        )
-                        rows = await _rows(cur)
-                        tickets = [
-                            ClaimedTicket(id=row["id"], received_at=row["received_at"],
-                                          body=bytes(row["body"]))
-                            for row in rows
-                        ]
-                        yield ClaimedBatch(cur, self._queries, tickets, locked=rows[0]["locked_count"] if rows else 0)
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("claim_pending", exc) from exc
+        async with self._connector.session("claim_pending", transaction=True) as session:
+            rows = await session.fetch("claim_pending_tickets", {"limit": limit, "max_bytes": max_bytes})
+            tickets = [claimed_ticket(row) for row in rows]
+            yield ClaimedBatch(session, tickets, locked=rows[0]["locked_count"] if rows else 0)
 
     async def record_failed_attempt(self, *, ticket_id: str, error: str, max_attempts: int) -> FailedAttempt | None:
         """Count one failed attempt; return the ticket's state afterwards (None when it
         is no longer pending)."""
-        rows = await self._fetch(
+        rows = await self._connector.fetch(
             "record_failed_attempt",
-            {"id": ticket_id, "received_at": _received_at_hint(ticket_id), "error": error,
-             "max_attempts": max_attempts},
+            {**_by_id(ticket_id), "error": error, "max_attempts": max_attempts},
         )
         return from_row(FailedAttempt, rows[0]) if rows else None
 
     async def count_pending(self) -> int:
-        return (await self._fetch("count_pending"))[0]["pending"]
+        return (await self._connector.fetch("count_pending"))[0]["pending"]
 
     async def requeue(self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None) -> int:
         """Put the matching tickets back to pending; return how many."""
-        params = {"statuses": list(statuses), "since": since, "id": ticket_id,
-                  "received_at": _received_at_hint(ticket_id)}
-        return (await self._fetch("requeue_tickets", params))[0]["requeued"]
+        params = {"statuses": list(statuses), "since": since, **_by_id(ticket_id)}
+        return (await self._connector.fetch("requeue_tickets", params))[0]["requeued"]
 
     async def requeue_candidates(
         self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None
     ) -> list[RequeueCandidate]:
         """What `requeue` would put back to pending, oldest first; changes nothing."""
-        params = {"statuses": list(statuses), "since": since, "id": ticket_id,
-                  "received_at": _received_at_hint(ticket_id)}
-        return [from_row(RequeueCandidate, row) for row in await self._fetch("requeue_candidates", params)]
+        params = {"statuses": list(statuses), "since": since, **_by_id(ticket_id)}
+        return [from_row(RequeueCandidate, row) for row in await self._connector.fetch("requeue_candidates", params)]
 
     async def ticket_status(self, *, ticket_id: str) -> str | None:
-        rows = await self._fetch("ticket_status", {"id": ticket_id, "received_at": _received_at_hint(ticket_id)})
+        rows = await self._connector.fetch("ticket_status", _by_id(ticket_id))
         return rows[0]["status"] if rows else None
 
     @contextlib.asynccontextmanager
     async def ticket_notifications(self) -> AsyncIterator[asyncio.Queue]:
         """A dedicated LISTEN connection; yields its queue of wake-ups. A driver error met
         while it is open (the connection lost under a wait) leaves as a domain error."""
-        try:
-            conn = await aiopg.connect(self._database_url, enable_hstore=False, timeout=10)
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("listen", exc) from exc
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(self._queries["listen_tickets"])
-            yield conn.notifies
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("listen", exc) from exc
-        finally:
-            conn.close()
+        async with self._connector.dedicated("listen") as session:
+            with domain_errors("listen"):
+                await session.fetch("listen_tickets")
+                yield session.notifies
 
     async def ticket(self, *, ticket_id: str) -> TicketRecord | None:
         """A stored ticket and its processing result, with how many lines it has."""
-        rows = await self._fetch("ticket_by_id", {"id": ticket_id, "received_at": _received_at_hint(ticket_id)})
+        rows = await self._connector.fetch("ticket_by_id", _by_id(ticket_id))
         return from_row(TicketRecord, rows[0]) if rows else None
 
     async def ticket_lines(self, *, ticket_id: str, after: int, limit: int) -> tuple[list[TicketLine], int | None]:
         """One page of a ticket's lines: those numbered after `after`, at most `limit`,
         and the `after` of the next page (None on the last). Pages keep one read from
         building megabytes of JSON on the event loop for a ticket of 100,000 lines."""
-        rows = await self._fetch(
+        rows = await self._connector.fetch(
             "lines_of_ticket",
-            {"id": ticket_id, "received_at": _received_at_hint(ticket_id), "after": after, "limit": limit + 1},
+            {**_by_id(ticket_id), "after": after, "limit": limit + 1},
         )
         page = [from_row(TicketLine, row) for row in rows[:limit]]
         return page, page[-1].line_number if len(rows) > limit else None
@@ -426,17 +248,17 @@ class Repository:
         One row more than `limit` is fetched: only its presence tells a full last page
         from a page that has a successor.
         """
-        rows = await self._fetch("products_page", {"limit": limit + 1, "after": after})
+        rows = await self._connector.fetch("products_page", {"limit": limit + 1, "after": after})
         page = [from_row(Product, row) for row in rows[:limit]]
         return page, page[-1].product_id if len(rows) > limit else None
 
     async def product(self, *, product_id: str) -> Product | None:
-        rows = await self._fetch("product_by_id", {"product_id": product_id})
+        rows = await self._connector.fetch("product_by_id", {"product_id": product_id})
         return from_row(Product, rows[0]) if rows else None
 
     async def day_partitions(self) -> list[date]:
         """The UTC days that have a deliveries partition, oldest first (empty days too)."""
-        return [row["day"] for row in await self._fetch("day_partitions")]
+        return [row["day"] for row in await self._connector.fetch("day_partitions")]
 
     async def archive_page(
         self, *, day: date, after: tuple[str, datetime] | None, limit: int, max_bytes: int
@@ -447,46 +269,37 @@ class Repository:
 
         The page and its lines are read in one short read-only snapshot, so they agree,
         and nothing is held between pages."""
-        lower, upper = _day_bounds(day)
-        after_id, after_received_at = after if after is not None else (_NIL_ID, lower - timedelta(days=1))
+        lower, upper = day_bounds(day)
+        after_id, after_received_at = after if after is not None else (NIL_ID, lower - timedelta(days=1))
         params = {"lower": lower, "upper": upper, "after_id": after_id, "after_received_at": after_received_at,
                   "limit": limit, "max_bytes": max_bytes}
-        try:
-            async with self._pool.acquire() as conn:
-                async with conn.cursor() as cur:
-                    async with cur.begin():
-                        await cur.execute(self._queries["archive_snapshot"])
-                        await cur.execute(self._queries["archive_page"], params)
-                        rows = await _rows(cur)
-                        lines: dict[str, list[TicketLine]] = {}
-                        if rows:
-                            await cur.execute(
-                                self._queries["archive_page_lines"],
-                                {"lower": lower, "upper": upper, "ids": [row["id"] for row in rows]},
-                            )
-                            for line in await _rows(cur):
-                                lines.setdefault(line.pop("ticket_id"), []).append(from_row(TicketLine, line))
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("archive_page", exc) from exc
-        return [_archived_ticket(row, lines.get(row["id"], ())) for row in rows]
+        async with self._connector.session("archive_page", transaction=True) as session:
+            await session.fetch("archive_snapshot")
+            rows = await session.fetch("archive_page", params)
+            page_lines = await session.fetch(
+                "archive_page_lines", {"lower": lower, "upper": upper, "ids": [row["id"] for row in rows]}
+            ) if rows else []
+        lines = lines_by_ticket(page_lines)
+        return [archived_ticket(row, lines.get(row["id"], ())) for row in rows]
 
     async def record_archived_day(
         self, *, day: date, tickets: int, pending: int, file_name: str, sha256: str, directory: str
     ) -> None:
         """Note that the day's archive file is complete, with what it holds."""
-        await self._fetch(
+        await self._connector.fetch(
             "record_archived_day",
             {"day": day, "tickets": tickets, "pending": pending, "file_name": file_name, "sha256": sha256,
              "directory": directory},
         )
 
     async def day_holds_tickets(self, *, day: date) -> bool:
-        lower, upper = _day_bounds(day)
-        return bool((await self._fetch("day_holds_tickets", {"lower": lower, "upper": upper}))[0]["holds_tickets"])
+        lower, upper = day_bounds(day)
+        rows = await self._connector.fetch("day_holds_tickets", {"lower": lower, "upper": upper})
+        return bool(rows[0]["holds_tickets"])
 
     async def archived_day(self, *, day: date) -> ArchivedDayNote | None:
         """What archive noted of the day, None when it never archived it."""
-        rows = await self._fetch("archived_day", {"day": day})
+        rows = await self._connector.fetch("archived_day", {"day": day})
         return from_row(ArchivedDayNote, rows[0]) if rows else None
 
     async def purge_day(self, *, day: date, require_archive: bool, lock_timeout_seconds: float) -> str:
@@ -494,21 +307,16 @@ class Repository:
         `lock_timeout_seconds` for its locks (DatabaseConflict past it); return
         'purged', 'absent' or why the day was refused."""
         timeout = f"{int(lock_timeout_seconds * 1000)}ms"
-        try:
-            async with self._pool.acquire() as conn:
-                async with conn.cursor() as cur:
-                    async with cur.begin():
-                        await cur.execute(self._queries["set_purge_lock_timeout"], {"timeout": timeout})
-                        # The function may wait for each of its locks in turn (four partitions,
-                        # the advisory lock, two per parent), past the pool's 10 s default:
-                        # the client waits as long, so a long --lock-timeout ends as "busy".
-                        await cur.execute(
-                            self._queries["purge_day"], {"day": day, "require_archive": require_archive},
-                            timeout=PURGE_LOCK_WAITS * lock_timeout_seconds + DEFAULT_STATEMENT_SECONDS,
-                        )
-                        result = (await _rows(cur))[0]["result"]
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("purge_day", exc) from exc
+        async with self._connector.session("purge_day", transaction=True) as session:
+            await session.fetch("set_purge_lock_timeout", {"timeout": timeout})
+            # The function may wait for each of its locks in turn (four partitions, the
+            # advisory lock, two per parent), past the pool's 10 s default: the client
+            # waits as long, so a long --lock-timeout ends as "busy".
+            rows = await session.fetch(
+                "purge_day", {"day": day, "require_archive": require_archive},
+                timeout=PURGE_LOCK_WAITS * lock_timeout_seconds + self._connector.statement_seconds,
+            )
+        result = rows[0]["result"]
         if result == "purged":
             # Its partitions are gone: a ticket for that day must make them again.
             self._days_with_partitions.discard(day)
@@ -522,30 +330,20 @@ class Repository:
         await self.create_day_partitions(days={utc_day(ticket.received_at) for ticket in tickets})
         params = {
             "bodies": [ticket.body for ticket in tickets],
-            "records": [_restore_record(ticket) for ticket in tickets],
+            "records": [restore_record(ticket) for ticket in tickets],
         }
-        return (await self._fetch("restore_tickets", params))[0]["stored"]
+        return (await self._connector.fetch("restore_tickets", params))[0]["stored"]
 
     @contextlib.asynccontextmanager
     async def maintenance_lock(self) -> AsyncIterator[bool]:
         """Try the retention lock on a connection of its own; yield whether this process
         got it. It is held until the block ends (the connection is then closed, which
         releases it; so does the death of the process)."""
-        try:
-            conn = await aiopg.connect(self._database_url, enable_hstore=False, timeout=10)
-        except _DRIVER_ERRORS as exc:
-            raise _database_error("try_maintenance_lock", exc) from exc
-        try:
-            try:
-                async with conn.cursor() as cur:
-                    await cur.execute(self._queries["try_maintenance_lock"])
-                    held = bool((await _rows(cur))[0]["held"])
-            except _DRIVER_ERRORS as exc:
-                raise _database_error("try_maintenance_lock", exc) from exc
+        async with self._connector.dedicated("try_maintenance_lock") as session:
+            with domain_errors("try_maintenance_lock"):  # not the block's errors: those are its own
+                held = bool((await session.fetch("try_maintenance_lock"))[0]["held"])
             yield held
-        finally:
-            conn.close()
 
     async def applied_migrations(self) -> set[str]:
-        rows = await self._fetch("applied_migrations")
+        rows = await self._connector.fetch("applied_migrations")
         return {row["migration_id"] for row in rows}

@@ -91,31 +91,6 @@ async def store_isolating_failures(
     return [None] * len(tickets)
 
 
-# SQLSTATE of a statement cancelled by the server: statement_timeout, or pg_cancel_backend.
-QUERY_CANCELED = "57014"
-
-
-def is_statement_timeout(failure: BaseException) -> bool:
-    """Whether a failure to store a batch is a timeout of its statement (aiopg's own
-    operation timeout, or the server's statement_timeout), rather than a refusal."""
-    seen: set[int] = set()
-    cause: BaseException | None = failure
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, TimeoutError) or getattr(cause, "pgcode", None) == QUERY_CANCELED:
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-def cancelled_by_the_server(cancellation: asyncio.CancelledError) -> bool:
-    """aiopg turns a statement the server cancelled (SQLSTATE 57014) into a CancelledError
-    of the awaiting task; tell it from a real cancellation of that task."""
-    task = asyncio.current_task()
-    asked_to_cancel = task is not None and task.cancelling() > 0
-    return not asked_to_cancel and getattr(cancellation.__context__, "pgcode", None) == QUERY_CANCELED
-
-
 class _Waiting:
     """A ticket admitted for the next batches, the future its handler awaits, and what
     to call once it is settled (stored or failed), whether or not the handler still waits."""

@@ -20,201 +20,57 @@ All SQLite calls run on one dedicated thread, off the event loop.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
 
 from ..core.domain import DatabaseIdentity, IncomingTicket
 from ..db.resources import SPOOL_SQL_DIRECTORY, load_queries
+from .spool_file import SpoolFile, SpoolUnavailable, is_corruption
+from .spool_ownership import Ownership, SpoolOwner, ownership
 
 log = logging.getLogger(__name__)
 
-SPOOL_FILE = "spool.sqlite3"
 # Below this much free space on the spool's disk, /ready does not count on the spool:
 # a write needs room for its bodies twice (WAL) and a few pages.
 MIN_FREE_DISK_BYTES = 256 * 1024
-# SQLite keeps its write-ahead log and its shared-memory index beside the file.
-COMPANION_SUFFIXES = ("-wal", "-shm")
-QUARANTINE_MARK = ".corrupt-"
-# Primary result codes of a file SQLite cannot read as a database.
-SQLITE_CORRUPT = 11
-SQLITE_NOTADB = 26
 # Pages a write may touch beyond its bodies' own: b-tree parents, the id index, the
 # AUTOINCREMENT counter, the file header.
 WRITE_MARGIN_PAGES = 16
 
-Result = TypeVar("Result")
-
-
-class SpoolUnavailable(Exception):
-    """The spool is full or cannot be written: the ticket is not acknowledged."""
-
-
-class ForeignSpool(Exception):
-    """The spool holds tickets for another database than the one this service uses."""
-
-
-@dataclass(frozen=True)
-class SpoolOwner:
-    """The database a spool's tickets are for, as recorded in the spool."""
-
-    database_url: str  # password masked
-    identity: DatabaseIdentity | None  # None until PostgreSQL has answered
-
-    def __str__(self) -> str:
-        return f"{self.identity} ({self.database_url})" if self.identity else f"{self.database_url} (not yet confirmed)"
-
-
-class Ownership(enum.Enum):
-    KEEP = "keep"  # the spool is ours as recorded
-    RECORD = "record"  # the spool is ours; record the owner given with the verdict
-    FOREIGN = "foreign"  # the spool holds tickets for another database
-
-
-def ownership(
-    owner: SpoolOwner | None, *, holds_tickets: bool, database_url: str, identity: DatabaseIdentity | None
-) -> tuple[Ownership, SpoolOwner | None]:
-    """Whether a service using `database_url` (whose identity is `identity`, or None while
-    PostgreSQL has not answered) may write to and replay from a spool owned by `owner`.
-
-    An empty spool belongs to whoever uses it. Tickets are for their owner: two known
-    identities must match; while one side is unknown, only the same URL may use it (and
-    the tickets are replayed only once the identity is known to match).
-    """
-    ours = SpoolOwner(database_url, identity)
-    if owner is None:
-        return Ownership.RECORD, ours
-    if identity is not None and owner.identity is not None:
-        if identity == owner.identity:
-            return (Ownership.KEEP, None) if owner.database_url == database_url else (Ownership.RECORD, ours)
-        return (Ownership.FOREIGN, None) if holds_tickets else (Ownership.RECORD, ours)
-    if owner.database_url == database_url:
-        merged = SpoolOwner(database_url, identity or owner.identity)
-        return (Ownership.KEEP, None) if merged == owner else (Ownership.RECORD, merged)
-    return (Ownership.FOREIGN, None) if holds_tickets else (Ownership.RECORD, ours)
-
-
-def is_corruption(exc: BaseException) -> bool:
-    """Whether SQLite says the file is not a readable database (not a busy or full disk)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
-
-
-def quarantine_name(path: Path, now: datetime) -> Path:
-    """Where an unreadable spool file is moved: beside it, named with the UTC time."""
-    return path.with_name(f"{path.name}{QUARANTINE_MARK}{now.astimezone(timezone.utc):%Y%m%dT%H%M%S.%fZ}")
-
 
 class Spool:
+    """The spool's public API, from the event loop: each call runs on the spool's own
+    thread. `problem` says why the spool last failed (None once a write goes through);
+    only the spool's own methods change it."""
+
     def __init__(self, directory: Path, *, max_bytes: int, database_url: str = "") -> None:
         self.directory = directory
-        self.path = directory / SPOOL_FILE
         self.max_bytes = max_bytes
         self.database_url = database_url
         # The database this service confirmed it writes to; None until PostgreSQL answered.
         self.identity: DatabaseIdentity | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
-        self._connection: sqlite3.Connection | None = None
-        self._opened_inode: int | None = None
-        self.problem: str | None = None
         self._queries = load_queries(SPOOL_SQL_DIRECTORY)
+        self._file = SpoolFile(directory, self._queries)
+        self.path = self._file.path
+        self._problem: str | None = None
         # Spool positions up to this one are committed in PostgreSQL but their delete
         # failed (a full disk); and the positions of the batch last read for replay.
         self._replayed_through = 0
         self._positions: dict[str, int] = {}
         self._last_count = 0
 
+    @property
+    def problem(self) -> str | None:
+        """Why the spool cannot be used now, as its last failure said; None while it works."""
+        return self._problem
+
     # --- on the spool thread -------------------------------------------------
-    def _set_up_file(self, connection: sqlite3.Connection) -> None:
-        """Make a new file a spool (vacuum mode, WAL, tables). These statements may write;
-        on a full disk they fail, and a file that is a spool already is used as it is, so
-        that its tickets can still be read and replayed."""
-        try:
-            connection.execute(self._queries["vacuum_incrementally"])
-            connection.execute(self._queries["use_write_ahead_log"])
-            connection.execute(self._queries["create_spool_table"])
-            connection.execute(self._queries["create_owner_table"])
-        except sqlite3.OperationalError as exc:
-            if not connection.execute(self._queries["is_a_spool"]).fetchone()[0]:
-                raise
-            log.debug("spool %s: set-up skipped on an existing spool (%s)", self.path, exc)
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._connection is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            try:
-                connection.execute(self._queries["sync_fully"])
-                connection.execute(self._queries["limit_wal_after_checkpoint"])
-                self._set_up_file(connection)
-                self._opened_inode = self.path.stat().st_ino
-            except (sqlite3.Error, OSError):
-                connection.close()
-                raise
-            self._connection = connection
-        return self._connection
-
-    def _guarded(self, what: str, operation: Callable[..., Result], *args) -> Result:
-        """Run `operation`; a file SQLite cannot read is moved aside once and the
-        operation retried on a fresh spool. Any other failure is SpoolUnavailable."""
-        for attempt in (1, 2):
-            try:
-                return operation(*args)
-            except (sqlite3.Error, OSError) as exc:
-                self._reset()
-                if attempt == 1 and is_corruption(exc):
-                    self._quarantine(exc)
-                    continue
-                raise SpoolUnavailable(f"spool not {what}: {type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")
-
-    def _quarantine(self, cause: BaseException) -> None:
-        """Move the unreadable file (and its WAL and shared memory) aside, loudly."""
-        try:
-            if self._opened_inode is not None and self.path.stat().st_ino != self._opened_inode:
-                # Another process already replaced it: the file there now is a fresh one.
-                self._opened_inode = None
-                return
-        except FileNotFoundError:
-            return
-        target = quarantine_name(self.path, datetime.now(timezone.utc))
-        for suffix in ("", *COMPANION_SUFFIXES):
-            source = Path(f"{self.path}{suffix}")
-            if source.exists():
-                os.replace(source, Path(f"{target}{suffix}"))
-        self._opened_inode = None
-        log.error(
-            "spool %s cannot be read (%s): moved aside to %s, and a fresh spool is used; tickets it held "
-            "were not replayed (recover them with `sqlite3 %s .recover`)",
-            self.path, cause, target.name, target,
-        )
-
-    def quarantined_files(self) -> list[str]:
-        """Spool files moved aside as unreadable, still in the spool directory."""
-        try:
-            names = [entry.name for entry in self.directory.iterdir()]
-        except OSError:
-            return []
-        prefix = f"{SPOOL_FILE}{QUARANTINE_MARK}"
-        return sorted(name for name in names if name.startswith(prefix) and not name.endswith(COMPANION_SUFFIXES))
-
-    def _bytes_on_disk(self) -> int:
-        """What the spool occupies on disk: the file, its WAL and its shared memory."""
-        total = 0
-        for suffix in ("", *COMPANION_SUFFIXES):
-            try:
-                total += os.stat(f"{self.path}{suffix}").st_size
-            except OSError:  # absent, or no directory to hold it: nothing on disk
-                pass
-        return total
-
     def _owner(self, connection: sqlite3.Connection) -> SpoolOwner | None:
         row = connection.execute(self._queries["spool_owner"]).fetchone()
         if row is None:
@@ -250,19 +106,19 @@ class Spool:
 
     def _claim(self) -> str | None:
         """Make the spool ours if it may be; return why not (a foreign spool), else None."""
-        connection = self._connect()
+        connection = self._file.connection()
         with connection:
             connection.execute(self._queries["begin_write"])
             foreign = self._settle_owner(connection)
             return None if foreign is None else self._foreign_message(foreign, connection)
 
     def _write(self, tickets: Sequence[IncomingTicket]) -> None:
-        connection = self._connect()
+        connection = self._file.connection()
         incoming = sum(len(ticket.body) for ticket in tickets)
         page_size = connection.execute(self._queries["page_size"]).fetchone()[0]
         # Until a checkpoint the WAL holds a copy of what the file will hold: twice the bodies.
         needed = 2 * incoming + WRITE_MARGIN_PAGES * page_size
-        if self._bytes_on_disk() + needed > self.max_bytes:
+        if self._file.bytes_on_disk() + needed > self.max_bytes:
             raise _SpoolFull(f"spool full ({self.max_bytes} bytes on disk at most, MYTICKET_SPOOL_MAX_BYTES)")
         with connection:  # one transaction, committed (and fsynced) on exit
             connection.execute(self._queries["begin_write"])
@@ -284,7 +140,7 @@ class Spool:
         """
         if self.identity is None:
             return []
-        connection = self._connect()
+        connection = self._file.connection()
         self._forget_replayed(connection)
         with connection:  # one transaction: the owner checked is the owner of these rows
             connection.execute(self._queries["begin_read"])
@@ -294,7 +150,7 @@ class Spool:
                 connection.execute(self._queries["begin_write"])
                 verdict = Ownership.FOREIGN if self._settle_owner(connection) is not None else Ownership.KEEP
             if verdict is Ownership.FOREIGN:
-                self.problem = self._foreign_message(self._owner(connection), connection)
+                self._problem = self._foreign_message(self._owner(connection), connection)
                 return []
             rows = connection.execute(
                 self._queries["oldest_spooled"], (self._replayed_through, limit, max_bytes)
@@ -326,7 +182,7 @@ class Spool:
     def _delete(self, ids: Sequence[str]) -> None:
         """Forget tickets PostgreSQL committed. If the delete fails (a full disk), the
         replay skips them from now on, and their delete is tried again before each read."""
-        connection = self._connect()
+        connection = self._file.connection()
         try:
             with connection:
                 connection.execute(self._queries["begin_write"])
@@ -349,14 +205,19 @@ class Spool:
 
     def _count(self) -> int:
         """Tickets waiting for PostgreSQL (not those in it already whose delete failed)."""
-        return self._connect().execute(self._queries["count_spooled"], (self._replayed_through,)).fetchone()[0]
+        connection = self._file.connection()
+        return connection.execute(self._queries["count_spooled"], (self._replayed_through,)).fetchone()[0]
 
-    def _reset(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.close()
-            finally:
-                self._connection = None
+    def _claimed(self, identity: DatabaseIdentity | None) -> str | None:
+        """`claim`'s work, on whichever thread runs it: a failure is the spool's problem."""
+        self.identity = identity
+        try:
+            foreign = self._file.guarded("readable", self._claim)
+        except SpoolUnavailable as exc:  # PostgreSQL takes the tickets meanwhile; /ready shows why
+            self._problem = str(exc)
+            raise
+        self._problem = foreign
+        return foreign
 
     # --- from the event loop -------------------------------------------------
     async def _run(self, function, *args):
@@ -364,45 +225,52 @@ class Spool:
 
     async def claim(self, identity: DatabaseIdentity) -> str | None:
         """Confirm the database this service writes to: the spool becomes ours if it
-        holds no tickets for another database. Return why it did not (None if it did)."""
-        self.identity = identity
-        foreign = await self._run(self._guarded, "readable", self._claim)
-        self.problem = foreign
-        return foreign
+        holds no tickets for another database. Return why it did not (None if it did);
+        SpoolUnavailable when the spool cannot be read, which `problem` then says."""
+        return await self._run(self._claimed, identity)
+
+    def claim_blocking(self, identity: DatabaseIdentity | None) -> str | None:
+        """`claim` on the calling thread, for a caller without an event loop (the command
+        line, before serving). The connection it opened is closed again: it belongs to
+        this thread, and the spool's own thread opens its own."""
+        try:
+            return self._claimed(identity)
+        finally:
+            self._file.close()
 
     async def write(self, tickets: Sequence[IncomingTicket]) -> None:
         """Store the batch durably, or raise SpoolUnavailable."""
         try:
-            await self._run(self._guarded, "writable", self._write, tickets)
+            await self._run(self._file.guarded, "writable", self._write, tickets)
         except _SpoolFull:
             raise
         except (_Refused, SpoolUnavailable) as exc:
-            self.problem = str(exc)
+            self._problem = str(exc)
             raise
-        self.problem = None
+        self._problem = None
 
     async def oldest(self, limit: int, *, max_bytes: int = 2**62) -> list[IncomingTicket]:
         """The next tickets to replay: a batch bounded in count and in body bytes, so that
         a spool of large tickets is replayed without loading hundreds of them at once."""
-        return await self._run(self._guarded, "readable", self._oldest, limit, max_bytes)
+        return await self._run(self._file.guarded, "readable", self._oldest, limit, max_bytes)
 
     async def delete(self, ids: Sequence[str]) -> None:
-        await self._run(self._guarded, "writable", self._delete, ids)
-        self.problem = None  # a write went through: whatever failed before works again
+        await self._run(self._file.guarded, "writable", self._delete, ids)
+        self._problem = None  # a write went through: whatever failed before works again
 
     async def count(self) -> int:
         """Tickets waiting for PostgreSQL. When the spool cannot be read, the last count
         read (never 0 for a spool that held tickets: an alert on it must still fire), with
         `problem` saying why."""
         try:
-            self._last_count = await self._run(self._guarded, "readable", self._count)
+            self._last_count = await self._run(self._file.guarded, "readable", self._count)
         except SpoolUnavailable as exc:
-            self.problem = str(exc)
+            self._problem = str(exc)
         return self._last_count
 
     async def size(self) -> int:
         """Bytes the spool occupies on disk, its WAL and shared memory included."""
-        return await self._run(self._bytes_on_disk)
+        return await self._run(self._file.bytes_on_disk)
 
     def space_problem(self) -> str | None:
         """Why the spool's disk cannot take a ticket now (nearly full), else None. Asked
@@ -419,10 +287,10 @@ class Spool:
         return None
 
     async def quarantined(self) -> list[str]:
-        return await self._run(self.quarantined_files)
+        return await self._run(self._file.quarantined_files)
 
     async def close(self) -> None:
-        await self._run(self._reset)
+        await self._run(self._file.close)
         self._executor.shutdown(wait=True)
 
 
@@ -437,10 +305,4 @@ class _Refused(SpoolUnavailable):
 def claim_now(directory: Path, *, max_bytes: int, database_url: str, identity: DatabaseIdentity | None) -> str | None:
     """`Spool.claim`, synchronously, for the command line before serving: why the spool
     at `directory` is foreign to this database (None when it is ours or empty)."""
-    spool = Spool(directory, max_bytes=max_bytes, database_url=database_url)
-    spool.identity = identity
-    try:
-        return spool._guarded("readable", spool._claim)
-    finally:
-        spool._reset()
-        spool._executor.shutdown(wait=True)
+    return Spool(directory, max_bytes=max_bytes, database_url=database_url).claim_blocking(identity)

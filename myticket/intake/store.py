@@ -11,13 +11,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..config import DEFAULT_BATCH_MAX_BYTES
-from ..core.database_errors import DatabaseUnavailable
+from ..core.database_errors import DatabaseUnavailable, StatementTimeout
 from ..core.domain import DatabaseIdentity, IncomingTicket
 from ..core.events import first_of
-from .group_commit import QUERY_CANCELED, cancelled_by_the_server, is_statement_timeout
 from ..telemetry.metrics import Metrics
 from ..db.repository import Repository
-from .spool import ForeignSpool, Spool, SpoolUnavailable
+from .spool import Spool, SpoolUnavailable
+from .spool_ownership import ForeignSpool
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ class DurableStore:
             try:
                 foreign = await self._spool.claim(identity)
             except SpoolUnavailable as exc:  # PostgreSQL takes the tickets; /ready shows the problem
-                self._spool.problem = str(exc)
                 log.error("%s", exc)
                 foreign = None
             if foreign is not None:
@@ -178,27 +177,17 @@ class DurableStore:
         with the batch, which replay's ON CONFLICT DO NOTHING makes harmless.
         """
         try:
-            await self._insert(tickets)
-        except DatabaseUnavailable as exc:
-            if len(tickets) < 2 or not is_statement_timeout(exc):
+            await self._repository.store_tickets(tickets=tickets)
+        except StatementTimeout:
+            if len(tickets) < 2:
                 raise
             log.warning(
                 "batch of %d tickets (%d bytes) ran past the database timeout; storing it in two halves",
                 len(tickets), sum(len(ticket.body) for ticket in tickets),
             )
             middle = len(tickets) // 2
-            await self._insert(tickets[:middle])
+            await self._repository.store_tickets(tickets=tickets[:middle])
             await self._insert_halving_on_timeout(tickets[middle:])
-
-    async def _insert(self, tickets: Sequence[IncomingTicket]) -> None:
-        try:
-            await self._repository.store_tickets(tickets=tickets)
-        except asyncio.CancelledError as cancellation:
-            if not cancelled_by_the_server(cancellation):
-                raise
-            raise DatabaseUnavailable(
-                f"insert_tickets: statement cancelled by the server ({QUERY_CANCELED})"
-            ) from cancellation.__context__
 
     async def replay(self, stop: asyncio.Event | None = None) -> int:
         """Move spooled tickets into PostgreSQL, oldest first, until the spool is empty or

@@ -1,23 +1,27 @@
-"""Who may read stored receipts: the read routes (`/tickets/…`, `/products…`) need a
-bearer token from MYTICKET_API_TOKENS; with none configured, loopback clients only.
+"""Who may send and who may read.
 
-The receiving side stays open (`POST /ticket` has its own optional signature), and so
-do the probes (`/ping`, `/ready`, `/metrics`): load balancers and scrapers carry no token.
-The decision is a pure function of the configured tokens, the Authorization header and
-the peer address; the middleware only feeds it.
+Sending: with MYTICKET_WEBHOOK_SECRET(S) set, a POST /ticket body must carry its
+HMAC-SHA256 in X-Signature (`verify_signature`, called once the body is read).
+
+Reading: the read routes (`/tickets/…`, `/products…`) serve stored receipts, so they
+need a bearer token from MYTICKET_API_TOKENS; with none configured, loopback clients
+only. The probes (`/ping`, `/ready`, `/metrics`) stay open: load balancers and scrapers
+carry no token. The decision is a pure function of the configured tokens, the
+Authorization header and the peer address; the middleware only feeds it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from .routes import ApiError
-from .typedefs import SETTINGS
+from .errors import ApiError
+from .typedefs import SETTINGS, Handler
 
 # Routes anyone who reaches the port may use; every other route is a read route. New
 # routes are protected unless added here.
@@ -92,7 +96,25 @@ def read_access_refusal(tokens: tuple[str, ...], authorization: str | None, peer
     )
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+def verify_signature(secrets: Sequence[str], body: bytes, header: str | None) -> None:
+    """X-Signature must be `sha256=` and the hex HMAC-SHA256 of the raw body under one
+    of `secrets` (several during a rotation).
+
+    Each secret is compared in constant time and all are tried, so the time taken says
+    nothing about which one matched. The received value is compared as bytes: a header
+    with non-ASCII characters is a bad signature, not an error of ours.
+    """
+    if not header:
+        raise ApiError(401, "missing X-Signature header (sha256=<hex HMAC-SHA256 of the body>)")
+    scheme, _, received = header.strip().partition("=")
+    received_bytes = received.strip().lower().encode("utf-8", "surrogateescape")
+    matched = False
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
+        matched |= hmac.compare_digest(received_bytes, expected)
+    if scheme.lower() != "sha256" or not matched:
+        raise ApiError(401, "bad signature")
+
 
 
 @web.middleware

@@ -1,7 +1,8 @@
-"""Typed keys for application state (aiohttp warns on string keys)."""
+"""Typed keys for application state (aiohttp warns on string keys), and the handler type."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -25,3 +26,6 @@ BODY_BUDGET = web.AppKey("body_budget", "ByteBudget")
 
 # The delivery id of the ticket a request carries, for log lines about that request.
 TICKET_ID = web.RequestKey("ticket_id", str)
+
+# What a middleware calls: the next middleware, or the route's handler.
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

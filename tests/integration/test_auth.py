@@ -13,9 +13,9 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from myticket.web.app import init_app
-from myticket.web.auth import bearer_token, is_loopback, read_access_refusal, token_accepted
 from myticket.config import ConfigError, Settings, load_settings
-from myticket.web.routes import ApiError, verify_signature
+from myticket.web.auth import bearer_token, is_loopback, read_access_refusal, token_accepted, verify_signature
+from myticket.web.errors import ApiError
 from myticket.cli.send import send_ticket
 
 from ..helpers import post
@@ -158,6 +158,22 @@ def test_a_signature_under_any_configured_secret_is_accepted():
     with pytest.raises(ApiError) as refused:
         verify_signature(secrets, REFERENCE_TICKET, signed("other", REFERENCE_TICKET))
     assert refused.value.status == 401
+
+
+@pytest.mark.parametrize("scheme", ["sha1", "sha512", "", "sha256x", "md5"])
+async def test_the_right_hmac_under_another_scheme_name_is_401(aiohttp_client, settings, db, scheme):
+    """Only `sha256=` is accepted: the digest must be the one the scheme names."""
+    client = await aiohttp_client(await init_app(dataclasses.replace(settings, webhook_secrets=("s3cret",))))
+    right_hex = signed("s3cret", REFERENCE_TICKET).removeprefix("sha256=")
+
+    response = await client.post("/ticket", data=REFERENCE_TICKET, headers={"X-Signature": f"{scheme}={right_hex}"})
+
+    assert response.status == 401
+    assert await response.json() == {"error": "bad signature"}
+    assert db.value("count_tickets") == 0
+    # The same digest under its own scheme name, in either case, is accepted.
+    accepted = await client.post("/ticket", data=REFERENCE_TICKET, headers={"X-Signature": f"SHA256={right_hex.upper()}"})
+    assert accepted.status == 202
 
 
 async def test_the_webhook_accepts_either_secret_during_a_rotation(aiohttp_client, settings, db):

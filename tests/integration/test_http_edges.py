@@ -12,7 +12,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from myticket.web.app import init_app, nul_character_in, unsupported_content_encoding
+from myticket.web.app import init_app
+from myticket.web.middlewares import nul_character_in, unsupported_content_encoding
 from myticket.web.server import HTTP_SERVER_OPTIONS
 from myticket.web.text import printable
 
@@ -176,3 +177,26 @@ async def test_a_transfer_coding_other_than_chunked_is_501_and_nothing_is_stored
 
 def test_a_byte_that_is_not_utf8_is_shown_as_that_byte():
     assert printable("\udce9") == "\\xe9"
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("limit=0", "limit must be between 1 and 1000, got 0"),
+        ("limit=1001", "limit must be between 1 and 1000, got 1001"),
+        ("limit=1_0", "limit '1_0' is not an integer"),
+        ("limit=%D9%A1", "limit '١' is not an integer"),  # an Arabic-Indic digit, which int() takes
+    ],
+)
+async def test_a_bad_products_limit_is_a_400_from_the_same_rule_as_the_ticket_pages(client, query, error):
+    response = await client.get(f"/products?{query}")
+
+    assert response.status == 400
+    assert (await response.json())["error"] == error
+
+
+async def test_an_empty_products_limit_is_the_default_page(client):
+    response = await client.get("/products?limit=")
+
+    assert response.status == 200
+    assert (await response.json()) == {"products": [], "next_after": None}

@@ -16,7 +16,8 @@ from myticket.intake.group_commit import (
 )
 from myticket.core.database_errors import DatabaseUnavailable
 from myticket.core.domain import IncomingTicket
-from myticket.web.routes import ApiError, content_type_to_store
+from myticket.web.errors import ApiError
+from myticket.web.tickets import content_type_to_store
 from myticket.intake.spool import SpoolUnavailable
 from myticket.web.typedefs import INGEST, REPOSITORY
 

@@ -4,6 +4,7 @@ timeout is split, not taken for an outage."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import resource
 import uuid
@@ -15,9 +16,9 @@ import pytest
 
 from myticket.web.app import init_app
 from myticket.config import DEFAULT_BATCH_MAX_BYTES
-from myticket.intake.group_commit import is_statement_timeout
-from myticket.core.database_errors import DatabaseUnavailable
+from myticket.core.database_errors import DatabaseConflict, DatabaseUnavailable, StatementCancelled, StatementTimeout
 from myticket.core.domain import IncomingTicket
+from myticket.db.errors import database_error
 from myticket.db.repository import Repository
 from myticket.intake.spool import Spool
 from myticket.web.typedefs import INGEST, REPOSITORY
@@ -127,26 +128,34 @@ async def test_a_batch_that_runs_past_the_statement_timeout_is_halved_and_stored
     assert sorted(row[0] for row in db.rows("stored_ids")) == sorted(ticket.id for ticket in batch)
 
 
-class QueryCanceled(Exception):
+class QueryCanceled(psycopg2.OperationalError):
     pgcode = "57014"
 
 
-def failure(cause: BaseException) -> DatabaseUnavailable:
+def raised_while_handling(context: BaseException, error: BaseException) -> BaseException:
+    """`error` as raised while handling `context` (a rollback failing after a timeout)."""
     try:
         try:
-            raise cause
-        except BaseException as exc:
-            raise DatabaseUnavailable(f"insert_tickets: {exc}") from exc
-    except DatabaseUnavailable as unavailable:
-        return unavailable
+            raise context
+        except BaseException:
+            raise error
+    except BaseException as raised:
+        return raised
 
 
 def test_a_statement_timeout_is_told_from_other_failures():
-    assert is_statement_timeout(failure(TimeoutError()))
-    assert is_statement_timeout(failure(asyncio.TimeoutError()))
-    assert is_statement_timeout(failure(QueryCanceled("canceling statement due to statement timeout")))
-    assert not is_statement_timeout(failure(psycopg2.OperationalError("connection refused")))
-    assert not is_statement_timeout(failure(ValueError("cannot encode")))
+    for timeout in (TimeoutError(), asyncio.TimeoutError()):
+        mapped = database_error("insert_tickets", timeout)
+        assert type(mapped) is StatementTimeout  # not a conflict: the database may be gone
+        assert str(mapped) == "insert_tickets: TimeoutError"
+    cancelled = database_error("insert_tickets", QueryCanceled("canceling statement due to statement timeout"))
+    assert isinstance(cancelled, StatementCancelled) and isinstance(cancelled, DatabaseConflict)
+    assert str(cancelled) == "insert_tickets: 57014 query_canceled: canceling statement due to statement timeout"
+    lost_after_timeout = raised_while_handling(TimeoutError(), psycopg2.InterfaceError("connection already closed"))
+    assert type(database_error("insert_tickets", lost_after_timeout)) is StatementTimeout
+    refused = database_error("insert_tickets", psycopg2.OperationalError("connection refused"))
+    assert type(refused) is DatabaseUnavailable
+    assert str(refused) == "insert_tickets: connection refused"
 
 
 async def test_a_timed_out_batch_whose_first_half_times_out_too_is_spooled_after_two_timeouts(
@@ -177,3 +186,67 @@ async def test_a_timed_out_batch_whose_first_half_times_out_too_is_spooled_after
     assert await spool.count() == 8
     assert await store.replay() == 8
     assert sorted(row[0] for row in db.rows("stored_ids")) == sorted(ticket.id for ticket in batch)
+
+
+@contextlib.contextmanager
+def delivery_held_by_another_session(database_url: str, ticket: IncomingTicket):
+    """Another session's open transaction holding `ticket`'s delivery: an INSERT of the
+    same delivery waits until the block ends."""
+    blocker = psycopg2.connect(database_url)
+    try:
+        with blocker.cursor() as cursor:
+            cursor.execute(SUPPORT_QUERIES["insert_ticket_row"], {"id": ticket.id, "received_at": ticket.received_at})
+        yield
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
+async def test_a_statement_the_server_cancels_is_a_statement_cancelled_conflict(database_url, db):
+    repository = await Repository.connect(database_url + "?options=-c%20statement_timeout%3D200")
+    [ticket] = tickets(1)
+    try:
+        with delivery_held_by_another_session(database_url, ticket):
+            with pytest.raises(StatementCancelled) as raised:
+                await repository.store_tickets(tickets=[ticket])
+        # aiopg raised a CancelledError for the server's 57014; nothing of it is left.
+        assert str(raised.value) == "insert_tickets: statement cancelled by the server (57014)"
+        assert isinstance(raised.value, StatementTimeout) and isinstance(raised.value, DatabaseConflict)
+        assert raised.value.__cause__.pgcode == "57014"
+        assert raised.value.reason == "timeout"
+        assert await repository.store_tickets(tickets=[ticket]) == 1  # and the pool works on
+    finally:
+        await repository.close()
+
+
+async def test_a_statement_past_the_client_timeout_is_a_statement_timeout_but_no_conflict(database_url, db):
+    repository = await Repository.connect(database_url, statement_seconds=1)
+    [ticket] = tickets(1)
+    try:
+        with delivery_held_by_another_session(database_url, ticket):
+            with pytest.raises(StatementTimeout) as raised:
+                await repository.store_tickets(tickets=[ticket])
+        # The client gave up: the database may be gone, so the worker pauses on it.
+        assert not isinstance(raised.value, DatabaseConflict)
+        assert isinstance(raised.value.__cause__, TimeoutError)
+        assert str(raised.value) == "insert_tickets: TimeoutError"
+    finally:
+        await repository.close()
+
+
+async def test_a_task_cancelled_while_its_statement_waits_is_cancelled_not_a_database_error(database_url, db):
+    repository = await Repository.connect(database_url)
+    [ticket] = tickets(1)
+    try:
+        with delivery_held_by_another_session(database_url, ticket):
+            storing = asyncio.create_task(repository.store_tickets(tickets=[ticket]))
+
+            async def insert_waiting() -> bool:
+                return db.value("sessions_waiting_for_a_transaction") == 1
+
+            await wait_until(insert_waiting, timeout=10, what="the INSERT to wait for the other session")
+            storing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await storing
+    finally:
+        await repository.close()

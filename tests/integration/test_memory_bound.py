@@ -1,19 +1,24 @@
 """Body bytes held in memory are bounded (MYTICKET_MAX_PENDING_BYTES), whatever ends each
-request, and `Expect: 100-continue` is answered from the declared length."""
+request; a declared length over the limit is refused from the request head, and
+`Expect: 100-continue` is answered from the declared length."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
+from aiohttp.web import BaseRunner
 
 from myticket.web.app import init_app
+from myticket.web.server import HTTP_SERVER_OPTIONS
 from myticket.intake.budget import ByteBudget
-from myticket.web.typedefs import BODY_BUDGET, INGEST, REPOSITORY
+from myticket.web.typedefs import BODY_BUDGET, INGEST, REPOSITORY, SETTINGS
 
-from ..helpers import gate_database_writes
+from ..helpers import gate_database_writes, sample
 from ..paths import REFERENCE_TICKET
 from ..waiting import wait_until
 
@@ -55,24 +60,42 @@ class RawRequest:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def answer(self) -> tuple[int, dict[str, str], bytes]:
-        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout=60)
+    async def answer(self, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout=timeout)
         status_line, *header_lines = head.decode().split("\r\n")[:-2]
         headers = dict(line.split(": ", 1) for line in header_lines)
-        body = await asyncio.wait_for(self.reader.readexactly(int(headers.get("Content-Length", 0))), timeout=60)
+        body = await asyncio.wait_for(self.reader.readexactly(int(headers.get("Content-Length", 0))), timeout=timeout)
         return int(status_line.split(" ")[1]), headers, body
+
+    async def answer_within(self, seconds: float) -> tuple[int, dict[str, str], bytes] | None:
+        """The answer, or None when none has come after `seconds`."""
+        try:
+            return await self.answer(timeout=seconds)
+        except TimeoutError:
+            return None
 
     def close(self) -> None:
         self.writer.close()
 
 
+class ServedAsTheServiceServes(TestServer):
+    """The app served as `myticket serve` serves it. aiohttp's TestServer cancels the
+    handler of a request whose sender leaves; web.run_app does not, and the handler
+    meets ConnectionResetError while reading the body: the path these tests follow."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return await super()._make_runner(**{**kwargs, "handler_cancellation": False})
+
+
 @pytest.fixture
 async def bounded_client(aiohttp_client, settings, db):
     """Room for five 10,000-byte bodies in memory; bodies must arrive within 3 seconds."""
-    return await aiohttp_client(await init_app(dataclasses.replace(
+    server = ServedAsTheServiceServes(await init_app(dataclasses.replace(
         settings, run_worker=False, max_body_bytes=len(BODY), max_pending_bytes=5 * len(BODY),
         read_timeout_seconds=3,
     )))
+    await server.start_server(**HTTP_SERVER_OPTIONS)
+    return await aiohttp_client(server)
 
 
 async def test_slow_bodies_beyond_the_byte_bound_get_503_and_every_exit_releases_its_bytes(bounded_client, db):
@@ -90,19 +113,25 @@ async def test_slow_bodies_beyond_the_byte_bound_get_503_and_every_exit_releases
     assert all("too many body bytes waiting" in json.loads(body)["error"] for _, _, body in answers)
     assert budget.reserved == 5 * len(BODY)
 
-    # Of the five admitted: three complete, one disconnects, one never finishes (408).
+    # Of the five admitted: one disconnects, three complete, one never finishes (408).
+    # Each request releases its bytes as it ends, before any answer is sent (a refusal
+    # is counted in the same step), so `reserved` is asserted as each ends.
     completing, disconnecting, stalling = senders[:3], senders[3], senders[4]
     disconnecting.close()
+
+    async def disconnect_refused() -> bool:
+        text = await (await bounded_client.get("/metrics")).text()
+        return sample(text, "myticket_tickets_refused_total", {"reason": "client_disconnected"}) == 1
+
+    await wait_until(disconnect_refused, timeout=10, what="the server to see its sender leave")
+    assert budget.reserved == 4 * len(BODY)
     for sender in completing:
         await sender.send(BODY[5000:])
     statuses = [status for status, _, _ in await asyncio.gather(*(sender.answer() for sender in completing))]
     assert statuses == [202, 202, 202]
+    assert budget.reserved == len(BODY)
     assert (await stalling.answer())[0] == 408
-
-    async def all_released() -> bool:
-        return budget.reserved == 0
-
-    await wait_until(all_released, timeout=10, what="every reservation to be released")
+    assert budget.reserved == 0
     assert db.value("count_tickets") == 3
     for sender in senders:
         sender.close()
@@ -207,5 +236,29 @@ async def test_an_expectation_other_than_100_continue_gets_417_in_json(bounded_c
 
     assert status == 417
     assert json.loads(body) == {"error": "unsupported Expect header 'a-pony'"}
+    sender.close()
+    assert db.value("count_tickets") == 0
+
+
+@pytest.fixture
+async def patient_client(aiohttp_client, settings, db):
+    """The default body limit (1 MiB), and a read timeout far longer than any answer
+    the tests wait for."""
+    return await aiohttp_client(await init_app(dataclasses.replace(settings, run_worker=False, read_timeout_seconds=20)))
+
+
+async def test_a_declared_length_over_the_limit_gets_413_at_once_without_its_body(patient_client, db):
+    """Without `Expect: 100-continue` as well: refused from its Content-Length, not after
+    the read timeout, and nothing of it is read or reserved."""
+    limit = patient_client.server.app[SETTINGS].max_body_bytes
+    sender = await RawRequest.open(patient_client, b"Content-Length: %d\r\n" % (2 * limit))
+
+    answer = await sender.answer_within(5)  # the read timeout is 20 s
+
+    assert answer is not None, "no answer: the body was waited for instead of refused from its declared length"
+    status, _, body = answer
+    assert status == 413
+    assert json.loads(body) == {"error": f"body of {2 * limit} bytes is over the limit of {limit} bytes"}
+    assert patient_client.server.app[BODY_BUDGET].reserved == 0
     sender.close()
     assert db.value("count_tickets") == 0

@@ -95,7 +95,7 @@ async def test_a_refusal_adds_to_its_zero_series(quiet_app):
     assert sample(text, "myticket_tickets_refused_total", {"reason": "too_large"}) == 0
 
 
-def test_the_readme_lists_every_refusal_reason_and_outcome():
-    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_metrics_reference_lists_every_refusal_reason_and_outcome():
+    reference = (PROJECT_ROOT / "docs" / "reference" / "metrics.md").read_text(encoding="utf-8")
     for label in [*RefusalReason, *PROCESSING_OUTCOMES]:
-        assert f"`{label}`" in readme, label
+        assert f"`{label}`" in reference, label

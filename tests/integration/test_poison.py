@@ -17,7 +17,7 @@ from myticket.config import ConfigError, load_settings
 from myticket.telemetry.metrics import Metrics
 from myticket.core.database_errors import DataRejected, FailureKind, failure_kind
 from myticket.core.domain import IncomingTicket
-from myticket.db.repository import _database_error
+from myticket.db.errors import database_error
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker.loop import TicketWorker
 
@@ -47,6 +47,9 @@ OVERSIZED_PRODUCT_ID = random_text(3000, seed=10)
         ("57P03", FailureKind.UNAVAILABLE),  # cannot connect now (starting up)
         ("58030", FailureKind.UNAVAILABLE),  # I/O error
         ("25006", FailureKind.UNAVAILABLE),  # read-only transaction (failover)
+        ("25P03", FailureKind.UNAVAILABLE),  # idle-in-transaction timeout: the server closed the session
+        ("F0000", FailureKind.UNAVAILABLE),  # config file error
+        ("F0001", FailureKind.UNAVAILABLE),  # lock file exists
         ("3D000", FailureKind.UNAVAILABLE),  # database does not exist
         ("28P01", FailureKind.UNAVAILABLE),  # password authentication failed
         ("40001", FailureKind.CONFLICT),  # serialization failure
@@ -117,7 +120,7 @@ def test_a_data_refusal_is_named_in_the_rejection():
     class Refused(psycopg2.errors.ProgramLimitExceeded):
         pgcode = "54000"
 
-    error = _database_error("insert_ticket_lines", Refused("index row size 3016 exceeds btree version 4 maximum 2704"))
+    error = database_error("insert_ticket_lines", Refused("index row size 3016 exceeds btree version 4 maximum 2704"))
     assert isinstance(error, DataRejected)
     assert error.sqlstate == "54000"
     assert error.reason == "54000 program_limit_exceeded: index row size 3016 exceeds btree version 4 maximum 2704"

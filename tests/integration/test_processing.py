@@ -172,6 +172,32 @@ async def test_failing_ticket_is_rejected_after_bounded_retries_then_reprocessed
     assert [line.product_id for line in lines] == ["P1"]
 
 
+async def test_one_drain_charges_a_failing_ticket_and_gives_up_after_max_attempts(quiet_app):
+    """Asserted on the state right after one drain: a worker that never charged, or
+    charged without giving up, would retry for ever; the parser stops the drain instead
+    on the attempt past the bound."""
+    repository = quiet_app.server.app[REPOSITORY]
+    failing = IncomingTicket(str(uuid.uuid4()), datetime.now(timezone.utc), None, b"Order: 1\n")
+    await repository.store_tickets(tickets=[failing])
+    attempts = 0
+    stop = asyncio.Event()
+
+    def parse_that_crashes(body: bytes):
+        nonlocal attempts
+        attempts += 1
+        if attempts > 3:
+            stop.set()  # the drain ends after this attempt
+        raise RuntimeError("parser bug")
+
+    handled = await TicketWorker(repository, Metrics(), max_attempts=3, parse=parse_that_crashes).drain(stop)
+
+    state = await repository.ticket(ticket_id=failing.id)
+    assert (state.status, state.attempts, attempts) == ("rejected", 3, 3)
+    assert state.error == "processing failed 3 times: RuntimeError: parser bug"
+    assert handled == 0  # charged, not handled
+    assert await repository.count_pending() == 0
+
+
 async def test_read_api_paginates_products_and_answers_404_json(quiet_app):
     repository = quiet_app.server.app[REPOSITORY]
     now = datetime.now(timezone.utc)

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from myticket.web.app import init_app
-from myticket.web.typedefs import INGEST
+from myticket.web.typedefs import EXPECTED_MIGRATIONS, INGEST
 
 from ..paths import CP1252_TICKET, REFERENCE_TICKET
 
@@ -123,3 +123,18 @@ async def test_ping_answers_pong_and_ready_answers_200(client):
     assert state["spool"] == {
         "mode": False, "tickets": 0, "bytes": state["spool"]["bytes"], "problem": None, "quarantined": []
     }
+
+
+async def test_ready_is_503_naming_a_shipped_migration_the_database_lacks(aiohttp_client, settings, db):
+    """As after deploying a release whose migration did not run: the database answers,
+    but would refuse the new release's tickets."""
+    app = await init_app(dataclasses.replace(settings, run_worker=False))
+    app[EXPECTED_MIGRATIONS] = app[EXPECTED_MIGRATIONS] | {"9999_shipped_not_applied"}
+    client = await aiohttp_client(app)
+
+    ready = await client.get("/ready")
+
+    assert ready.status == 503
+    assert ready.headers["Retry-After"] == "5"
+    # Only the missing id: every migration the database does have was read from it.
+    assert await ready.json() == {"error": "migrations not applied: 9999_shipped_not_applied"}

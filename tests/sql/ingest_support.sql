@@ -6,3 +6,9 @@ INSERT INTO deliveries (id, received_at, body) VALUES (%(id)s, %(received_at)s, 
 -- name: ticket_body_sizes
 -- The size of every stored body.
 SELECT octet_length(body) FROM deliveries;
+
+-- name: sessions_waiting_for_a_transaction
+-- Sessions waiting for another session's transaction to end: an INSERT of a delivery
+-- that transaction wrote and has not committed.
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'transactionid';

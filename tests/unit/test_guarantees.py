@@ -12,10 +12,13 @@ from datetime import datetime, timezone
 import pytest
 
 from myticket.core.domain import IncomingTicket
+from myticket.db.resources import SPOOL_SQL_DIRECTORY, load_queries
 from myticket.intake.group_commit import GroupCommitIngest, Overloaded
 from myticket.intake.spool import Spool
-from myticket.web import routes
-from myticket.web.routes import ApiError, verify_signature
+from myticket.intake.spool_file import SpoolFile
+from myticket.web import auth
+from myticket.web.auth import verify_signature
+from myticket.web.errors import ApiError
 
 from ..waiting import wait_until
 
@@ -29,12 +32,14 @@ def a_ticket(number: int) -> IncomingTicket:
 async def test_the_spool_commits_with_synchronous_full(tmp_path):
     """A 202 from the spool means fsynced: NORMAL would lose the last commits on a power cut."""
     spool = Spool(tmp_path, max_bytes=10**9)
+    await spool.write([a_ticket(1)])
+    await spool.close()
+    spool_file = SpoolFile(tmp_path, load_queries(SPOOL_SQL_DIRECTORY))  # every spool call connects through it
     try:
-        await spool.write([a_ticket(1)])
-        synchronous = await spool._run(lambda: spool._connect().execute("PRAGMA synchronous").fetchone()[0])
-        journal = await spool._run(lambda: spool._connect().execute("PRAGMA journal_mode").fetchone()[0])
+        synchronous = spool_file.connection().execute("PRAGMA synchronous").fetchone()[0]
+        journal = spool_file.connection().execute("PRAGMA journal_mode").fetchone()[0]
     finally:
-        await spool.close()
+        spool_file.close()
     assert synchronous == SQLITE_SYNCHRONOUS_FULL
     assert journal == "wal"
 
@@ -47,7 +52,7 @@ def test_every_secret_is_compared_in_constant_time(monkeypatch):
         compared.append((received, expected))
         return constant_time_compare(received, expected)
 
-    monkeypatch.setattr(routes.hmac, "compare_digest", recording_compare)
+    monkeypatch.setattr(auth.hmac, "compare_digest", recording_compare)
     body = b"Order: 1\n"
     signature = hmac.new(b"second", body, hashlib.sha256).hexdigest()
 

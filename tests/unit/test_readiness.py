@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from myticket.web.routes import readiness
+from myticket.core.readiness import readiness
 
 SPOOL_OK = {"mode": False, "tickets": 0, "bytes": 100, "problem": None, "quarantined": []}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from datetime import datetime, timezone
@@ -9,18 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from myticket.core.domain import IncomingTicket
-from myticket.intake.spool import (
-    SPOOL_FILE,
-    DatabaseIdentity,
-    Ownership,
-    Spool,
-    SpoolOwner,
-    SpoolUnavailable,
-    claim_now,
-    ownership,
-    quarantine_name,
-)
+from myticket.core.domain import DatabaseIdentity, IncomingTicket
+from myticket.intake.spool import Spool, SpoolUnavailable, claim_now
+from myticket.intake.spool_file import SPOOL_FILE, quarantine_name
+from myticket.intake.spool_ownership import Ownership, SpoolOwner, ownership
 
 URL_A = "postgresql://myticket:***@db-a:5432/myticket"
 URL_B = "postgresql://myticket:***@db-b:5432/myticket"
@@ -226,3 +219,33 @@ async def test_a_replay_batch_is_bounded_in_bytes_and_always_takes_the_first(tmp
     assert await spool.oldest(500, max_bytes=1000) == large[:1]  # one, however large
     assert await spool.oldest(3, max_bytes=50_000_000) == large[:3]  # the count still bounds it
     await spool.close()
+
+
+# --- the spool's state, and a claim from the command line ---------------------------
+
+async def test_a_claim_that_cannot_open_the_spool_raises_and_problem_says_why(tmp_path):
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+    spool = Spool(not_a_directory / "spool", max_bytes=10_000_000, database_url=URL_A)
+
+    with pytest.raises(SpoolUnavailable, match="spool not readable"):
+        await spool.claim(DATABASE_A)
+    assert spool.problem is not None and spool.problem.startswith("spool not readable")
+    with pytest.raises(AttributeError):
+        spool.problem = None  # only the spool's own methods change it
+    await spool.close()
+
+
+def test_a_blocking_claim_needs_no_event_loop_and_leaves_the_spool_to_its_own_thread(tmp_path):
+    spool = Spool(tmp_path, max_bytes=10_000_000, database_url=URL_A)
+    assert spool.claim_blocking(DATABASE_A) is None
+
+    async def write_and_count() -> int:  # on the spool's thread: a connection of its own
+        await spool.write(tickets(2, 10))
+        try:
+            return await spool.count()
+        finally:
+            await spool.close()
+
+    assert asyncio.run(write_and_count()) == 2
+    assert spool.problem is None

@@ -1,0 +1,116 @@
+"""The read routes: a ticket with one page of its lines, the catalogue page by page, one
+product; and the JSON shape of each (money as strings, times in ISO 8601)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from ..core.domain import Product, TicketRecord, field_names
+from ..core.parser import TicketLine
+from .errors import ApiError
+from .typedefs import REPOSITORY
+
+
+def _json_value(value: Any) -> Any:
+    """Money as a string ("14.90", never a float), times as ISO 8601."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+json_dumps = functools.partial(json.dumps, default=_json_value, ensure_ascii=False)
+
+
+# Lines one GET /tickets/{id} returns: at most MAX_LINES_PAGE, DEFAULT_LINES_PAGE unless asked.
+MAX_LINES_PAGE = 1000
+DEFAULT_LINES_PAGE = 100
+
+
+def ascii_integer(text: str) -> int | None:
+    """`text` as a whole number written with ASCII digits (and an optional sign), else
+    None: Python's int() also takes `1_0` and other scripts' digits, which no client means."""
+    digits = text[1:] if text[:1] in "+-" else text
+    return int(text) if digits.isascii() and digits.isdigit() else None
+
+
+def query_integer(request: web.Request, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    """An integer query parameter within bounds, or 400 naming it."""
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return default
+    value = ascii_integer(raw)
+    if value is None:
+        raise ApiError(400, f"{name} {raw!r} is not an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ApiError(400, f"{name} must be {bounds}, got {value}")
+    return value
+
+
+async def get_ticket(request: web.Request) -> web.Response:
+    """A ticket's status, error, warnings, parsed header and one page of its lines:
+    `?lines_limit=` (1-1000, default 100) lines numbered after `?lines_after=` (default 0).
+    Paged so that one read of a ticket of 100,000 lines never blocks intake."""
+    raw_id = request.match_info["ticket_id"]
+    try:
+        ticket_id = str(uuid.UUID(raw_id))
+    except ValueError:
+        raise ApiError(404, f"no ticket {raw_id}") from None
+    lines_after = query_integer(request, "lines_after", 0, minimum=0, maximum=2**31 - 1)
+    lines_limit = query_integer(request, "lines_limit", DEFAULT_LINES_PAGE, minimum=1, maximum=MAX_LINES_PAGE)
+    repository = request.app[REPOSITORY]
+    ticket = await repository.ticket(ticket_id=ticket_id)
+    if ticket is None:
+        raise ApiError(404, f"no ticket {ticket_id}")
+    lines, next_lines_after = await repository.ticket_lines(ticket_id=ticket_id, after=lines_after, limit=lines_limit)
+    return web.json_response(ticket_json(ticket, lines, next_lines_after), dumps=json_dumps)
+
+
+def ticket_json(ticket: TicketRecord, lines: Sequence[TicketLine], next_lines_after: int | None) -> dict[str, Any]:
+    """The answer of GET /tickets/{id}: the record's fields by name, one page of lines."""
+    return {
+        **{name: getattr(ticket, name) for name in field_names(TicketRecord)},
+        "warnings": list(ticket.warnings),
+        "lines": [
+            {"line_number": line.line_number, "product_id": line.product_id, "name": line.name, "price": line.price}
+            for line in lines
+        ],
+        "next_lines_after": next_lines_after,
+    }
+
+
+def product_json(product: Product) -> dict[str, Any]:
+    return {name: getattr(product, name) for name in field_names(Product)}
+
+
+# Products one GET /products returns: at most MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE unless asked.
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+async def list_products(request: web.Request) -> web.Response:
+    """The catalogue ordered by product_id: `?limit=` (1-1000, default 100) and `?after=<product_id>`."""
+    limit = query_integer(request, "limit", DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
+    after = request.query.get("after") or None
+    products, next_after = await request.app[REPOSITORY].products(limit=limit, after=after)
+    return web.json_response(
+        {"products": [product_json(product) for product in products], "next_after": next_after}, dumps=json_dumps
+    )
+
+
+async def get_product(request: web.Request) -> web.Response:
+    product_id = request.match_info["product_id"]
+    product = await request.app[REPOSITORY].product(product_id=product_id)
+    if product is None:
+        raise ApiError(404, f"no product {product_id}")
+    return web.json_response(product_json(product), dumps=json_dumps)
