@@ -18,8 +18,8 @@ from myticket.web.auth import bearer_token, is_loopback, read_access_refusal, to
 from myticket.web.errors import ApiError
 from myticket.cli.send import send_ticket
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import post
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 
 TOKEN = "first-token-0123456789abcdef"
 ROTATED = "second-token-0123456789abcdef"

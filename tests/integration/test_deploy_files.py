@@ -20,7 +20,7 @@ from myticket.web.app import init_app
 from myticket.config import ENVIRONMENT_VARIABLES, Settings
 from myticket.web.routes import setup_routes
 
-from ..conftest import PROJECT_ROOT
+from ..paths import PROJECT_ROOT
 from ..service_process import free_port
 
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()

@@ -17,8 +17,8 @@ from myticket.web.middlewares import nul_character_in, unsupported_content_encod
 from myticket.web.server import HTTP_SERVER_OPTIONS
 from myticket.web.text import printable
 
-from ..conftest import REFERENCE_TICKET
 from ..helpers import sample
+from ..paths import REFERENCE_TICKET
 
 
 def client_error_lines(caplog) -> list[logging.LogRecord]:

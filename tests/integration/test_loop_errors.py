@@ -17,7 +17,7 @@ import pytest
 
 from myticket.telemetry.loop_errors import CollapsingExceptionHandler, RepeatCollapser, report_kind
 
-from ..conftest import REFERENCE_TICKET
+from ..paths import REFERENCE_TICKET
 from ..service_process import Service
 from ..waiting import wait_until
 

@@ -19,7 +19,7 @@ from myticket.db.migrate import apply_migrations
 from myticket.db.repository import Repository
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import Db, create_empty_database
+from ..database import Db, create_empty_database
 from ..helpers import sample, ticket_with
 from ..waiting import wait_until
 
