@@ -9,27 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from ..environment import child_environment
 from ..paths import PROJECT_ROOT
 
 HEAVY = ("psycopg2", "aiopg", "aiohttp")
-# Modules whose subject itself imports a heavy package: their own imports cannot make
-# them light. Each is named with its reason, until that code moves (or the test does).
-NOT_YET_LIGHT = {
-    "test_archive_format.py": "runs myticket.cli.main, which imports myticket.db (psycopg2)",
-    "test_cli.py": "imports the error types of myticket.db and myticket.web.server (psycopg2, aiohttp)",
-    "test_guarantees.py": "verify_signature is in myticket.web, which imports aiohttp",
-    "test_maintenance_days.py": "the day choices are in myticket.worker.maintenance, which imports psycopg2",
-    "test_serve_startup.py": "myticket.intake.startup imports myticket.db.migrate (psycopg2)",
-}
-
-
 def unit_modules() -> list[str]:
     here = Path(__file__).resolve().parent
     return sorted(
-        f"tests.unit.{path.stem}" for path in here.glob("test_*.py") if path.name not in NOT_YET_LIGHT
+        f"tests.unit.{path.stem}" for path in here.glob("test_*.py")
     )
 
 
@@ -51,12 +39,3 @@ def test_importing_the_unit_tier_loads_no_database_driver_and_no_web_framework()
     modules = ["tests.conftest", *unit_modules()]
     assert f"tests.unit.{Path(__file__).stem}" in modules
     assert heavy_packages_loaded_by(modules) == []
-
-
-@pytest.mark.parametrize("file_name", sorted(NOT_YET_LIGHT))
-def test_a_module_left_out_is_left_out_for_its_reason_still(file_name: str):
-    """Once its subject moves, the exclusion must go, so the check covers it again."""
-    assert (Path(__file__).resolve().parent / file_name).is_file(), f"{file_name} is gone: drop its exclusion"
-    assert heavy_packages_loaded_by([f"tests.unit.{Path(file_name).stem}"]) != [], (
-        f"{file_name} is light now: drop its exclusion"
-    )
