@@ -82,6 +82,7 @@ def serve(
     from aiohttp import web
 
     from ..telemetry import loop_errors
+    from .access_log import AccessLogger, access_logger
     from .app import init_app
 
     loop = asyncio.new_event_loop()
@@ -97,7 +98,8 @@ def serve(
         # aiohttp closes a connection that has not sent a complete request head within
         # keepalive_timeout: this is also the header read timeout for slow senders.
         keepalive_timeout=settings.read_timeout_seconds,
-        access_log=None,  # no per-request log line on the hot path; see /metrics
+        # Off unless MYTICKET_ACCESS_LOG=1: no per-request log line on the hot path; see /metrics.
+        access_log=access_logger() if settings.access_log else None, access_log_class=AccessLogger,
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         print=lambda message: log.info("process %d: %s", process_index, message.strip()),
         **HTTP_SERVER_OPTIONS,
@@ -105,9 +107,9 @@ def serve(
 
 
 def _child(settings: Settings, process_index: int, parent_pid: int) -> None:
-    from ..config import configure_logging
+    from ..telemetry.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     stop_when_parent_dies(parent_pid)
     set_process_title(f"http {process_index}")
     serve(settings, reuse_port=True, process_index=process_index)
