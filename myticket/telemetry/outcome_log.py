@@ -24,3 +24,4 @@ def log_outcome(outcome: TicketOutcome) -> None:
             log.debug("ticket %s duplicate of %s", outcome.id, outcome.duplicate_of, extra=extra)
         else:
             log.debug("ticket %s %s", outcome.id, outcome.status, extra=extra)
+

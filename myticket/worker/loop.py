@@ -190,7 +190,10 @@ class TicketWorker:
         now = time.monotonic()
         if force or now - self._backlog_refreshed_at >= BACKLOG_REFRESH_SECONDS:
             self._backlog_refreshed_at = now
-            self._metrics.set_backlog(await self._repository.count_pending())
+            measured_at = time.time()
+            pending, oldest_received_at = await self._repository.pending_backlog()
+            self._metrics.set_backlog(pending, oldest_received_at=oldest_received_at, measured_at=measured_at)
+            self._metrics.set_database_up(True)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until `stop` is set, waking on NOTIFY or every `idle_poll_seconds`."""
@@ -208,6 +211,7 @@ class TicketWorker:
                         if pause > 0:
                             await first_of(stop, timeout=pause)
             except DatabaseUnavailable as exc:
+                self._metrics.set_database_up(False)
                 self._outage_log.failed(exc, retry_seconds=self.idle_poll_seconds)
                 await first_of(stop, timeout=self.idle_poll_seconds)
             except Exception:
