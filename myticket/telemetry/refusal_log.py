@@ -29,7 +29,6 @@ class RefusalLog:
     def __init__(self, interval: float = COLLAPSE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.collapser = RepeatCollapser(interval)
         self.clock = clock
-        self._levels: dict[tuple[str, ...], int] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     def refused(
@@ -38,9 +37,7 @@ class RefusalLog:
         """Log `message % args` on `log` unless `reason` was logged there within the window."""
         now = self.clock()
         self._close_due(now)
-        kind = (log.name, reason)
-        self._levels[kind] = level
-        if self.collapser.report(kind, now):
+        if self.collapser.report((log.name, str(level), reason), now):
             extra: dict[str, Any] = {"reason": reason}
             if ticket_id is not None:
                 extra["ticket_id"] = ticket_id
@@ -64,9 +61,10 @@ class RefusalLog:
 
     def _close_due(self, now: float) -> None:
         for kind, repeats in self.collapser.close_due(now):
-            logger_name, reason = kind[0], kind[-1]
+            # Past MAX_KINDS kinds at once, the collapser counts the rest under one kind.
+            logger_name, level, reason = kind if len(kind) == 3 else (__name__, str(logging.INFO), kind[0])
             logging.getLogger(logger_name).log(
-                self._levels.get(kind, logging.INFO), "%s: %d more like this in the last %g s",
+                int(level), "%s: %d more like this in the last %g s",
                 reason, repeats, self.collapser.interval, extra={"reason": reason, "count": repeats},
             )
 

@@ -121,3 +121,22 @@ def test_every_outcome_is_logged_with_its_ticket_id_rejections_at_info(caplog):
         "t-dup": (logging.DEBUG, "ticket t-dup duplicate of t-ok"),
         "t-bad": (logging.INFO, "ticket t-bad rejected: line 2: price 'x' is not a number"),
     }
+
+
+def test_refusals_of_endless_kinds_keep_bounded_state(caplog):
+    caplog.set_level(logging.INFO)
+    clock = Clock()
+    refusals = RefusalLog(interval=1.0, clock=clock)
+    log = logging.getLogger("myticket.test")
+
+    for n in range(5000):  # e.g. a client inventing a new method name per request
+        refusals.refused(log, logging.INFO, f"404 on M{n} unmatched", "404 on M%d", n)
+    clock.now += 2
+    refusals.refused(log, logging.INFO, "later", "later")
+
+    assert len(refusals.collapser._windows) <= refusals.collapser.max_kinds + 1
+    summaries = [r for r in caplog.records if "more like this" in r.getMessage()]
+    logged = [r for r in caplog.records if r.getMessage().startswith("404 on M")]
+    assert len(logged) == refusals.collapser.max_kinds + 1  # the kinds tracked, then one for all others
+    assert len(logged) + sum(r.count for r in summaries) == 5000  # every refusal logged or counted
+    assert all(r.name == "myticket.test" or r.name == "myticket.telemetry.refusal_log" for r in summaries)
