@@ -35,14 +35,20 @@ class RefusalLog:
         self, log: logging.Logger, level: int, reason: str, message: str, *args: Any, ticket_id: str | None = None
     ) -> None:
         """Log `message % args` on `log` unless `reason` was logged there within the window."""
-        now = self.clock()
-        self._close_due(now)
-        if self.collapser.report((log.name, str(level), reason), now):
+        if self.first_in_window(log.name, level, reason):
             extra: dict[str, Any] = {"reason": reason}
             if ticket_id is not None:
                 extra["ticket_id"] = ticket_id
             log.log(level, message, *args, extra=extra)
+
+    def first_in_window(self, logger_name: str, level: int, reason: str) -> bool:
+        """True when a refusal of `reason` is to be logged now; False when it is counted
+        (for a record already made, as a logging.Filter sees it)."""
+        now = self.clock()
+        self._close_due(now)
+        first = self.collapser.report((logger_name, str(level), reason), now)
         self._schedule()
+        return first
 
     def _schedule(self) -> None:
         due = self.collapser.next_due()

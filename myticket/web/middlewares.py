@@ -13,7 +13,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..core.database_errors import DatabaseUnavailable
 from ..telemetry.metrics import RefusalReason
-from ..telemetry.refusal_log import refused
+from ..telemetry.refusal_log import refusal_log, refused
 from .errors import RETRY_AFTER_UNAVAILABLE, ApiError
 from .text import printable
 from .typedefs import METRICS, TICKET_ID, Handler
@@ -128,6 +128,7 @@ class MalformedRequestsInOneLine(logging.Filter):
             )
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info, record.exc_text = None, None
+            return refusal_log().first_in_window(record.name, logging.INFO, f"{failure.code or 400} on a malformed HTTP request")
         return True
 
 
