@@ -7,7 +7,6 @@ is one line naming the variable, which the CLI prints before exiting.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Mapping
@@ -49,6 +48,8 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_RETENTION_DAYS",
     "MYTICKET_ARCHIVE_DIR",
     "MYTICKET_MAINTENANCE_INTERVAL_SECONDS",
+    "MYTICKET_LOG_FORMAT",
+    "MYTICKET_ACCESS_LOG",
 )
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
 DEFAULT_WORKER_BATCH_MAX_BYTES = 8 * 1024 * 1024
@@ -82,6 +83,8 @@ class ConfigError(ValueError):
 
 
 WORKER_PLACEMENTS = ("process", "inline")
+# How log lines look (the first is the default); myticket.telemetry.logs formats them.
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,10 @@ class Settings:
     archive_dir: Path | None = None
     # Seconds between two maintenance rounds (partitions ahead, then retention).
     maintenance_interval_seconds: float = DEFAULT_MAINTENANCE_INTERVAL_SECONDS
+    # "text" (a terminal) or "json" (one object per line, for a log pipeline).
+    log_format: str = "text"
+    # One INFO line per HTTP request on logger myticket.access (off: no cost per request).
+    access_log: bool = False
 
     @property
     def signing_secret(self) -> str | None:
@@ -193,6 +200,16 @@ def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> 
 
 
 MAX_TIMEOUT_SECONDS = 3600
+
+
+def _switch(environ: Mapping[str, str], name: str) -> bool:
+    """On (1, true, yes, on) or off (0, false, no, off, unset); anything else is an error."""
+    raw = _raw(environ, name)
+    if raw is None or raw.lower() in ("0", "false", "no", "off"):
+        return False
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}: must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
 
 
 def _positive_seconds(
@@ -362,13 +379,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             environ, "MYTICKET_MAINTENANCE_INTERVAL_SECONDS", DEFAULT_MAINTENANCE_INTERVAL_SECONDS,
             maximum=MAX_MAINTENANCE_INTERVAL_SECONDS,
         ),
-    )
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        log_format=_choice(environ, "MYTICKET_LOG_FORMAT", LOG_FORMATS),
+        access_log=_switch(environ, "MYTICKET_ACCESS_LOG"),
     )
 
 

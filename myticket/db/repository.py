@@ -201,6 +201,11 @@ class Repository:
     async def count_pending(self) -> int:
         return (await self._connector.fetch("count_pending"))[0]["pending"]
 
+    async def pending_backlog(self) -> tuple[int, datetime | None]:
+        """How many tickets are pending, and when the oldest of them was received."""
+        row = (await self._connector.fetch("pending_backlog"))[0]
+        return row["pending"], row["oldest_received_at"]
+
     async def requeue(self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None) -> int:
         """Put the matching tickets back to pending; return how many."""
         params = {"statuses": list(statuses), "since": since, **_by_id(ticket_id)}
