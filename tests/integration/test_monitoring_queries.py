@@ -8,7 +8,7 @@ import re
 
 import yaml
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import post, settled
 from ..waiting import wait_until
 

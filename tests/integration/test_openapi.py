@@ -20,7 +20,7 @@ from myticket.web.openapi import document_bytes
 from myticket.web.routes import setup_routes
 from myticket.web.server import HTTP_SERVER_OPTIONS
 
-from ..conftest import REFERENCE_TICKET
+from ..paths import REFERENCE_TICKET
 from ..helpers import post, settled
 
 DOCUMENT = json.loads(document_bytes())

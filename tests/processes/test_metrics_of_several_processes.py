@@ -5,32 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
-from bench.loadgen import make_tickets, send_tickets
 from myticket.db.embedded import EmbeddedPostgres
 
-from ..conftest import Db, emptied_database, private_server
+from ..database import Db
 from ..helpers import sample
 from ..service_process import Service
 from ..waiting import wait_until
+from ..load import make_tickets, send_tickets
 from .test_faults import child_processes, the_worker_process
 
 TICKETS = 1000
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    yield from private_server(tmp_path_factory, "several-processes")
-
-
-@pytest.fixture
-def db(postgres: EmbeddedPostgres) -> Iterator[Db]:
-    yield from emptied_database(postgres)
 
 
 async def scrape(service: Service) -> str:
@@ -54,9 +42,9 @@ def totals(text: str) -> dict[str, float | None]:
 
 
 async def test_every_scrape_shows_the_whole_service_and_a_worker_restart_lowers_nothing(
-    postgres: EmbeddedPostgres, db: Db, tmp_path: Path
+    own_server: EmbeddedPostgres, own_db: Db, tmp_path: Path
 ):
-    service = Service(postgres.url, tmp_path / "data", HTTP_PROCESSES="2")
+    service = Service(own_server.url, tmp_path / "data", HTTP_PROCESSES="2")
     await service.start()
     try:
         http_processes = {

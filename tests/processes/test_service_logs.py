@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from ..conftest import REFERENCE_TICKET
+from ..paths import REFERENCE_TICKET
 from ..service_process import Service
 from ..waiting import wait_until
 

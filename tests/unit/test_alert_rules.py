@@ -10,7 +10,7 @@ import subprocess
 
 import yaml
 
-from ..conftest import PROJECT_ROOT
+from ..paths import PROJECT_ROOT
 
 PROMETHEUS = PROJECT_ROOT / "deploy" / "prometheus"
 # Every rule the monitoring how-to promises (docs/howto/monitoring.md).

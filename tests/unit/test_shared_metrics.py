@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from myticket.telemetry.metrics import Metrics, MetricsReport, RefusalReason
 from myticket.telemetry.shared_metrics import share_metrics
 
-from ..helpers import sample
+from ..prometheus_text import sample
 
 
 def scrape(metrics: Metrics) -> str:
