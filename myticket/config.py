@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .db.hosts import InvalidConnectionString, mask_key_value_password, names_a_host, parse_targets
+
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -274,18 +276,35 @@ def _api_tokens(environ: Mapping[str, str]) -> tuple[str, ...]:
     return tokens
 
 
-def _database_url(environ: Mapping[str, str]) -> str | None:
-    raw = environ.get("DATABASE_URL", "").strip()
+def _connection_string(environ: Mapping[str, str], name: str) -> str | None:
+    """A PostgreSQL connection string as libpq reads it: a URL (one host or several, as
+    `h1:p1,h2:p2` or `?host=h1,h2&port=p1,p2`) or key/value (`host=h1,h2 port=... dbname=...`),
+    checked by myticket.db.hosts (libpq's own parser); returned exactly as given."""
+    raw = environ.get(name, "").strip()
     if not raw:
         return None
-    parts = urlsplit(raw)
-    # The URL itself is never quoted back: it may hold a password.
-    if parts.scheme not in ("postgresql", "postgres"):
-        got = f"{parts.scheme}://" if parts.scheme else "no scheme"
-        raise ConfigError(f"DATABASE_URL: must start with postgresql:// or postgres://, got {got}")
-    if not parts.hostname and "host=" not in parts.query:
-        raise ConfigError("DATABASE_URL: must name a host, as in postgresql://user:password@host:port/dbname")
+    # The string itself is never quoted back: it may hold a password.
+    if "://" in raw or not _KEY_VALUE.match(raw):
+        parts = urlsplit(raw)
+        if parts.scheme not in ("postgresql", "postgres"):
+            got = f"{parts.scheme}://" if parts.scheme else "no scheme"
+            raise ConfigError(f"{name}: must start with postgresql:// or postgres://, got {got}")
+    try:
+        parse_targets(raw)
+        names_host = names_a_host(raw)
+    except InvalidConnectionString as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if not names_host:
+        raise ConfigError(f"{name}: must name a host, as in postgresql://user:password@host:port/dbname")
     return raw
+
+
+# The start of a key/value connection string (`host=...`, `dbname = ...`).
+_KEY_VALUE = re.compile(r"[A-Za-z_]+\s*=")
+
+
+def _database_url(environ: Mapping[str, str]) -> str | None:
+    return _connection_string(environ, "DATABASE_URL")
 
 
 def _directory(environ: Mapping[str, str], name: str) -> Path | None:
@@ -373,7 +392,9 @@ def configure_logging(level: str) -> None:
 
 
 def mask_password(url: str) -> str:
-    """The URL with its password replaced, for log lines."""
+    """The URL (or key/value string) with its password replaced, for log lines."""
+    if "://" not in url:
+        return mask_key_value_password(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url

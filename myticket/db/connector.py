@@ -18,6 +18,7 @@ import aiopg
 import psycopg2
 
 from .errors import domain_errors, unavailable
+from .failover import connect_writable, create_writable_pool
 from .resources import load_queries
 from .rows import Row
 
@@ -68,7 +69,7 @@ class Connector:
         with `min_connections=0` it opens no connection yet, so it can be created while
         PostgreSQL is down."""
         try:
-            pool = await aiopg.create_pool(
+            pool = await create_writable_pool(
                 database_url,
                 minsize=min_connections,
                 maxsize=max_connections,
@@ -112,7 +113,7 @@ class Connector:
         which ends the one and releases the other. Errors of connecting leave as domain
         errors; those of the block are the caller's to map (`errors.domain_errors`)."""
         with domain_errors(what):
-            conn = await aiopg.connect(self._database_url, enable_hstore=False, timeout=self._statement_seconds)
+            conn = await connect_writable(self._database_url, enable_hstore=False, timeout=self._statement_seconds)
         try:
             with domain_errors(what):
                 cursor = await conn.cursor()
