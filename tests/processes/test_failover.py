@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bench.loadgen import SendResult, make_tickets, send_tickets
@@ -106,6 +107,8 @@ async def test_primary_lost_mid_burst_the_promoted_standby_gets_every_acknowledg
     service = Service(pair.both_hosts_url(), tmp_path / "data")
     try:
         await service.start()
+        assert (await service.ready_state())["synchronous_standby"]["waits"] is True
+        assert "myticket_database_synchronous_standby 1" in await metrics_of(service)
         bodies = make_tickets(3000, seed=1904)
         result = SendResult()
         sending = asyncio.create_task(send_tickets(
@@ -126,6 +129,9 @@ async def test_primary_lost_mid_burst_the_promoted_standby_gets_every_acknowledg
         # The service writes there by itself: new tickets stored directly.
         after, after_bodies = await send(service, 100, seed=1905)
         assert await service.spool_drained()
+        # Alone now: a 202 means "on the promoted standby's disk" only, and /ready says so.
+        assert (await service.ready_state())["synchronous_standby"]["waits"] is False
+        assert "myticket_database_synchronous_standby 0" in await metrics_of(service)
     finally:
         service.stop()
     print(f"failover: {len(result.acked)} acknowledged ({killed_at_acks} before the kill), "
@@ -134,6 +140,12 @@ async def test_primary_lost_mid_burst_the_promoted_standby_gets_every_acknowledg
     assert dict(after.statuses) == {202: 100}
     assert_stored_byte_for_byte(pair.standby.url, result, bodies)
     assert_stored_byte_for_byte(pair.standby.url, after, after_bodies)
+
+
+async def metrics_of(service: Service) -> str:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{service.base}/metrics") as response:
+            return await response.text()
 
 
 async def _acked_at_least(result: SendResult, count: int) -> bool:
