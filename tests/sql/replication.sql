@@ -22,3 +22,7 @@ SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync' AND state = '
 
 -- name: in_recovery
 SELECT pg_is_in_recovery();
+
+-- name: count_pending_tickets
+-- Tickets stored and not processed yet.
+SELECT count(*) FROM pending_tickets;
