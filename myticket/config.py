@@ -51,6 +51,7 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_RETENTION_DAYS",
     "MYTICKET_ARCHIVE_DIR",
     "MYTICKET_MAINTENANCE_INTERVAL_SECONDS",
+    "MYTICKET_READ_DATABASE_URL",
 )
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
 DEFAULT_WORKER_BATCH_MAX_BYTES = 8 * 1024 * 1024
@@ -89,6 +90,9 @@ WORKER_PLACEMENTS = ("process", "inline")
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
+    # Where the read routes (GET /tickets/{id}, /products...) read: a standby, or a list
+    # of hosts with target_session_attrs=prefer-standby. None: the database_url.
+    read_database_url: str | None = field(default=None, repr=False)
     http_host: str = "0.0.0.0"
     http_port: int = 9098
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -348,6 +352,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         )
     return Settings(
         database_url=_database_url(environ),
+        read_database_url=_connection_string(environ, "MYTICKET_READ_DATABASE_URL"),
         http_host=environ.get("HTTP_HOST", "").strip() or "0.0.0.0",
         http_port=_integer(environ, "HTTP_PORT", 9098, maximum=65535),
         max_body_bytes=max_body_bytes,

@@ -19,7 +19,7 @@ import pytest
 from bench.loadgen import SendResult, make_tickets, send_tickets
 
 from ..conftest import Db
-from ..replication import ReplicatedPair, reconfigure
+from ..replication import ReplicatedPair, reconfigure, run_query
 from ..service_process import Service, free_port
 from ..waiting import wait_until
 
@@ -101,6 +101,39 @@ async def test_standby_listed_first_and_a_primary_turned_read_only(pair, tmp_pat
 
 async def _is(service: Service, status: str) -> bool:
     return await status_of(service) == status
+
+
+async def test_read_routes_read_from_the_standby_of_MYTICKET_READ_DATABASE_URL(pair, tmp_path):
+    service = Service(pair.primary.url, tmp_path / "data", serve_args=("--no-worker",),
+                      MYTICKET_READ_DATABASE_URL=pair.standby.url)
+    try:
+        await service.start()
+        await asyncio.to_thread(run_query, pair.standby.url, "pause_replay")
+        await wait_until(lambda: _replay_paused(pair), timeout=30, what="the standby to pause its replay")
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{service.base}/ticket", data=make_tickets(1, seed=1906)[0]) as answer:
+                assert answer.status == 202
+                ticket_id = (await answer.json())["id"]
+            # On the primary (synchronously flushed to the standby), not yet applied there.
+            primary = Db(pair.primary.url)
+            assert primary.value("ticket_delivery", {"id": ticket_id}) == ticket_id
+            primary.close()
+            async with session.get(f"{service.base}/tickets/{ticket_id}") as answer:
+                assert answer.status == 404
+            await asyncio.to_thread(run_query, pair.standby.url, "resume_replay")
+
+            async def readable_there() -> bool:
+                async with session.get(f"{service.base}/tickets/{ticket_id}") as answer:
+                    return answer.status == 200
+
+            await wait_until(readable_there, timeout=30, what="the standby to replay the ticket")
+    finally:
+        await asyncio.to_thread(run_query, pair.standby.url, "resume_replay")
+        service.stop()
+
+
+async def _replay_paused(pair: ReplicatedPair) -> bool:
+    return (await asyncio.to_thread(run_query, pair.standby.url, "replay_pause_state"))[0][0] == "paused"
 
 
 async def test_primary_lost_mid_burst_the_promoted_standby_gets_every_acknowledged_ticket(pair, tmp_path):

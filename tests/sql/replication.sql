@@ -26,3 +26,13 @@ SELECT pg_is_in_recovery();
 -- name: count_pending_tickets
 -- Tickets stored and not processed yet.
 SELECT count(*) FROM pending_tickets;
+
+-- name: pause_replay
+-- The standby stops applying WAL (it still receives it): a replica lagging behind.
+SELECT pg_wal_replay_pause();
+
+-- name: replay_pause_state
+SELECT pg_get_wal_replay_pause_state();
+
+-- name: resume_replay
+SELECT pg_wal_replay_resume();
