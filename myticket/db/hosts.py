@@ -14,6 +14,7 @@ Messages never quote the string: it may hold a password.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -133,8 +134,12 @@ def names_a_host(connection_string: str) -> bool:
 
 
 def writer_targets(connection_string: str) -> Targets:
-    """The hosts for a service that writes: read-write unless the string says otherwise."""
-    return parse_targets(connection_string, default_session_attrs=WRITER_SESSION_ATTRS)
+    """The hosts for a service that writes: with several hosts listed, read-write unless
+    the string says otherwise; one host is used as it is (as before: no probe)."""
+    targets = parse_targets(connection_string)
+    if len(targets.hosts) > 1 and "target_session_attrs" not in psycopg2.extensions.parse_dsn(connection_string):
+        return dataclasses.replace(targets, session_attrs=WRITER_SESSION_ATTRS)
+    return targets
 
 
 _PASSWORD_VALUE = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
@@ -168,7 +173,7 @@ def connect_chosen(
     connection_string: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
 ):
     """A psycopg2 connection (autocommit) to the first listed host whose session matches
-    target_session_attrs (read-write by default); NoMatchingHost (an OperationalError)
+    target_session_attrs (read-write for a host list that does not say); NoMatchingHost (an OperationalError)
     when none does. For the synchronous sessions: migrations, the start-up check."""
     targets = writer_targets(connection_string)
     failures: list[str] = []

@@ -60,6 +60,7 @@ def test_a_writer_asks_for_read_write_unless_the_string_says_otherwise():
     assert parse_targets("postgresql://a,b/x").session_attrs == "any"
     assert writer_targets("postgresql://a,b/x").session_attrs == "read-write"
     assert writer_targets("postgresql://a,b/x?target_session_attrs=primary").session_attrs == "primary"
+    assert writer_targets("postgresql://a/x").session_attrs == "any"  # one host: used as it is
 
 
 @pytest.mark.parametrize(
