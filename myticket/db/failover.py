@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiopg
@@ -49,11 +49,17 @@ async def _session_state(connection: aiopg.Connection) -> SessionState:
     return SessionState(in_recovery=bool(in_recovery), read_only=bool(read_only))
 
 
+# Whether a connected host may be used: None, or why not (a reason for the log).
+Acceptance = Callable[[Target, aiopg.Connection], Awaitable[str | None]]
+
+
 async def connect_matching(
-    targets: Targets, *, timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS, **options: Any
+    targets: Targets, *, timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS, accept: Acceptance | None = None,
+    **options: Any,
 ) -> tuple[Target, aiopg.Connection]:
-    """An aiopg connection to the first listed host whose session matches; NoMatchingHost
-    (a psycopg2.OperationalError without SQLSTATE) when none does."""
+    """An aiopg connection to the first listed host whose session matches (and that
+    `accept` accepts); NoMatchingHost (a psycopg2.OperationalError without SQLSTATE) when
+    none does."""
     failures: list[str] = []
     for wanted in passes(targets.session_attrs):
         for target in targets.hosts:
@@ -64,8 +70,12 @@ async def connect_matching(
                 continue
             try:
                 if not needs_probe(wanted) or session_matches(wanted, await _session_state(connection)):
-                    return target, connection
-                failures.append(f"{target.label}: not {wanted}")
+                    refusal = await accept(target, connection) if accept is not None else None
+                    if refusal is None:
+                        return target, connection
+                    failures.append(f"{target.label}: {refusal}")
+                else:
+                    failures.append(f"{target.label}: not {wanted}")
             except _DRIVER_ERRORS as exc:
                 failures.append(f"{target.label}: {_one_line(exc)}")
             await connection.close()
@@ -95,6 +105,12 @@ class HostPool:
         self._failed_choice: tuple[float, str] | None = None
         self._retiring: set[asyncio.Task] = set()
         self._closed = False
+        # The database of the first host chosen (system identifier, name): a host list is
+        # one database, its primary and standbys. A listed host that turns out to be
+        # another cluster is never used, so tickets (and the spool's, replayed through this
+        # pool) never go to another database; a person changes DATABASE_URL for that.
+        self._identity: tuple[str, str] | None = None
+        self._refused_hosts: set[str] = set()
 
     @classmethod
     async def create(cls, targets: Targets, *, minsize: int, maxsize: int, timeout: float, **options: Any) -> HostPool:
@@ -138,9 +154,27 @@ class HostPool:
     async def _choose(self) -> Target:
         if len(self._targets.hosts) == 1 and not needs_probe(self._targets.session_attrs):
             return self._targets.hosts[0]  # nothing to choose: the pool's own connect tells
-        target, connection = await connect_matching(self._targets, timeout=self._timeout, **self._connect_options)
+        target, connection = await connect_matching(
+            self._targets, timeout=self._timeout, accept=self._same_database, **self._connect_options
+        )
         await connection.close()
         return target
+
+    async def _same_database(self, target: Target, connection: aiopg.Connection) -> str | None:
+        async with connection.cursor() as cursor:
+            await cursor.execute(load_queries()["database_identity"])
+            system_identifier, name = await cursor.fetchone()
+        identity = (str(system_identifier), str(name))
+        if self._identity is None:
+            self._identity = identity
+        if identity == self._identity:
+            return None
+        if target.label not in self._refused_hosts:
+            self._refused_hosts.add(target.label)
+            log.error("database host %s is another database (%s of system %s, not %s of system %s): never used; "
+                      "list only the primary and standbys of one cluster in the URL",
+                      target.label, identity[1], identity[0], self._identity[1], self._identity[0])
+        return f"another database (system {identity[0]})"
 
     def _retire(self, pool: aiopg.Pool, exc: BaseException) -> None:
         """Stop handing out `pool`: the next acquire chooses the host again. Its

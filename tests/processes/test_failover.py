@@ -14,9 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import psycopg2
 import pytest
 
 from bench.loadgen import SendResult, make_tickets, send_tickets
+from myticket.db.embedded import EmbeddedPostgres
+from myticket.db.migrate import apply_migrations
 
 from ..conftest import Db
 from ..replication import ReplicatedPair, reconfigure, run_query
@@ -101,6 +104,49 @@ async def test_standby_listed_first_and_a_primary_turned_read_only(pair, tmp_pat
 
 async def _is(service: Service, status: str) -> bool:
     return await status_of(service) == status
+
+
+async def test_a_listed_host_of_another_cluster_never_gets_the_spool_nor_a_ticket(tmp_path):
+    ours, other = (EmbeddedPostgres(tmp_path / name / "pgdata") for name in ("ours", "other"))
+    for server in (ours, other):
+        apply_migrations(server.start())
+    password = ours._password()
+    other_password = other._password()
+    # The other cluster accepts the same credentials, so only its identity tells it apart.
+    await asyncio.to_thread(_set_password, other.url, password)
+    url = (f"postgresql://postgres:{password}@127.0.0.1:{ours.port},127.0.0.1:{other.port}/postgres"
+           "?target_session_attrs=read-write")
+    service = Service(url, tmp_path / "data", serve_args=("--no-worker",))
+    try:
+        await service.start()
+        await asyncio.to_thread(ours.stop, "immediate")
+        spooled, spooled_bodies = await send(service, 200, seed=1907)
+        assert dict(spooled.statuses) == {202: 200}
+        assert await status_of(service) == "spooling"  # the other cluster is not a way out
+        other_db = Db(other.url.replace(other_password, password))
+        assert other_db.value("count_tickets") == 0
+        other_db.close()
+
+        await asyncio.to_thread(ours.start)
+        await wait_until(service.spool_drained, timeout=60, what="the spool replayed into its own database")
+        assert_stored_byte_for_byte(ours.url, spooled, spooled_bodies)
+    finally:
+        service.stop()
+        for server in (ours, other):
+            if server.is_running():
+                server.stop("immediate")
+
+
+def _set_password(url: str, password: str) -> None:
+    from myticket.db.resources import load_queries
+
+    connection = psycopg2.connect(url)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(load_queries()["set_superuser_password"], {"password": password})
+    finally:
+        connection.close()
 
 
 async def test_read_routes_read_from_the_standby_of_MYTICKET_READ_DATABASE_URL(pair, tmp_path):
