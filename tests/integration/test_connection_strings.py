@@ -66,8 +66,11 @@ async def test_migrations_the_start_check_and_the_pool_reach_the_database(server
         await repository.close()
 
 
-@pytest.mark.parametrize("command", [["migrate"], ["database-url"], ["reprocess", "--dry-run"]])
-def test_cli_commands_take_the_multi_host_url_and_pgpassfile(server, passfile, command, db):
+@pytest.mark.parametrize("command", [["migrate"], ["database-url"], ["reprocess", "--dry-run"],
+                                     ["archive", "--before", "2001-01-01", "--to", "{tmp}"],
+                                     ["purge", "--before", "2001-01-01"]])
+def test_cli_commands_take_the_multi_host_url_and_pgpassfile(server, passfile, command, db, tmp_path):
+    command = [part.replace("{tmp}", str(tmp_path / "archive")) for part in command]
     s = server
     url = (f"postgresql://{s['user']}@{'127.0.0.1'}:{s['closed']},{s['host']}:{s['port']}/{s['dbname']}"
            "?target_session_attrs=read-write")
