@@ -82,13 +82,6 @@ async def connect_matching(
     raise no_match(targets, failures)
 
 
-async def connect_writable(database_url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
-                           **options: Any) -> aiopg.Connection:
-    """A dedicated connection (LISTEN, the maintenance lock) to the writable host."""
-    _target, connection = await connect_matching(writer_targets(database_url), timeout=timeout, **options)
-    return connection
-
-
 class HostPool:
     """What the repository uses of an aiopg pool (`acquire()`, `close()`,
     `wait_closed()`), over the host chosen among those listed, chosen again when the
@@ -175,6 +168,14 @@ class HostPool:
                       "list only the primary and standbys of one cluster in the URL",
                       target.label, identity[1], identity[0], self._identity[1], self._identity[0])
         return f"another database (system {identity[0]})"
+
+    async def connect(self, **options: Any) -> aiopg.Connection:
+        """A connection of its own, outside the pool (a LISTEN, a session advisory lock),
+        to a host chosen by the same rule: the session asked for, the same database."""
+        if len(self._targets.hosts) == 1 and not needs_probe(self._targets.session_attrs):
+            return await aiopg.connect(self._targets.hosts[0].dsn, **options)
+        _target, connection = await connect_matching(self._targets, accept=self._same_database, **options)
+        return connection
 
     def _retire(self, pool: aiopg.Pool, exc: BaseException) -> None:
         """Stop handing out `pool`: the next acquire chooses the host again. Its
