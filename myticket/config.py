@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .db.hosts import InvalidConnectionString, mask_key_value_password, names_a_host, parse_targets
+
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -50,6 +52,7 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_MAINTENANCE_INTERVAL_SECONDS",
     "MYTICKET_LOG_FORMAT",
     "MYTICKET_ACCESS_LOG",
+    "MYTICKET_READ_DATABASE_URL",
 )
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
 DEFAULT_WORKER_BATCH_MAX_BYTES = 8 * 1024 * 1024
@@ -90,6 +93,9 @@ LOG_FORMATS = ("text", "json")
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
+    # Where the read routes (GET /tickets/{id}, /products...) read: a standby, or a list
+    # of hosts with target_session_attrs=prefer-standby. None: the database_url.
+    read_database_url: str | None = field(default=None, repr=False)
     http_host: str = "0.0.0.0"
     http_port: int = 9098
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -291,18 +297,35 @@ def _api_tokens(environ: Mapping[str, str]) -> tuple[str, ...]:
     return tokens
 
 
-def _database_url(environ: Mapping[str, str]) -> str | None:
-    raw = environ.get("DATABASE_URL", "").strip()
+def _connection_string(environ: Mapping[str, str], name: str) -> str | None:
+    """A PostgreSQL connection string as libpq reads it: a URL (one host or several, as
+    `h1:p1,h2:p2` or `?host=h1,h2&port=p1,p2`) or key/value (`host=h1,h2 port=... dbname=...`),
+    checked by myticket.db.hosts (libpq's own parser); returned exactly as given."""
+    raw = environ.get(name, "").strip()
     if not raw:
         return None
-    parts = urlsplit(raw)
-    # The URL itself is never quoted back: it may hold a password.
-    if parts.scheme not in ("postgresql", "postgres"):
-        got = f"{parts.scheme}://" if parts.scheme else "no scheme"
-        raise ConfigError(f"DATABASE_URL: must start with postgresql:// or postgres://, got {got}")
-    if not parts.hostname and "host=" not in parts.query:
-        raise ConfigError("DATABASE_URL: must name a host, as in postgresql://user:password@host:port/dbname")
+    # The string itself is never quoted back: it may hold a password.
+    if "://" in raw or not _KEY_VALUE.match(raw):
+        parts = urlsplit(raw)
+        if parts.scheme not in ("postgresql", "postgres"):
+            got = f"{parts.scheme}://" if parts.scheme else "no scheme"
+            raise ConfigError(f"{name}: must start with postgresql:// or postgres://, got {got}")
+    try:
+        parse_targets(raw)
+        names_host = names_a_host(raw)
+    except InvalidConnectionString as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if not names_host:
+        raise ConfigError(f"{name}: must name a host, as in postgresql://user:password@host:port/dbname")
     return raw
+
+
+# The start of a key/value connection string (`host=...`, `dbname = ...`).
+_KEY_VALUE = re.compile(r"[A-Za-z_]+\s*=")
+
+
+def _database_url(environ: Mapping[str, str]) -> str | None:
+    return _connection_string(environ, "DATABASE_URL")
 
 
 def _directory(environ: Mapping[str, str], name: str) -> Path | None:
@@ -346,6 +369,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         )
     return Settings(
         database_url=_database_url(environ),
+        read_database_url=_connection_string(environ, "MYTICKET_READ_DATABASE_URL"),
         http_host=environ.get("HTTP_HOST", "").strip() or "0.0.0.0",
         http_port=_integer(environ, "HTTP_PORT", 9098, maximum=65535),
         max_body_bytes=max_body_bytes,
@@ -385,7 +409,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
 
 def mask_password(url: str) -> str:
-    """The URL with its password replaced, for log lines."""
+    """The URL (or key/value string) with its password replaced, for log lines."""
+    if "://" not in url:
+        return mask_key_value_password(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url

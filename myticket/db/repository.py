@@ -144,6 +144,11 @@ class Repository:
     async def close(self) -> None:
         await self._connector.close()
 
+    async def synchronous_replication(self) -> dict:
+        """The server's synchronous replication settings and standbys, one row
+        (myticket.db.durability decides what they mean)."""
+        return (await self._connector.fetch("synchronous_replication"))[0]
+
     async def create_day_partitions(self, *, days: Iterable[date]) -> int:
         """Make the missing partitions of these UTC days; return how many were made."""
         days = sorted(set(days))

@@ -287,6 +287,12 @@ class Metrics:
             "UTC midnight, as unix seconds, of the oldest day whose tickets are still stored.",
             registry=self.registry,
         )
+        self.synchronous_standby = Gauge(
+            "myticket_database_synchronous_standby",
+            "1 when commits wait for a streaming synchronous standby (a 202 survives the primary's machine), "
+            "0 when they do not, as last seen by /ready.",
+            registry=self.registry,
+        )
         self._export_zeros()
         # Keyed by collector name: aioprometheus collectors define __eq__, not __hash__.
         self._counts: Tally[tuple[str, Labels]] = Tally()
@@ -383,6 +389,9 @@ class Metrics:
 
     def set_oldest_day_kept(self, unix_seconds: float) -> None:
         self._set(self.oldest_day_kept, unix_seconds)
+
+    def set_synchronous_standby(self, waits: bool) -> None:
+        self._gauges[self.synchronous_standby.name] = 1 if waits else 0
 
     def take_report(self) -> MetricsReport:
         """What was tallied since the last report (gauges: their last values), and reset."""
