@@ -1,5 +1,5 @@
 """The Patroni example of docs/howto/deploy-several-machines.md is a configuration
-Patroni accepts (`patroni --validate-config`, Debian's patroni, which .ci/run installs),
+Patroni accepts (`patroni --validate-config`, Debian's patroni, which make test installs through .ci/debian-tools),
 and it asks for what the docs promise: a synchronous standby for every commit."""
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from ..service_process import Service, free_port
 from ..waiting import wait_until
 
 HAPROXY_CONFIG = PROJECT_ROOT / "deploy" / "haproxy" / "haproxy.cfg"
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"  # .ci/run installs Debian's haproxy
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"  # make test installs Debian's haproxy (.ci/debian-tools)
 
 
 def test_the_shipped_haproxy_configuration_is_valid():

@@ -1,7 +1,7 @@
 """The shipped alerting rules pass `promtool check rules` and their unit tests
 (deploy/prometheus/alerts_test.yml), and the Prometheus configuration loads them.
 
-promtool comes from Debian's `prometheus` package; .ci/run installs it when missing."""
+promtool comes from Debian's `prometheus` package; make test installs it when missing (.ci/debian-tools)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ EXPECTED_ALERTS = {
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
     executable = shutil.which("promtool")
-    assert executable, "promtool is missing: apt-get install -y prometheus (.ci/run does it)"
+    assert executable, "promtool is missing: apt-get install -y prometheus (make test does it: .ci/debian-tools)"
     return subprocess.run([executable, *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=120)
 
 
