@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .db.hosts import InvalidConnectionString, mask_key_value_password, names_a_host, parse_targets
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -304,6 +303,10 @@ def _connection_string(environ: Mapping[str, str], name: str) -> str | None:
     raw = environ.get(name, "").strip()
     if not raw:
         return None
+    # libpq's own parser, through psycopg2: imported only when a string is set, so that
+    # reading the other settings needs no database driver.
+    from .db.hosts import InvalidConnectionString, names_a_host, parse_targets
+
     # The string itself is never quoted back: it may hold a password.
     if "://" in raw or not _KEY_VALUE.match(raw):
         parts = urlsplit(raw)
@@ -411,6 +414,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 def mask_password(url: str) -> str:
     """The URL (or key/value string) with its password replaced, for log lines."""
     if "://" not in url:
+        from .db.hosts import mask_key_value_password  # imported only for a key/value string
+
         return mask_key_value_password(url)
     parts = urlsplit(url)
     if parts.password is None:

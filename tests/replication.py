@@ -14,7 +14,7 @@ import psycopg2
 from myticket.db.embedded import EmbeddedPostgres
 from myticket.db.migrate import apply_migrations
 
-from .conftest import SUPPORT_QUERIES
+from .database import SUPPORT_QUERIES
 
 
 def run_query(url: str, name: str) -> list[tuple]:

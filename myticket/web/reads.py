@@ -44,10 +44,12 @@ def ascii_integer(text: str) -> int | None:
 
 
 def query_integer(request: web.Request, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
-    """An integer query parameter within bounds, or 400 naming it."""
-    raw = request.query.get(name, "").strip()
-    if not raw:
+    """An integer query parameter within bounds (absent: `default`), or 400 naming it.
+    A parameter given empty is a 400 like any other value that is not an integer, as the
+    OpenAPI document declares it an integer."""
+    if name not in request.query:
         return default
+    raw = request.query[name].strip()
     value = ascii_integer(raw)
     if value is None:
         raise ApiError(400, f"{name} {raw!r} is not an integer") from None

@@ -15,7 +15,7 @@ import pytest
 from myticket.db.migrate import apply_migrations, prepare_database
 from myticket.db.repository import Repository
 
-from ..conftest import PROJECT_ROOT
+from ..paths import PROJECT_ROOT
 from ..service_process import free_port
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from myticket.db.embedded import EmbeddedPostgres
 
-from ..conftest import PROJECT_ROOT
+from ..paths import PROJECT_ROOT
 
 PATRONI_CONFIG = PROJECT_ROOT / "deploy" / "patroni" / "patroni.yml"
 PATRONI = shutil.which("patroni") or "/usr/bin/patroni"

@@ -17,11 +17,11 @@ import aiohttp
 import psycopg2
 import pytest
 
-from bench.loadgen import SendResult, make_tickets, send_tickets
 from myticket.db.embedded import EmbeddedPostgres
 from myticket.db.migrate import apply_migrations
 
-from ..conftest import Db
+from ..database import Db
+from ..load import SendResult, make_tickets, send_tickets
 from ..replication import ReplicatedPair, reconfigure, run_query
 from ..service_process import Service, free_port
 from ..waiting import wait_until

@@ -10,16 +10,13 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
-from bench.loadgen import SendResult, make_tickets, send_tickets
-from myticket.db.embedded import EmbeddedPostgres
 
-from ..conftest import PROJECT_ROOT, Db, emptied_database, private_server
+from ..load import SendResult, make_tickets, send_tickets
+from ..paths import PROJECT_ROOT
 from ..service_process import Service, free_port
 from ..waiting import wait_until
 
@@ -47,16 +44,6 @@ def rendered_config(listen_port: int, instances: list[Service]) -> str:
     return config.rstrip("\n") + "\n" + servers
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    yield from private_server(tmp_path_factory, "balanced")
-
-
-@pytest.fixture
-def db(postgres: EmbeddedPostgres) -> Iterator[Db]:
-    yield from emptied_database(postgres)
-
-
 async def status_through(port: int) -> int | None:
     try:
         async with aiohttp.ClientSession() as session:
@@ -66,8 +53,8 @@ async def status_through(port: int) -> int | None:
         return None
 
 
-async def test_one_instance_killed_mid_burst_behind_haproxy_loses_no_acknowledged_ticket(postgres, db, tmp_path):
-    instances = [Service(postgres.url, tmp_path / f"instance{n}", serve_args=("--no-worker",)) for n in (1, 2)]
+async def test_one_instance_killed_mid_burst_behind_haproxy_loses_no_acknowledged_ticket(own_server, own_db, tmp_path):
+    instances = [Service(own_server.url, tmp_path / f"instance{n}", serve_args=("--no-worker",)) for n in (1, 2)]
     listen_port = free_port()
     config = tmp_path / "haproxy.cfg"
     config.write_text(rendered_config(listen_port, instances))
@@ -113,7 +100,7 @@ async def test_one_instance_killed_mid_burst_behind_haproxy_loses_no_acknowledge
 
         # The worker, on another process, processes what both instances stored.
         async def processed() -> bool:
-            return db.value("count_pending_tickets") == 0
+            return own_db.value("count_pending_tickets") == 0
 
         await wait_until(processed, timeout=60, what="the worker to process every ticket")
     finally:
@@ -124,8 +111,8 @@ async def test_one_instance_killed_mid_burst_behind_haproxy_loses_no_acknowledge
             instance.stop()
 
     assert result.acked
-    stored = {row[0] for row in db.rows("stored_ids")}
+    stored = {row[0] for row in own_db.rows("stored_ids")}
     for outcome, sent in ((result, bodies), (after, after_bodies)):
         assert [ticket_id for ticket_id in outcome.acked.values() if ticket_id not in stored] == []
         for index, ticket_id in list(outcome.acked.items())[::37]:
-            assert bytes(db.rows("ticket_delivery", {"id": ticket_id})[0][1]) == sent[index]
+            assert bytes(own_db.rows("ticket_delivery", {"id": ticket_id})[0][1]) == sent[index]

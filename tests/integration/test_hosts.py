@@ -15,7 +15,7 @@ from myticket.config import ConfigError, load_settings, mask_password
 from myticket.core.sessions import SessionState, calls_for_another_host, passes, session_matches
 from myticket.db.hosts import InvalidConnectionString, parse_targets, writer_targets
 
-from ..conftest import PROJECT_ROOT
+from ..paths import PROJECT_ROOT
 
 PRIMARY = SessionState(in_recovery=False, read_only=False)
 READ_ONLY_PRIMARY = SessionState(in_recovery=False, read_only=True)
