@@ -31,6 +31,7 @@ from ..core.domain import (
     from_row,
 )
 from ..core.ids import utc_day
+from ..core.ticket_search import ERROR_CHARS, TicketSearch, TicketSummary, shortened
 from ..core.parser import TicketLine
 from .connector import Connector, Session
 from .errors import CHECK_VIOLATION, domain_errors
@@ -353,6 +354,54 @@ class Repository:
             with domain_errors("try_maintenance_lock"):  # not the block's errors: those are its own
                 held = bool((await session.fetch("try_maintenance_lock"))[0]["held"])
             yield held
+
+    async def find_tickets(
+        self, *, search: TicketSearch, after: tuple[datetime, str] | None, limit: int
+    ) -> tuple[list[TicketSummary], tuple[datetime, str] | None]:
+        """One page of the tickets `search` chooses, newest first, after the key `after`
+        (received_at, id); and the key of the next page, None on the last. The query
+        is the one whose index serves the most selective filter given."""
+        after_received_at, after_id = after if after is not None else (None, None)
+        params = {
+            "statuses": list(search.statuses), "since": search.since, "until": search.until,
+            "order_ref": search.order_ref, "product_id": search.product_id,
+            "after_received_at": after_received_at, "after_id": after_id,
+            "limit": limit + 1, "error_chars": ERROR_CHARS + 1,
+        }
+        if search.product_id is not None:
+            name = "tickets_page_by_product"
+        elif search.order_ref is not None:
+            name = "tickets_page_by_order_ref"
+        else:
+            name = "tickets_page"
+        rows = await self._connector.fetch(name, params)
+        page = [from_row(TicketSummary, {**row, "error": shortened(row["error"])}) for row in rows[:limit]]
+        next_after = (page[-1].received_at, page[-1].id) if len(rows) > limit else None
+        return page, next_after
+
+    async def ticket_body(self, *, ticket_id: str) -> tuple[bytes, str | None] | None:
+        """The exact stored bytes of a ticket and their Content-Type; None when unknown."""
+        rows = await self._connector.fetch("ticket_body", _by_id(ticket_id))
+        return (bytes(rows[0]["body"]), rows[0]["content_type"]) if rows else None
+
+    async def requeue_matching(
+        self, *, statuses: Sequence[str], since: datetime | None = None, until: datetime | None = None,
+        order_ref: str | None = None, ticket_id: str | None = None,
+    ) -> int:
+        """Put the matching tickets back to pending, in one statement; return how many."""
+        params = {"statuses": list(statuses), "since": since, "until": until, "order_ref": order_ref,
+                  **_by_id(ticket_id)}
+        return (await self._connector.fetch("requeue_matching", params))[0]["requeued"]
+
+    async def requeue_candidates_matching(
+        self, *, statuses: Sequence[str], since: datetime | None = None, until: datetime | None = None,
+        order_ref: str | None = None, ticket_id: str | None = None,
+    ) -> list[RequeueCandidate]:
+        """What `requeue_matching` would put back to pending, oldest first; changes nothing."""
+        params = {"statuses": list(statuses), "since": since, "until": until, "order_ref": order_ref,
+                  **_by_id(ticket_id)}
+        rows = await self._connector.fetch("requeue_candidates_matching", params)
+        return [from_row(RequeueCandidate, row) for row in rows]
 
     async def applied_migrations(self) -> set[str]:
         rows = await self._connector.fetch("applied_migrations")

@@ -6,7 +6,12 @@ HMAC-SHA256 in X-Signature (`verify_signature`, called once the body is read).
 Reading: the read routes (`/tickets/…`, `/products…`) serve stored receipts, so they
 need a bearer token from MYTICKET_API_TOKENS; with none configured, loopback clients
 only. The probes (`/ping`, `/ready`, `/metrics`) and the API document (`/openapi.json`)
-stay open: load balancers and scrapers carry no token. The decision is a pure function of the configured tokens, the
+stay open: load balancers and scrapers carry no token.
+
+Requeueing (`POST /tickets/…/reprocess`) changes what is stored, so it may be given
+tokens of its own, MYTICKET_ADMIN_TOKENS: once set, only those are accepted there (a
+read token, as handed to a dashboard or a support tool, cannot requeue). Unset, the
+read routes' rule applies to requeueing too. The decision is a pure function of the configured tokens, the
 Authorization header and the peer address; the middleware only feeds it.
 """
 
@@ -26,6 +31,9 @@ from .typedefs import SETTINGS, Handler
 # Routes anyone who reaches the port may use; every other route is a read route. New
 # routes are protected unless added here.
 PUBLIC_ROUTES = frozenset({"/ping", "/ready", "/metrics", "/ticket", "/openapi.json"})
+
+# Routes that change stored tickets: MYTICKET_ADMIN_TOKENS, when set, guards them.
+ADMIN_ROUTES = frozenset({"/tickets/reprocess", "/tickets/{ticket_id}/reprocess"})
 
 # RFC 6750: the challenge names the scheme, and says why a token was not accepted.
 CHALLENGE = 'Bearer realm="myticket"'
@@ -96,6 +104,18 @@ def read_access_refusal(tokens: tuple[str, ...], authorization: str | None, peer
     )
 
 
+def admin_access_refusal(admin_tokens: tuple[str, ...], authorization: str | None) -> Refusal | None:
+    """None when the request may requeue under MYTICKET_ADMIN_TOKENS; else why not."""
+    token = bearer_token(authorization)
+    if token is None:
+        return Refusal(
+            401, "missing Authorization: Bearer <token> (a token from MYTICKET_ADMIN_TOKENS)", CHALLENGE
+        )
+    if not token_accepted(token, admin_tokens):
+        return Refusal(401, "bad token (requeueing takes a token from MYTICKET_ADMIN_TOKENS)", CHALLENGE_BAD_TOKEN)
+    return None
+
+
 def verify_signature(secrets: Sequence[str], body: bytes, header: str | None) -> None:
     """X-Signature must be `sha256=` and the hex HMAC-SHA256 of the raw body under one
     of `secrets` (several during a rotation).
@@ -124,9 +144,12 @@ async def require_read_access(request: web.Request, handler: Handler) -> web.Str
     their 404 or 405 reveals nothing."""
     resource = request.match_info.route.resource
     if resource is not None and resource.canonical not in PUBLIC_ROUTES:
-        refusal = read_access_refusal(
-            request.app[SETTINGS].api_tokens, request.headers.get("Authorization"), request.remote
-        )
+        settings = request.app[SETTINGS]
+        authorization = request.headers.get("Authorization")
+        if resource.canonical in ADMIN_ROUTES and settings.admin_tokens:
+            refusal = admin_access_refusal(settings.admin_tokens, authorization)
+        else:
+            refusal = read_access_refusal(settings.api_tokens, authorization, request.remote)
         if refusal is not None:
             headers = {"WWW-Authenticate": refusal.challenge} if refusal.challenge else None
             raise ApiError(refusal.status, refusal.message, headers=headers)

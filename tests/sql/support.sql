@@ -1,6 +1,7 @@
 -- name: reset_tables
 -- Empties every table the service writes, between tests.
-TRUNCATE deliveries, pending_tickets, ticket_outcomes, ticket_lines, products, processed_bodies, archived_days;
+TRUNCATE deliveries, pending_tickets, ticket_outcomes, ticket_lines, products, processed_bodies, archived_days,
+         idempotency_keys;
 
 -- name: count_tickets
 -- How many deliveries are stored.
