@@ -30,7 +30,8 @@ from ..core.domain import (
     TicketRecord,
     from_row,
 )
-from ..core.ids import utc_day
+from ..core.idempotency import KeyUse
+from ..core.ids import day_start, utc_day
 from ..core.ticket_search import ERROR_CHARS, TicketSearch, TicketSummary, shortened
 from ..core.parser import TicketLine
 from .connector import Connector, Session
@@ -402,6 +403,31 @@ class Repository:
                   **_by_id(ticket_id)}
         rows = await self._connector.fetch("requeue_candidates_matching", params)
         return [from_row(RequeueCandidate, row) for row in rows]
+
+    async def idempotency_key_use(self, *, key: str, since_day: date) -> KeyUse | None:
+        """The first use of `key` on `since_day` or later; None when it is not known."""
+        rows = await self._connector.fetch("idempotency_key_use", {"key": key, "since_day": day_start(since_day)})
+        return KeyUse(rows[0]["ticket_id"], bytes(rows[0]["body_sha256"])) if rows else None
+
+    async def register_idempotency_key(
+        self, *, key: str, body_sha256: bytes, ticket_id: str, received_at: datetime
+    ) -> bool:
+        """Note the key's use by this stored ticket; False when the key was noted that day
+        already. A day without its key partition (a ticket spooled, then the key noted
+        once PostgreSQL is back) gets its partitions first."""
+        params = {"key": key, "body_sha256": body_sha256, "ticket_id": ticket_id, "received_at": received_at}
+        try:
+            rows = await self._connector.fetch("register_idempotency_key", params)
+        except DataRejected as exc:
+            if exc.sqlstate != CHECK_VIOLATION:
+                raise
+            await self.create_day_partitions(days={utc_day(received_at)})
+            rows = await self._connector.fetch("register_idempotency_key", params)
+        return bool(rows)
+
+    async def drop_idempotency_keys(self, *, before: date) -> int:
+        """Drop the key partitions of the days before `before`; return how many."""
+        return (await self._connector.fetch("drop_idempotency_key_partitions", {"before": before}))[0]["dropped"]
 
     async def applied_migrations(self) -> set[str]:
         rows = await self._connector.fetch("applied_migrations")

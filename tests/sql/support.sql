@@ -59,3 +59,7 @@ ORDER BY 1;
 -- name: drop_day
 -- A day's partitions dropped by another session (as purge does), without an archive.
 SELECT myticket_purge_day(%(day)s::date, false);
+
+-- name: count_idempotency_keys
+-- How many idempotency keys are noted.
+SELECT count(*) FROM idempotency_keys;
