@@ -1,7 +1,9 @@
 """Who may send and who may read.
 
 Sending: with MYTICKET_WEBHOOK_SECRET(S) set, a POST /ticket body must carry its
-HMAC-SHA256 in X-Signature (`verify_signature`, called once the body is read).
+HMAC-SHA256 in X-Signature (`verify_signature`), or be signed the Standard Webhooks way
+(`verify_standard_webhook`: webhook-id, webhook-timestamp, webhook-signature), checked
+once the body is read (`verify_sender` picks by the headers present).
 
 Reading: the read routes (`/tickets/…`, `/products…`) serve stored receipts, so they
 need a bearer token from MYTICKET_API_TOKENS; with none configured, loopback clients
@@ -17,10 +19,12 @@ Authorization header and the peer address; the middleware only feeds it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -135,6 +139,66 @@ def verify_signature(secrets: Sequence[str], body: bytes, header: str | None) ->
     if scheme.lower() != "sha256" or not matched:
         raise ApiError(401, "bad signature")
 
+
+# Standard Webhooks: a signature older or newer than this is refused (replay protection;
+# the specification's five minutes, which also absorbs clock skew between sender and us).
+WEBHOOK_TOLERANCE_SECONDS = 5 * 60
+WHSEC_PREFIX = "whsec_"
+
+
+def standard_webhook_key(secret: str) -> bytes:
+    """The HMAC key of a configured secret under Standard Webhooks: a `whsec_<base64>`
+    secret is its decoded bytes (as the senders' libraries use it); any other secret is
+    its UTF-8 bytes, as for X-Signature."""
+    if secret.startswith(WHSEC_PREFIX):
+        encoded = secret[len(WHSEC_PREFIX):]
+        try:
+            return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            pass  # not base64 after all: the secret as written
+    return secret.encode()
+
+
+def verify_standard_webhook(secrets: Sequence[str], body: bytes, headers: Mapping[str, str], now: float) -> None:
+    """webhook-signature must hold, among its space-separated `v1,<base64>` entries, the
+    HMAC-SHA256 of `<webhook-id>.<webhook-timestamp>.<body>` under one of `secrets`; and
+    webhook-timestamp (unix seconds) must be within WEBHOOK_TOLERANCE_SECONDS of `now`.
+    Every entry is compared with every secret, in constant time each."""
+    message_id = headers.get("webhook-id")
+    timestamp = headers.get("webhook-timestamp")
+    signatures = headers.get("webhook-signature") or ""
+    if not message_id or not timestamp:
+        raise ApiError(401, "webhook-signature needs webhook-id and webhook-timestamp headers")
+    stamp = timestamp.strip()
+    if not (stamp.isascii() and stamp.isdigit()):
+        raise ApiError(401, "webhook-timestamp must be unix seconds")
+    if abs(now - int(stamp)) > WEBHOOK_TOLERANCE_SECONDS:
+        raise ApiError(
+            401, f"webhook-timestamp is more than {WEBHOOK_TOLERANCE_SECONDS // 60} minutes from now (replay protection)"
+        )
+    signed = b"%s.%s." % (message_id.encode("utf-8", "surrogateescape"), stamp.encode()) + body
+    expected = [
+        base64.b64encode(hmac.new(standard_webhook_key(secret), signed, hashlib.sha256).digest())
+        for secret in secrets
+    ]
+    matched = False
+    for entry in signatures.split(" "):
+        version, _, received = entry.partition(",")
+        if version != "v1":
+            continue
+        received_bytes = received.encode("utf-8", "surrogateescape")
+        for candidate in expected:
+            matched |= hmac.compare_digest(received_bytes, candidate)
+    if not matched:
+        raise ApiError(401, "bad signature")
+
+
+def verify_sender(secrets: Sequence[str], body: bytes, headers: Mapping[str, str], now: float) -> None:
+    """Standard Webhooks when the request carries webhook-signature, else X-Signature."""
+    if "webhook-signature" in headers:
+        verify_standard_webhook(secrets, body, headers, now)
+    else:
+        verify_signature(secrets, body, headers.get("X-Signature"))
 
 
 @web.middleware

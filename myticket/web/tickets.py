@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import HttpVersion11, StreamReader, web
 
@@ -16,7 +17,7 @@ from ..intake.group_commit import Overloaded, ShuttingDown
 from ..intake.spool import SpoolUnavailable
 from ..telemetry.metrics import RefusalReason
 from ..telemetry.refusal_log import refused
-from .auth import verify_signature
+from .auth import verify_sender
 from .idempotency import remember, replayed, request_key
 from .errors import RETRY_AFTER_OVERLOADED, RETRY_AFTER_UNAVAILABLE, ApiError
 from .text import printable
@@ -86,7 +87,7 @@ async def _admissible_ticket(request: web.Request, reservation: Reservation) -> 
         raise ApiError(400, "connection lost before the whole body arrived") from None
     if settings.webhook_secrets:
         try:
-            verify_signature(settings.webhook_secrets, body, request.headers.get("X-Signature"))
+            verify_sender(settings.webhook_secrets, body, request.headers, time.time())
         except ApiError:
             metrics.refuse(RefusalReason.BAD_SIGNATURE)
             raise
