@@ -124,6 +124,17 @@ def _by_id(ticket_id: str | None) -> dict[str, object]:
     return {"id": ticket_id, "received_at": received_at_hint(ticket_id)}
 
 
+def _idempotency_keys(tickets: Sequence[IncomingTicket]) -> dict[str, list]:
+    """The keys of the keyed tickets of a batch, as `insert_tickets` notes them."""
+    keyed = [ticket for ticket in tickets if ticket.idempotency_key is not None]
+    return {
+        "key_ids": [ticket.id for ticket in keyed],
+        "key_received_at": [ticket.received_at for ticket in keyed],
+        "keys": [ticket.idempotency_key for ticket in keyed],
+        "key_digests": [ticket.body_sha256 for ticket in keyed],
+    }
+
+
 class Repository:
     """The service's named queries, over a `Connector`."""
 
@@ -176,6 +187,7 @@ class Repository:
             "received_at": [ticket.received_at for ticket in tickets],
             "content_types": [ticket.content_type for ticket in tickets],
             "bodies": [ticket.body for ticket in tickets],
+            **_idempotency_keys(tickets),
         }
         try:
             rows = await self._connector.fetch("insert_tickets", params)
@@ -408,22 +420,6 @@ class Repository:
         """The first use of `key` on `since_day` or later; None when it is not known."""
         rows = await self._connector.fetch("idempotency_key_use", {"key": key, "since_day": day_start(since_day)})
         return KeyUse(rows[0]["ticket_id"], bytes(rows[0]["body_sha256"])) if rows else None
-
-    async def register_idempotency_key(
-        self, *, key: str, body_sha256: bytes, ticket_id: str, received_at: datetime
-    ) -> bool:
-        """Note the key's use by this stored ticket; False when the key was noted that day
-        already. A day without its key partition (a ticket spooled, then the key noted
-        once PostgreSQL is back) gets its partitions first."""
-        params = {"key": key, "body_sha256": body_sha256, "ticket_id": ticket_id, "received_at": received_at}
-        try:
-            rows = await self._connector.fetch("register_idempotency_key", params)
-        except DataRejected as exc:
-            if exc.sqlstate != CHECK_VIOLATION:
-                raise
-            await self.create_day_partitions(days={utc_day(received_at)})
-            rows = await self._connector.fetch("register_idempotency_key", params)
-        return bool(rows)
 
     async def drop_idempotency_keys(self, *, before: date) -> int:
         """Drop the key partitions of the days before `before`; return how many."""

@@ -18,7 +18,7 @@ from ..intake.spool import SpoolUnavailable
 from ..telemetry.metrics import RefusalReason
 from ..telemetry.refusal_log import refused
 from .auth import verify_sender
-from .idempotency import remember, replayed, request_key
+from .idempotency import request_key, with_key
 from .errors import RETRY_AFTER_OVERLOADED, RETRY_AFTER_UNAVAILABLE, ApiError
 from .text import printable
 from .typedefs import BODY_BUDGET, INGEST, METRICS, SETTINGS, TICKET_ID
@@ -43,15 +43,15 @@ async def post_ticket(request: web.Request) -> web.Response:
     try:
         ticket = await _admissible_ticket(request, reservation)
         request[TICKET_ID] = ticket.id
-        if key is not None and (replay := await replayed(request, key, ticket)) is not None:
-            return replay
+        if key is not None:
+            ticket, replay = await with_key(request, key, ticket)
+            if replay is not None:
+                return replay
         handed_over = True  # from here `submit` releases the reservation, even if this wait is cancelled
         await _store(app, ticket, reservation)
     finally:
         if not handed_over:
             reservation.release()
-    if key is not None:
-        await remember(request, key, ticket)
     app[METRICS].accept()
     log.debug("ticket %s stored (%d bytes)", ticket.id, len(ticket.body), extra={"ticket_id": ticket.id})
     # A uuid needs no JSON escaping: format the answer instead of encoding a dict.

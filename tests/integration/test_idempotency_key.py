@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from myticket.core.domain import IncomingTicket
 from myticket.core.ids import new_delivery_id
 from myticket.telemetry.metrics import Metrics
 from myticket.web.app import init_app
@@ -85,15 +86,14 @@ async def test_another_process_sees_the_key(aiohttp_client, settings, db):
 async def test_keys_past_their_lifetime_are_forgotten_and_their_days_dropped(quiet_app, db):
     repository = quiet_app.server.app[REPOSITORY]
     now = datetime.now(timezone.utc)
+    digest = hashlib.sha256(REFERENCE_TICKET).digest()
     old_id, old_at = new_delivery_id(now - timedelta(hours=60))
-    assert await repository.register_idempotency_key(
-        key="old", body_sha256=hashlib.sha256(REFERENCE_TICKET).digest(), ticket_id=old_id, received_at=old_at
-    )
     recent_id, recent_at = new_delivery_id(now - timedelta(hours=1))
-    await repository.register_idempotency_key(
-        key="recent", body_sha256=hashlib.sha256(REFERENCE_TICKET).digest(), ticket_id=recent_id,
-        received_at=recent_at,
-    )
+    await repository.store_tickets(tickets=[
+        IncomingTicket(old_id, old_at, None, REFERENCE_TICKET, idempotency_key="old", body_sha256=digest),
+        IncomingTicket(recent_id, recent_at, None, REFERENCE_TICKET, idempotency_key="recent", body_sha256=digest),
+    ])
+    assert db.value("count_idempotency_keys") == 2
     old_day = old_at.date()
     assert db.rows("partitions_of_day", {"day": old_day}) != []
 
