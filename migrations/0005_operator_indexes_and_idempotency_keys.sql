@@ -30,8 +30,7 @@ CREATE TABLE idempotency_keys (
 ) PARTITION BY RANGE (used_day);
 
 -- As in 0004, with idempotency_keys among the day-partitioned tables: a day that gets
--- its ticket partitions gets its key partition too. (myticket_purge_day keeps its own
--- list: keys are not ticket data and go by their own lifetime.)
+-- its ticket partitions gets its key partition too.
 CREATE OR REPLACE FUNCTION myticket_create_day_partitions(day date) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -51,6 +50,55 @@ BEGIN
         END IF;
     END LOOP;
     RETURN made;
+END
+$$;
+
+-- As in 0004, and a purged day's keys go with its tickets: a key never names a ticket
+-- that is gone. (Keys also go by their own, shorter, lifetime: below.)
+CREATE OR REPLACE FUNCTION myticket_purge_day(day date, require_archive boolean) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    parent    text;
+    parents   text[] := ARRAY['deliveries', 'ticket_outcomes', 'ticket_lines', 'processed_bodies',
+                              'idempotency_keys'];
+    suffix    text := to_char(day, 'YYYYMMDD');
+    lower_at  timestamptz := day::timestamp AT TIME ZONE 'UTC';
+    upper_at  timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';
+    pending   bigint;
+    stored    bigint;
+    archive   archived_days%ROWTYPE;
+BEGIN
+    FOREACH parent IN ARRAY parents LOOP
+        IF to_regclass(parent || '_' || suffix) IS NOT NULL THEN
+            EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', parent || '_' || suffix);
+        END IF;
+    END LOOP;
+    PERFORM pg_advisory_xact_lock(4242017303);
+    IF to_regclass('deliveries_' || suffix) IS NULL THEN
+        RETURN 'absent';
+    END IF;
+    SELECT count(*) INTO pending FROM pending_tickets WHERE received_at >= lower_at AND received_at < upper_at;
+    IF pending > 0 THEN
+        RETURN format('pending: %s tickets of this day are not processed yet', pending);
+    END IF;
+    EXECUTE format('SELECT count(*) FROM %I', 'deliveries_' || suffix) INTO stored;
+    IF require_archive AND stored > 0 THEN
+        SELECT * INTO archive FROM archived_days AS a WHERE a.day = myticket_purge_day.day;
+        IF NOT FOUND THEN
+            RETURN 'not archived';
+        END IF;
+        IF archive.pending > 0 OR archive.tickets <> stored THEN
+            RETURN format('archive outdated: it holds %s tickets (%s pending then), the day holds %s',
+                          archive.tickets, archive.pending, stored);
+        END IF;
+    END IF;
+    FOREACH parent IN ARRAY parents LOOP
+        IF to_regclass(parent || '_' || suffix) IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', parent, parent || '_' || suffix);
+            EXECUTE format('DROP TABLE %I', parent || '_' || suffix);
+        END IF;
+    END LOOP;
+    RETURN 'purged';
 END
 $$;
 
