@@ -62,8 +62,11 @@ def parse_instant(name: str, text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
-def parse_statuses(values: Iterable[str], allowed: tuple[str, ...] = STATUSES) -> tuple[str, ...]:
-    """`status=a&status=b` and `status=a,b` alike; every status when none is given."""
+def parse_statuses(
+    values: Iterable[str], allowed: tuple[str, ...] = STATUSES, default: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
+    """`status=a&status=b` and `status=a,b` alike; `default` (every allowed status unless
+    given) when none is."""
     chosen: list[str] = []
     for value in values:
         for status in value.split(","):
@@ -72,7 +75,7 @@ def parse_statuses(values: Iterable[str], allowed: tuple[str, ...] = STATUSES) -
                 raise SearchError(f"status {status!r} is not one of {', '.join(allowed)}")
             if status not in chosen:
                 chosen.append(status)
-    return tuple(chosen) if chosen else allowed
+    return tuple(chosen) if chosen else (default or allowed)
 
 
 def search_window(since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:

@@ -18,6 +18,7 @@ from aiohttp import web
 from ..core.domain import Product, TicketRecord, field_names
 from ..core.parser import TicketLine
 from ..core.ticket_search import (
+    STATUSES,
     SearchError,
     TicketSearch,
     TicketSummary,
@@ -81,13 +82,15 @@ def ticket_id_of(request: web.Request) -> str:
         raise ApiError(404, f"no ticket {raw_id}") from None
 
 
-def ticket_search(request: web.Request, *, statuses: tuple[str, ...] | None = None) -> TicketSearch:
+def ticket_search(
+    request: web.Request, *, statuses: tuple[str, ...] = STATUSES, default: tuple[str, ...] | None = None
+) -> TicketSearch:
     """The filters of GET /tickets (and of a bulk requeue) from the query string, or 400
-    naming the one that cannot be used. `statuses`: those allowed, all by default."""
+    naming the one that cannot be used. `statuses`: those allowed; `default`: those
+    chosen when none is asked (all allowed ones unless given)."""
     query = request.query
     try:
-        allowed = statuses or parse_statuses(())
-        chosen = parse_statuses(query.getall("status", []), allowed)
+        chosen = parse_statuses(query.getall("status", []), statuses, default)
         since = parse_instant("since", query["since"]) if query.get("since") else None
         until = parse_instant("until", query["until"]) if query.get("until") else None
         since, until = search_window(since, until, datetime.now(timezone.utc))

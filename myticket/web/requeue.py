@@ -40,9 +40,7 @@ async def reprocess_tickets(request: web.Request) -> web.Response:
         raise ApiError(400, "since is required: say from when tickets are requeued (ISO 8601)")
     if request.query.get("product_id"):
         raise ApiError(400, "product_id: only processed tickets have lines, and processed tickets are not requeued")
-    if not request.query.getall("status", []):
-        request = request.clone(rel_url=request.rel_url.update_query(status="rejected"))
-    search = ticket_search(request, statuses=REQUEUEABLE_STATUSES)
+    search = ticket_search(request, statuses=REQUEUEABLE_STATUSES, default=("rejected",))
     requeued = await request.app[REPOSITORY].requeue_matching(
         statuses=search.statuses, since=search.since, until=search.until, order_ref=search.order_ref
     )

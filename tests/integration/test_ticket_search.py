@@ -176,6 +176,8 @@ async def test_bulk_requeue_takes_the_filters_and_counts(quiet_app):
     two_days_ago = datetime.now(timezone.utc) - timedelta(days=2)
     old = await stored(repository, MALFORMED + b"1", MALFORMED + b"2", at=two_days_ago)
     recent = await stored(repository, MALFORMED + b"3", REFERENCE_TICKET)
+    await stored(repository, good_ticket("D-1", "P9"), at=two_days_ago + timedelta(minutes=1))
+    [duplicate] = await stored(repository, good_ticket("D-1", "P9"), at=two_days_ago + timedelta(minutes=2))
 
     assert (await quiet_app.post("/tickets/reprocess")).status == 400  # since is required
     assert (await quiet_app.post("/tickets/reprocess?since=2020-01-01&status=processed")).status == 400
@@ -186,9 +188,12 @@ async def test_bulk_requeue_takes_the_filters_and_counts(quiet_app):
     response = await quiet_app.post(f"/tickets/reprocess?since={since}&until={until}")
     assert response.status == 202
     assert (await response.json())["requeued"] == 2
-    assert [await repository.ticket_status(ticket_id=t) for t in old + recent] == [
-        "pending", "pending", "rejected", "processed"
+    assert [await repository.ticket_status(ticket_id=t) for t in old + recent + [duplicate]] == [
+        "pending", "pending", "rejected", "processed", "duplicate"  # rejected ones only, unless asked
     ]
+    response = await quiet_app.post(f"/tickets/reprocess?since={since}&until={until}&status=duplicate")
+    assert (await response.json())["requeued"] == 1
+    assert await repository.ticket_status(ticket_id=duplicate) == "pending"
 
 
 async def test_requeueing_takes_an_admin_token_once_one_is_set(aiohttp_client, settings, db):

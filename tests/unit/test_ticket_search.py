@@ -28,6 +28,7 @@ def test_statuses_repeated_or_comma_separated_and_all_by_default():
     assert parse_statuses(["rejected", "duplicate,rejected"]) == ("rejected", "duplicate")
     assert parse_statuses([]) == STATUSES
     assert parse_statuses([], REQUEUEABLE_STATUSES) == REQUEUEABLE_STATUSES
+    assert parse_statuses([], REQUEUEABLE_STATUSES, ("rejected",)) == ("rejected",)
     with pytest.raises(SearchError, match="status 'processed'"):
         parse_statuses(["processed"], REQUEUEABLE_STATUSES)
 
