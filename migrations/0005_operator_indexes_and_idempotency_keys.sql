@@ -4,10 +4,11 @@
 -- GET /tickets reads tickets newest first within a reception window, by status, by
 -- order reference or by product. Each index below serves one filter, ordered as the
 -- answer is, and, being partitioned like its table, is read only in the window's days.
--- Each is one more index entry written per row (`make bench-indexes` measures them):
---   status:     one entry per outcome (every processed ticket);
---   order_ref:  one per outcome that has an order reference (partial);
---   product_id: one per ticket line, the most (3.4 lines per reference ticket).
+-- Each is one more index entry the worker writes per row (not on the ingest path):
+--   status:     one entry per outcome (every processed ticket);          ~107 bytes/ticket
+--   order_ref:  one per outcome that has an order reference (partial);   ~92 bytes/ticket
+--   product_id: one per ticket line, the most (3.4 lines per ticket);    ~227 bytes/ticket
+-- Together about a tenth of PostgreSQL's CPU per processed ticket (bench/search_index_cost.py).
 -- Pending tickets need none: pending_tickets' key is (received_at, id) already.
 CREATE INDEX ticket_outcomes_status_received_idx ON ticket_outcomes (status, received_at, ticket_id);
 CREATE INDEX ticket_outcomes_order_ref_idx ON ticket_outcomes (order_ref, received_at, ticket_id)
