@@ -43,11 +43,11 @@ def checked_key(header: str, value: str) -> str:
 def idempotency_key(idempotency_header: str | None, webhook_id: str | None) -> str | None:
     """The key a request carries: its Idempotency-Key, else its webhook-id (prefixed),
     else None."""
+    if webhook_id is not None:
+        webhook_id = checked_key("webhook-id", webhook_id)  # checked even when the client's key wins
     if idempotency_header is not None:
         return checked_key("Idempotency-Key", idempotency_header)
-    if webhook_id is not None:
-        return WEBHOOK_ID_PREFIX + checked_key("webhook-id", webhook_id)
-    return None
+    return WEBHOOK_ID_PREFIX + webhook_id if webhook_id is not None else None
 
 
 def oldest_live_day(now: datetime, lifetime_hours: int) -> date:

@@ -9,6 +9,7 @@ later page reads no day newer than the page before.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,30 +80,32 @@ def parse_statuses(
 
 
 def search_window(since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
-    """[since, until) with the defaults: until is now, since is DEFAULT_WINDOW before until."""
+    """[since, until) with the defaults: until is now, since is DEFAULT_WINDOW before until.
+    A window that ends before it starts holds no ticket: it is answered empty, not refused
+    (whatever two valid instants a client sends, the answer is a list)."""
     until = until if until is not None else now
     since = since if since is not None else until - DEFAULT_WINDOW
-    if since >= until:
-        raise SearchError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
     return since, until
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# A cursor's instant: microseconds since 1970, at most 17 digits (until year 5138), so
+# that every cursor of the documented form names an instant PostgreSQL can compare.
+_CURSOR = re.compile(r"([0-9]{1,17})_([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})")
+
+
 def encode_cursor(received_at: datetime, ticket_id: str) -> str:
-    """The `after` of the next page: the last ticket's reception time (UTC, microseconds)
-    and id. URL-safe as it is (no `+`, no `:`)."""
-    utc = received_at.astimezone(timezone.utc)
-    return f"{utc.strftime('%Y%m%dT%H%M%S.%f')}Z_{ticket_id}"
+    """The `after` of the next page: the last ticket's reception time (microseconds since
+    1970) and id. URL-safe as it is."""
+    return f"{(received_at - _EPOCH) // timedelta(microseconds=1)}_{ticket_id}"
 
 
 def decode_cursor(text: str) -> tuple[datetime, str]:
     """(received_at, id) of a cursor made by `encode_cursor`, or SearchError."""
-    instant, _, ticket_id = text.partition("_")
-    try:
-        received_at = datetime.strptime(instant, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc)
-        ticket_id = str(uuid.UUID(ticket_id))
-    except ValueError:
-        raise SearchError(f"after {text!r} is not a cursor from a previous page's next_after") from None
-    return received_at, ticket_id
+    match = _CURSOR.fullmatch(text)
+    if match is None:
+        raise SearchError(f"after {text!r} is not a cursor from a previous page's next_after")
+    return _EPOCH + timedelta(microseconds=int(match.group(1))), str(uuid.UUID(match.group(2)))
 
 
 def before_cursor(until: datetime, after: tuple[datetime, str] | None) -> datetime:

@@ -18,7 +18,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/ticket", post_ticket, expect_handler=expect_ticket)
     app.router.add_get("/tickets", list_tickets)
     app.router.add_post("/tickets/reprocess", reprocess_tickets)
-    app.router.add_get("/tickets/{ticket_id}", get_ticket)
+    # Not "reprocess": that path is the bulk requeue's alone (GET there is 405, not a ticket id).
+    app.router.add_get("/tickets/{ticket_id:(?!reprocess$)[^/]+}", get_ticket)
     app.router.add_get("/tickets/{ticket_id}/body", get_ticket_body)
     app.router.add_post("/tickets/{ticket_id}/reprocess", reprocess_ticket)
     app.router.add_get("/products", list_products)

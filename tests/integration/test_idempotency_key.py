@@ -17,7 +17,7 @@ from myticket.web.app import init_app
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker.maintenance import Maintenance
 
-from ..conftest import REFERENCE_TICKET
+from ..paths import REFERENCE_TICKET
 
 
 async def post(client, body: bytes, key: str | None):

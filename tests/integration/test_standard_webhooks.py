@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 
 from myticket.web.app import init_app
 
-from ..conftest import REFERENCE_TICKET
+from ..paths import REFERENCE_TICKET
 
 WHSEC = "whsec_" + base64.b64encode(b"a sender's secret of 32 bytes!!!").decode()
 OTHER_WHSEC = "whsec_" + base64.b64encode(b"another secret, also 32 bytes..").decode()

@@ -4,31 +4,16 @@ marked duplicate of the first by its body's digest (docs: Send tickets)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from myticket.config import Settings
-from myticket.db.embedded import EmbeddedPostgres
 from myticket.telemetry.metrics import Metrics
 from myticket.web.app import init_app
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import REFERENCE_TICKET, Db, emptied_database, private_server
+from ..paths import REFERENCE_TICKET
 from ..waiting import wait_until
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """A server of this module's own, so stopping it does not disturb other tests."""
-    yield from private_server(tmp_path_factory, "idempotency-outage")
-
-
-@pytest.fixture
-def own_db(own_server: EmbeddedPostgres) -> Iterator[Db]:
-    yield from emptied_database(own_server)
 
 
 async def test_a_keyed_retry_during_an_outage_is_stored_again_and_marked_duplicate(

@@ -44,19 +44,20 @@ def test_the_window_defaults_to_the_day_before_until_and_must_not_be_empty():
     assert search_window(None, None, NOW) == (NOW - DEFAULT_WINDOW, NOW)
     until = NOW - timedelta(days=3)
     assert search_window(None, until, NOW) == (until - DEFAULT_WINDOW, until)
-    with pytest.raises(SearchError, match="must be before"):
-        search_window(NOW, NOW, NOW)
+    # An empty or reversed window is answered empty, not refused.
+    assert search_window(NOW, NOW - timedelta(hours=1), NOW) == (NOW, NOW - timedelta(hours=1))
 
 
 def test_a_cursor_round_trips_to_the_microsecond_and_bounds_the_next_page():
     ticket_id = str(uuid.uuid4())
     received_at = datetime(2026, 12, 5, 23, 59, 59, 123456, tzinfo=timezone.utc)
     cursor = encode_cursor(received_at, ticket_id)
-    assert "+" not in cursor and ":" not in cursor
+    assert cursor.replace("-", "").replace("_", "").isalnum()
     assert decode_cursor(cursor) == (received_at, ticket_id)
     assert before_cursor(NOW, (received_at, ticket_id)) == received_at + timedelta(microseconds=1)
     assert before_cursor(received_at, (NOW, ticket_id)) == received_at
-    for bad in ("", "x_y", f"20261205T235959Z_{ticket_id}", encode_cursor(received_at, ticket_id)[:-3]):
+    for bad in ("", "x_y", f"20261205T235959Z_{ticket_id}", encode_cursor(received_at, ticket_id)[:-3],
+                f"{'9' * 18}_{ticket_id}"):
         with pytest.raises(SearchError):
             decode_cursor(bad)
 
