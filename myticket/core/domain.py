@@ -37,6 +37,10 @@ class IncomingTicket:
     received_at: datetime
     content_type: str | None
     body: bytes
+    # The Idempotency-Key (or webhook-id) to note with the ticket when it is stored in
+    # PostgreSQL, with the digest of its body; not kept by the spool.
+    idempotency_key: str | None = None
+    body_sha256: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 -- name: reset_tables
 -- Empties every table the service writes, between tests.
-TRUNCATE deliveries, pending_tickets, ticket_outcomes, ticket_lines, products, processed_bodies, archived_days;
+TRUNCATE deliveries, pending_tickets, ticket_outcomes, ticket_lines, products, processed_bodies, archived_days,
+         idempotency_keys;
 
 -- name: count_tickets
 -- How many deliveries are stored.
@@ -58,3 +59,7 @@ ORDER BY 1;
 -- name: drop_day
 -- A day's partitions dropped by another session (as purge does), without an archive.
 SELECT myticket_purge_day(%(day)s::date, false);
+
+-- name: count_idempotency_keys
+-- How many idempotency keys are noted.
+SELECT count(*) FROM idempotency_keys;
