@@ -212,8 +212,12 @@ def fill(db: Database, args: argparse.Namespace) -> dict:
 def _normalised(text: str) -> str:
     """A statement's text with comments, parameters and literals made alike, so that a
     named query matches its pg_stat_statements entry (which has $n for each constant)."""
-    text = re.sub(r"--[^\n]*", " ", text)
+    text = re.sub(r"--[^\n]*|/\*.*?\*/", " ", text, flags=re.DOTALL)
+    # psycopg2 sends a list as ARRAY[...], which PostgreSQL 18 keeps as ARRAY[$1 /*, ... */]
+    text = re.sub(r"ARRAY\[[^\]]*\]", "?", text, flags=re.IGNORECASE)
     text = re.sub(r"%\(\w+\)s|\$\d+|'(?:[^']|'')*'|\b\d+\b", "?", text)
+    # and a datetime as '...'::timestamptz, so a cast written after it comes twice
+    text = re.sub(r"(::[\w\[\]]+)(?:\1)+", r"\1", text)
     return " ".join(text.lower().split()).rstrip("; ")
 
 
