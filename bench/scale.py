@@ -19,9 +19,9 @@ One embedded PostgreSQL with pg_stat_statements preloaded, one `myticket serve`:
 While each distinct load runs, `--reads-per-second` GET /tickets/{id} (of tickets acked so
 far when empty, of the filled days' tickets when filled) measure the read path. CPU is
 that of the service's process tree and of PostgreSQL's, per acknowledged ticket, over the
-time until the backlog is drained. pg_stat_statements is reset before each distinct load
-and read after it: the statements whose time per ticket grows are printed, largest growth
-first. The machine is shared: compare the two columns of one run, not runs.
+time until the backlog is drained. pg_stat_statements (planning tracked too) is reset
+before each distinct load and read after it: the statements whose time per ticket grows
+are printed, largest growth first. The machine is shared: compare the two columns of one run, not runs.
 """
 
 from __future__ import annotations
@@ -229,32 +229,35 @@ def statement_names() -> dict[str, str]:
 
 
 def statement_growth(empty: dict, filled: dict, limit: int) -> list[tuple]:
-    """Per named statement: calls, execution µs and shared blocks per acked ticket, empty
-    and filled; largest growth of time per ticket first, leaving out those under 0.1 µs
-    in both."""
+    """Per named statement: calls, then execution µs, planning µs and shared blocks per
+    acked ticket, empty and filled; largest growth of time per ticket first, leaving out
+    those under 0.1 µs in both."""
     names = statement_names()
 
-    def per_ticket(result: dict) -> dict[str, tuple[int, float, float]]:
+    def per_ticket(result: dict) -> dict[str, tuple[float, ...]]:
         totals: dict[str, list[float]] = {}
         for query, calls, exec_ms, plan_ms, blocks, _rows in result["statements"]:
             name = names.get(_normalised(query), " ".join(query.split())[:60])
             if name.startswith("bench: ") or "pg_stat_statements" in query:
                 continue
-            entry = totals.setdefault(name, [0, 0.0, 0.0])
+            entry = totals.setdefault(name, [0, 0.0, 0.0, 0.0])
             entry[0] += calls
-            entry[1] += (exec_ms + plan_ms) * 1000
-            entry[2] += blocks
+            entry[1] += exec_ms * 1000
+            entry[2] += plan_ms * 1000
+            entry[3] += blocks
         ok = max(result["ok"], 1)
-        return {name: (int(calls), us / ok, blocks / ok) for name, (calls, us, blocks) in totals.items()}
+        return {name: (calls, exec_us / ok, plan_us / ok, blocks / ok)
+                for name, (calls, exec_us, plan_us, blocks) in totals.items()}
 
     before, after = per_ticket(empty), per_ticket(filled)
     rows = []
     for name in set(before) | set(after):
-        calls_0, us_0, blocks_0 = before.get(name, (0, 0.0, 0.0))
-        calls_1, us_1, blocks_1 = after.get(name, (0, 0.0, 0.0))
-        rows.append((name, calls_0, calls_1, us_0, us_1, blocks_0, blocks_1))
-    rows = [row for row in rows if max(row[3], row[4]) >= 0.1]
-    rows.sort(key=lambda row: row[4] - row[3], reverse=True)
+        calls_0, exec_0, plan_0, blocks_0 = before.get(name, (0, 0.0, 0.0, 0.0))
+        calls_1, exec_1, plan_1, blocks_1 = after.get(name, (0, 0.0, 0.0, 0.0))
+        rows.append((name, int(calls_0), int(calls_1), exec_0, exec_1, plan_0, plan_1,
+                     (exec_1 + plan_1) - (exec_0 + plan_0), blocks_0, blocks_1))
+    rows = [row for row in rows if max(row[3] + row[5], row[4] + row[6]) >= 0.1]
+    rows.sort(key=lambda row: row[7], reverse=True)
     return rows[:limit]
 
 
@@ -313,14 +316,16 @@ def report(args: argparse.Namespace, empty: dict, filled: dict, bursts: dict, fi
          + ("" if b["stored"] == b["ok"] else " (MISMATCH)")),
     ):
         print(f"| {label} | {cell(bursts['empty'])} | {cell(bursts['filled'])} |")
-    print("\npg_stat_statements over each distinct load (execution + planning), per acknowledged ticket; "
-          "largest growth first\n")
-    print("| statement | calls empty | calls filled | µs/ticket empty | µs/ticket filled | growth µs "
-          "| shared blocks/ticket empty | filled |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, calls_0, calls_1, us_0, us_1, blocks_0, blocks_1 in statement_growth(empty, filled, args.statements):
-        print(f"| {name} | {calls_0} | {calls_1} | {us_0:.1f} | {us_1:.1f} | {us_1 - us_0:+.1f} "
-              f"| {blocks_0:.1f} | {blocks_1:.1f} |")
+    print("\npg_stat_statements over each distinct load, per acknowledged ticket: execution and planning µs, "
+          "shared blocks; largest growth (execution + planning) first\n")
+    print("| statement | calls empty | calls filled | execution µs empty | filled | planning µs empty | filled "
+          "| growth µs | shared blocks empty | filled |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, calls_0, calls_1, exec_0, exec_1, plan_0, plan_1, growth, blocks_0, blocks_1 in statement_growth(
+        empty, filled, args.statements
+    ):
+        print(f"| {name} | {calls_0} | {calls_1} | {exec_0:.1f} | {exec_1:.1f} | {plan_0:.1f} | {plan_1:.1f} "
+              f"| {growth:+.1f} | {blocks_0:.1f} | {blocks_1:.1f} |")
 
 
 def start_database(workdir: Path) -> tuple[EmbeddedPostgres, str]:
@@ -331,6 +336,7 @@ def start_database(workdir: Path) -> tuple[EmbeddedPostgres, str]:
     connection.autocommit = True
     with connection.cursor() as cur:
         cur.execute(QUERIES["preload_statement_statistics"])
+        cur.execute(QUERIES["track_planning"])
     connection.close()
     server.stop()
     url = server.start()

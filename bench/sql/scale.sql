@@ -148,6 +148,10 @@ WHERE d.datname = current_database();
 -- Loads pg_stat_statements at the next start of the bench's own server.
 ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';
 
+-- name: track_planning
+-- Planning time too: a statement on a partitioned table plans over every day kept.
+ALTER SYSTEM SET pg_stat_statements.track_planning = on;
+
 -- name: vacuum_analyze
 -- The filled days as autovacuum would have left them after months: visibility maps set,
 -- statistics taken, so the load that follows does not pay for them.
