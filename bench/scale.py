@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import SendResult, make_tickets, send_tickets  # noqa: E402
-from bench.run import QUERIES, CpuMeter, Database, peak_rss_mib, wait_ready  # noqa: E402
+from bench.run import QUERIES, CpuMeter, Database, peak_rss_mib, run_burst, wait_ready  # noqa: E402
 from myticket.db.embedded import EmbeddedPostgres  # noqa: E402
 from myticket.db.migrate import apply_migrations  # noqa: E402
 from myticket.db.resources import load_queries  # noqa: E402
@@ -55,9 +55,6 @@ from myticket.db.resources import load_queries  # noqa: E402
 # one (label, path) per filter here, e.g. ("status=rejected", "/tickets?status=rejected"):
 # each is then read while the distinct load runs, like GET /tickets/{id}, and reported.
 TICKET_LIST_FILTERS: tuple[tuple[str, str], ...] = ()
-
-# The loadgen's catalogue: the load's tickets name products P00000 to P04999.
-LOAD_CATALOGUE = 5000
 
 
 @dataclass
@@ -128,15 +125,11 @@ async def load_with_reads(port: int, bodies: list[bytes], concurrency: int, rate
     return sent, reads
 
 
-def _ok(sent: SendResult) -> int:
-    return sum(count for code, count in sent.statuses.items() if 200 <= code < 300)
-
-
 def run_distinct(db: Database, meter: CpuMeter, args: argparse.Namespace, seed: int,
                  read_ids: list[str] | None) -> dict:
     """The distinct load until drained, with reads beside it; CPU covers intake and processing."""
     db.wait_for_empty_backlog(600)
-    bodies = make_tickets(args.distinct, seed=seed, catalogue=LOAD_CATALOGUE)
+    bodies = make_tickets(args.distinct, seed=seed)
     stored_before = db.value("count_tickets")
     db.value("reset_statement_statistics")
     cpu_before = meter.read()
@@ -144,7 +137,7 @@ def run_distinct(db: Database, meter: CpuMeter, args: argparse.Namespace, seed: 
     sent, reads = asyncio.run(load_with_reads(args.port, bodies, args.concurrency, args.reads_per_second, read_ids))
     acked_at = time.monotonic()
     drained_at = db.wait_for_empty_backlog(900)
-    ok = _ok(sent)
+    ok = sum(count for code, count in sent.statuses.items() if 200 <= code < 300)
     return {
         "acked_per_s": ok / (acked_at - started),
         "processed_per_s": ok / (drained_at - started),
@@ -156,31 +149,6 @@ def run_distinct(db: Database, meter: CpuMeter, args: argparse.Namespace, seed: 
         "reads": reads,
         "statements": db.rows("statement_statistics"),
         **meter.per_request(cpu_before, ok),
-    }
-
-
-def run_burst(db: Database, args: argparse.Namespace, seed: int) -> dict:
-    """All clients at once, from idle: the first second's p99 and the time to drain."""
-    db.wait_for_empty_backlog(600)
-    bodies = make_tickets(args.burst, seed=seed, catalogue=LOAD_CATALOGUE)
-    stored_before = db.value("count_tickets")
-    started, started_perf = time.monotonic(), time.perf_counter()
-    sent = asyncio.run(send_tickets("127.0.0.1", args.port, bodies, concurrency=args.burst_clients))
-    acked_at = time.monotonic()
-    drained_at = db.wait_for_empty_backlog(900)
-    first_second = sorted(latency for latency, sent_at in zip(sent.latencies, sent.sent_at)
-                          if sent_at - started_perf < 1.0)
-    ok = _ok(sent)
-    return {
-        "first_second_requests": len(first_second),
-        "first_second_p99": first_second[min(len(first_second) - 1, int(0.99 * len(first_second)))]
-        if first_second else float("nan"),
-        "p99": sent.percentile(0.99),
-        "acked_in": acked_at - started,
-        "drained_in": drained_at - started,
-        "ok": ok,
-        "failed": sum(sent.statuses.values()) - ok + sent.connection_errors,
-        "stored": db.value("count_tickets") - stored_before,
     }
 
 
@@ -377,7 +345,7 @@ def main() -> int:
         print("empty database: distinct load", file=sys.stderr)
         empty = run_distinct(db, meter, args, seed=101, read_ids=None)
         print("empty database: burst", file=sys.stderr)
-        bursts = {"empty": run_burst(db, args, seed=102)}
+        bursts = {"empty": run_burst(db, args.port, args.burst, args.burst_clients, seed=102)}
         filling = fill(db, args)
         today = datetime.now(timezone.utc).date()
         with db.conn.cursor() as cur:
@@ -388,7 +356,7 @@ def main() -> int:
         print("filled database: distinct load", file=sys.stderr)
         filled = run_distinct(db, meter, args, seed=103, read_ids=sample or None)
         print("filled database: burst", file=sys.stderr)
-        bursts["filled"] = run_burst(db, args, seed=104)
+        bursts["filled"] = run_burst(db, args.port, args.burst, args.burst_clients, seed=104)
         rss = peak_rss_mib(service.pid)
     finally:
         service.terminate()
