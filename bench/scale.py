@@ -2,8 +2,8 @@
 months of service, side by side, in one session.
 
 Why: every other bench measures an empty database, and the cost per ticket grows with the
-days kept (the duplicate look-up probes each day's digest index, statements that cannot
-prune plan over every partition, the catalogue merge grows with the products known).
+days kept (the duplicate look-up reads every kept day's digests, statements that cannot
+prune plan over every partition).
 
 One embedded PostgreSQL with pg_stat_statements preloaded, one `myticket serve`:
 
@@ -21,7 +21,8 @@ far when empty, of the filled days' tickets when filled) measure the read path. 
 that of the service's process tree and of PostgreSQL's, per acknowledged ticket, over the
 time until the backlog is drained. pg_stat_statements (planning tracked too) is reset
 before each distinct load and read after it: the statements whose time per ticket grows
-are printed, largest growth first. The machine is shared: compare the two columns of one run, not runs.
+are printed, largest growth first. The machine is shared: compare the two columns of one
+run, not runs.
 """
 
 from __future__ import annotations
