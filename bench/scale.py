@@ -16,8 +16,9 @@ One embedded PostgreSQL with pg_stat_statements preloaded, one `myticket serve`:
    of service with autovacuum would have left them;
 3. filled: the same load and burst (other tickets of the same kind).
 
-While each distinct load runs, `--reads-per-second` GET /tickets/{id} (of tickets acked so
-far when empty, of the filled days' tickets when filled) measure the read path. CPU is
+While each distinct load runs, `--reads-per-second` paced reads of each route measure the
+read path: GET /tickets/{id} (of tickets acked so far when empty, of the filled days'
+tickets when filled), and each GET /tickets filter over 24 hours and over every filled day. CPU is
 that of the service's process tree and of PostgreSQL's, per acknowledged ticket, over the
 time until the backlog is drained. pg_stat_statements (planning tracked too) is reset
 before each distinct load and read after it: the statements whose time per ticket grows
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg2
@@ -52,10 +53,23 @@ from myticket.db.embedded import EmbeddedPostgres  # noqa: E402
 from myticket.db.migrate import apply_migrations  # noqa: E402
 from myticket.db.resources import load_queries  # noqa: E402
 
-# GET /tickets (the list with filters) is not on main yet (issue 20). When it lands, add
-# one (label, path) per filter here, e.g. ("status=rejected", "/tickets?status=rejected"):
-# each is then read while the distinct load runs, like GET /tickets/{id}, and reported.
-TICKET_LIST_FILTERS: tuple[tuple[str, str], ...] = ()
+
+
+def ticket_list_filters(first_day: date) -> list[tuple[str, str]]:
+    """The GET /tickets searches read beside the load, (label, path): each filter over its
+    default window (the last 24 hours, today's load) and over every filled day since
+    `first_day`. The same paths in both runs; on the empty database the long windows hold
+    only today's partitions with tickets."""
+    since = f"since={first_day.isoformat()}"
+    order_ref = f"fill-{first_day + timedelta(days=1)}-1234"  # a filled ticket's, second day
+    return [
+        ("GET /tickets (24 h)", "/tickets"),
+        ("GET /tickets?status=rejected (24 h)", "/tickets?status=rejected"),
+        ("GET /tickets?status=rejected (all days)", f"/tickets?status=rejected&{since}"),
+        ("GET /tickets?order_ref= (all days)", f"/tickets?order_ref={order_ref}&{since}"),
+        ("GET /tickets?product_id= (24 h)", "/tickets?product_id=P00042"),
+        ("GET /tickets?product_id= (all days)", f"/tickets?product_id=P00042&{since}"),
+    ]
 
 
 @dataclass
@@ -82,17 +96,18 @@ async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path:
     return int(head.split(b" ", 2)[1])
 
 
-async def read_while(done: asyncio.Event, port: int, rate: float, ids: list[str] | SendResult, reads: Reads) -> None:
-    """Paced reads (`rate` a second, one connection per route) until `done`: GET
+async def read_while(done: asyncio.Event, port: int, rate: float, ids: list[str] | SendResult,
+                     searches: list[tuple[str, str]], reads: Reads) -> None:
+    """Paced reads (`rate` a second per route, one connection each) until `done`: GET
     /tickets/{id} of a random id (from a list, or from what a running load has acked so
-    far), and each GET /tickets filter."""
-    routes = [("GET /tickets/{id}", None), *TICKET_LIST_FILTERS]
+    far), and each GET /tickets search."""
+    routes = [("GET /tickets/{id}", None), *searches]
 
     async def reader_of(label: str, fixed_path: str | None) -> None:
         connection = None
         rng = random.Random(label)
         while not done.is_set():
-            await asyncio.sleep(len(routes) / rate)
+            await asyncio.sleep(1 / rate)
             pool = list(ids.acked.values()) if isinstance(ids, SendResult) else ids
             if fixed_path is None and not pool:
                 continue
@@ -117,9 +132,11 @@ async def read_while(done: asyncio.Event, port: int, rate: float, ids: list[str]
 
 
 async def load_with_reads(port: int, bodies: list[bytes], concurrency: int, rate: float,
-                          read_ids: list[str] | None) -> tuple[SendResult, Reads]:
+                          read_ids: list[str] | None, searches: list[tuple[str, str]]) -> tuple[SendResult, Reads]:
     sent, reads, done = SendResult(), Reads(), asyncio.Event()
-    reading = asyncio.create_task(read_while(done, port, rate, read_ids if read_ids is not None else sent, reads))
+    reading = asyncio.create_task(
+        read_while(done, port, rate, read_ids if read_ids is not None else sent, searches, reads)
+    )
     await send_tickets("127.0.0.1", port, bodies, concurrency=concurrency, result=sent)
     done.set()
     await reading
@@ -135,7 +152,10 @@ def run_distinct(db: Database, meter: CpuMeter, args: argparse.Namespace, seed: 
     db.value("reset_statement_statistics")
     cpu_before = meter.read()
     started = time.monotonic()
-    sent, reads = asyncio.run(load_with_reads(args.port, bodies, args.concurrency, args.reads_per_second, read_ids))
+    searches = ticket_list_filters(first_filled_day(args))
+    sent, reads = asyncio.run(
+        load_with_reads(args.port, bodies, args.concurrency, args.reads_per_second, read_ids, searches)
+    )
     acked_at = time.monotonic()
     drained_at = db.wait_for_empty_backlog(900)
     ok = sum(count for code, count in sent.statuses.items() if 200 <= code < 300)
@@ -151,6 +171,10 @@ def run_distinct(db: Database, meter: CpuMeter, args: argparse.Namespace, seed: 
         "statements": db.rows("statement_statistics"),
         **meter.per_request(cpu_before, ok),
     }
+
+
+def first_filled_day(args: argparse.Namespace) -> date:
+    return datetime.now(timezone.utc).date() - timedelta(days=args.filled_days)
 
 
 def fill(db: Database, args: argparse.Namespace) -> dict:
@@ -172,7 +196,7 @@ def fill(db: Database, args: argparse.Namespace) -> dict:
         cur.execute(QUERIES["vacuum_analyze"])
     vacuumed_at = time.monotonic()
     return {
-        **totals, "days": len(days), "first_day": days[0] if days else today,
+        **totals, "days": len(days), "first_day": first_filled_day(args),
         "products": db.value("count_products"), "fill_s": filled_at - started, "vacuum_s": vacuumed_at - filled_at,
         "database_bytes": db.value("database_bytes"),
     }
@@ -253,7 +277,7 @@ def report(args: argparse.Namespace, empty: dict, filled: dict, bursts: dict, fi
         ("2xx / failed / rows stored", lambda r: f"{r['ok']} / {r['failed']} / {r['stored']}"
          + ("" if r["stored"] == r["ok"] else " (MISMATCH)")),
     ]
-    for label, _path in (("GET /tickets/{id}", None), *TICKET_LIST_FILTERS):
+    for label, _path in (("GET /tickets/{id}", None), *ticket_list_filters(filling["first_day"])):
         rows.append((f"{label} p50 / p99 ms (reads, failed)",
                      lambda r, label=label: f"{_ms(r['reads'].percentile(label, 0.5))} / "
                                             f"{_ms(r['reads'].percentile(label, 0.99))} "
@@ -269,9 +293,6 @@ def report(args: argparse.Namespace, empty: dict, filled: dict, bursts: dict, fi
         if key:
             ratio = f"{filled[key] / empty[key]:.2f}" if empty[key] else ""
         print(f"| {label} | {cell(empty)} | {cell(filled)} | {ratio} |")
-    if not TICKET_LIST_FILTERS:
-        print("| GET /tickets filters | not measured: the route is not on this branch "
-              "(add them to TICKET_LIST_FILTERS in bench/scale.py) | | |")
     print(f"\n| burst: {args.burst} tickets, {args.burst_clients} clients at once, from idle | empty "
           f"| {filling['days']} days filled |")
     print("| --- | ---: | ---: |")
@@ -322,7 +343,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=200, help="clients of the distinct load")
     parser.add_argument("--burst", type=int, default=20_000, help="tickets of each burst")
     parser.add_argument("--burst-clients", type=int, default=500, help="clients of a burst, all started at once")
-    parser.add_argument("--reads-per-second", type=float, default=20.0, help="paced reads beside the distinct load")
+    parser.add_argument("--reads-per-second", type=float, default=5.0,
+                        help="paced reads of each read route beside the distinct load")
     parser.add_argument("--read-sample", type=int, default=2000, help="filled tickets the reads pick from")
     parser.add_argument("--statements", type=int, default=15, help="statements listed")
     parser.add_argument("--port", type=int, default=9098)
