@@ -208,7 +208,7 @@ def _normalised(text: str) -> str:
     text = re.sub(r"--[^\n]*|/\*.*?\*/", " ", text, flags=re.DOTALL)
     # psycopg2 sends a list as ARRAY[...], which PostgreSQL 18 keeps as ARRAY[$1 /*, ... */]
     text = re.sub(r"ARRAY\[[^\]]*\]", "?", text, flags=re.IGNORECASE)
-    text = re.sub(r"%\(\w+\)s|\$\d+|'(?:[^']|'')*'|\b\d+\b", "?", text)
+    text = re.sub(r"%\(\w+\)s|\$\d+|'(?:[^']|'')*'|\b\d+\b|\bNULL\b(?=\s*::)", "?", text, flags=re.IGNORECASE)
     # and a datetime as '...'::timestamptz, so a cast written after it comes twice
     text = re.sub(r"(::[\w\[\]]+)(?:\1)+", r"\1", text)
     return " ".join(text.lower().split()).rstrip("; ")
