@@ -58,6 +58,9 @@ class SendResult:
     statuses: Counter = field(default_factory=Counter)
     connection_errors: int = 0
     latencies: list[float] = field(default_factory=list)
+    # perf_counter() when each answered request was sent, in the order of `latencies`:
+    # what a burst's first second is cut from.
+    sent_at: list[float] = field(default_factory=list)
     elapsed: float = 0.0
 
     def percentile(self, fraction: float) -> float:
@@ -105,6 +108,7 @@ async def send_tickets(
                 started = time.perf_counter()
                 status, answer = await _read_response(reader)
                 result.latencies.append(time.perf_counter() - started)
+                result.sent_at.append(started)
             except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
                 result.connection_errors += 1
                 if writer is not None:

@@ -9,6 +9,10 @@ The CPU columns are the CPU time the service's processes (worker included) and
 PostgreSQL's used during a load, divided by its 2xx answers; for distinct tickets the
 load lasts until the worker has processed them all. They show where the two cores go.
 
+Each repeat ends with a burst: `--burst` distinct tickets from `--burst-clients` clients
+all started at once from idle, with the p99 of the requests sent in its first second and
+the seconds until all are acknowledged and until the backlog is drained.
+
 The distinct-ticket row also gives: req/s there is tickets acknowledged (2xx) per second
 of sending, processed/s the same tickets over the time from the first send until the
 backlog is drained, and their ratio; the on-disk bytes of all the service's tables
@@ -239,6 +243,33 @@ def run_distinct(db: Database, meter: CpuMeter, port: int, count: int, seed: int
     }
 
 
+def run_burst(db: Database, port: int, count: int, clients: int, seed: int) -> dict:
+    """`count` distinct tickets from `clients` clients all started at once, from idle (an
+    empty backlog): the p99 of the requests sent in the first second, and the seconds
+    until every ticket is acknowledged and until the backlog is drained."""
+    db.wait_for_empty_backlog(600)
+    bodies = make_tickets(count, seed=seed)
+    stored_before = db.value("count_tickets")
+    started, started_perf = time.monotonic(), time.perf_counter()
+    sent = asyncio.run(send_tickets("127.0.0.1", port, bodies, concurrency=clients))
+    acked_at = time.monotonic()
+    drained_at = db.wait_for_empty_backlog(900)
+    first_second = sorted(latency for latency, sent_at in zip(sent.latencies, sent.sent_at)
+                          if sent_at - started_perf < 1.0)
+    ok = sum(count for code, count in sent.statuses.items() if 200 <= code < 300)
+    return {
+        "first_second_requests": len(first_second),
+        "first_second_p99": first_second[min(len(first_second) - 1, int(0.99 * len(first_second)))]
+        if first_second else float("nan"),
+        "p99": sent.percentile(0.99),
+        "acked_in": acked_at - started,
+        "drained_in": drained_at - started,
+        "ok": ok,
+        "failed": sum(sent.statuses.values()) - ok + sent.connection_errors,
+        "stored": db.value("count_tickets") - stored_before,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
@@ -246,6 +277,8 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=1, help="HTTP_PROCESSES of the service")
     parser.add_argument("--port", type=int, default=9098)
     parser.add_argument("--concurrency", type=int, default=200, help="clients of the distinct-ticket load")
+    parser.add_argument("--burst", type=int, default=20_000, help="distinct tickets of each repeat's burst")
+    parser.add_argument("--burst-clients", type=int, default=500, help="clients of the burst, all started at once")
     parser.add_argument("--serve-args", default="", help="extra arguments for myticket serve")
     parser.add_argument("--worker-process", action="store_true", help="also start `myticket worker` (with --serve-args=--no-worker)")
     parser.add_argument(
@@ -277,6 +310,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{args.port}"
     rows: dict[str, list[dict]] = {}
     baseline_rows: dict[str, list[dict]] = {}
+    bursts: list[dict] = []
     try:
         wait_ready(base)
         wait_ready(f"http://127.0.0.1:{baseline_port}", path="/ping")
@@ -294,6 +328,7 @@ def main() -> int:
             rows.setdefault(name, []).append(
                 run_distinct(db, meter, args.port, args.distinct, seed=repeat + 1, concurrency=args.concurrency)
             )
+            bursts.append(run_burst(db, args.port, args.burst, args.burst_clients, seed=1000 + repeat))
         rss = peak_rss_mib(service.pid)
     finally:
         for process in (service, worker, baseline):
@@ -348,8 +383,24 @@ def main() -> int:
         print(f"| {name} | {rps:.0f} | {rps / baseline_ping:.2f} "
               f"| {statistics.median(result['p50'] for result in results) * 1000:.1f} "
               f"| {statistics.median(result['p99'] for result in results) * 1000:.1f} |")
+    print(f"\nBurst: {args.burst} distinct tickets from {args.burst_clients} clients all started at once, "
+          f"from idle; medians\n")
+    print("| requests sent in the first second | their p99 ms | p99 of the burst ms | all acknowledged after s "
+          "| backlog drained after s | 2xx | failed | rows stored |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def burst_median(key: str) -> float:
+        return statistics.median(burst[key] for burst in bursts)
+
+    bursts_stored_ok = all(burst["stored"] == burst["ok"] for burst in bursts)
+    print(f"| {burst_median('first_second_requests'):.0f} | {burst_median('first_second_p99') * 1000:.1f} "
+          f"| {burst_median('p99') * 1000:.1f} | {burst_median('acked_in'):.1f} | {burst_median('drained_in'):.1f} "
+          f"| {burst_median('ok'):.0f} | {burst_median('failed'):.0f} "
+          f"| {burst_median('stored'):.0f}{'' if bursts_stored_ok else ' (MISMATCH)'} |")
     mismatches = [name for name, results in rows.items()
                   if "ping" not in name and any(result["stored"] != result["ok"] for result in results)]
+    if not bursts_stored_ok:
+        mismatches.append("burst")
     if mismatches:
         print(f"\nrows stored differ from 2xx answered in: {', '.join(mismatches)}", file=sys.stderr)
         return 1
