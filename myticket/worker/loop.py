@@ -11,8 +11,19 @@ with the database's reason, since the same bytes would fail again; one that fail
 otherwise (a conflict, a bug) is rejected after `max_attempts`. Either way it never
 blocks the queue, and only `DatabaseUnavailable` pauses the worker.
 
-A claim is bounded in bytes as well as in tickets (`batch_max_bytes`): bodies are
-fetched only while they fit, so a burst of large tickets never sits in memory at once.
+A claim is bounded in memory as well as in tickets (`batch_max_bytes`): a ticket
+costs its body bytes plus `CLAIM_COST_PER_LINE` per line (counted at ingest), and
+bodies are fetched only while they fit, so a burst of large tickets never sits in
+memory at once. A claim holds at most that budget, or one ticket when a ticket alone
+exceeds it (a 1 MiB body of 50,000 lines: about 100 MiB).
+
+A ticket whose processing kills the worker process (out of memory, a crash) is
+counted through the journal of claims (Repository.claim_pending): after a death, the
+claim's tickets are processed one at a time, so a second death is charged to its own
+ticket only, and after `max_attempts` such deaths the ticket is rejected, without
+being parsed again, with "worker died N times while processing this ticket". The
+other tickets flow meanwhile. Cost on the normal path: one INSERT per claim (on
+another pooled connection) and its DELETE inside the outcomes' statement.
 
 The decisions (duplicate or not, outcome, catalogue folding, what a failure means)
 are the pure functions of `processing`; this module does the I/O around them.
@@ -38,7 +49,7 @@ from .maintenance import Maintenance
 from ..telemetry.metrics import Metrics
 from ..telemetry.outage_log import DatabaseOutageLog
 from ..core.parser import parse_ticket
-from ..core.processing import Parse, RetryAction, RetryDecision, body_digest, plan_batch, retry_decision, settle_batch
+from ..core.processing import CLAIM_COST_PER_LINE, Parse, RetryAction, RetryDecision, body_digest, plan_batch, retry_decision, settle_batch
 from ..db.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -119,14 +130,18 @@ class TicketWorker:
         BatchFailed, naming the tickets claimed, if it fails."""
         claimed: tuple[str, ...] = ()
         try:
-            async with self._repository.claim_pending(limit=limit, max_bytes=self.batch_max_bytes) as batch:
+            async with self._repository.claim_pending(
+                limit=limit, max_bytes=self.batch_max_bytes, line_cost=CLAIM_COST_PER_LINE
+            ) as batch:
                 claimed = tuple(ticket.id for ticket in batch.tickets)
                 if not batch.tickets:
                     return Claimed(0, batch.locked)
                 digests = {ticket.id: body_digest(ticket.body) for ticket in batch.tickets}
                 # A body processed before (a sender's retry, hey's repeated body) is not parsed again.
                 processed_before = await batch.first_tickets_with(digests=set(digests.values()))
-                plan = plan_batch(batch.tickets, digests, processed_before, self._parse)
+                plan = plan_batch(
+                    batch.tickets, digests, processed_before, self._parse, max_crashes=self.max_attempts
+                )
                 for ticket_id, reason in plan.rejections.items():
                     log.info("ticket %s rejected: %s", ticket_id, reason)
                 first_ticket = await batch.first_tickets_for(digests=plan.candidates)
@@ -135,6 +150,8 @@ class TicketWorker:
                     outcomes=list(results.outcomes.values()), lines=results.lines, products=results.products
                 )
                 tickets, locked = batch.tickets, batch.locked
+        except MemoryError:
+            raise  # the process is going down (see run): not a failure of these tickets
         except Exception as exc:
             raise BatchFailed(exc, claimed) from exc
         self._count_outcomes(tickets, results.outcomes)
@@ -210,6 +227,13 @@ class TicketWorker:
             except DatabaseUnavailable as exc:
                 self._outage_log.failed(exc, retry_seconds=self.idle_poll_seconds)
                 await first_of(stop, timeout=self.idle_poll_seconds)
+            except MemoryError:
+                # Out of memory: the process's state can no longer be trusted, and a
+                # kill by the kernel would give no exception at all. The process ends
+                # (its supervisor starts it again); the claim's journal row charges the
+                # death to its ticket (see Repository.claim_pending).
+                log.critical("worker out of memory; the worker process exits")
+                raise
             except Exception:
                 # A bug must not silently end processing for the life of the process.
                 log.exception("worker loop failed; restarting it")

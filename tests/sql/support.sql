@@ -1,6 +1,7 @@
 -- name: reset_tables
 -- Empties every table the service writes, between tests.
-TRUNCATE deliveries, pending_tickets, ticket_outcomes, ticket_lines, products, processed_bodies, archived_days;
+TRUNCATE deliveries, pending_tickets, ticket_outcomes, ticket_lines, products, processed_bodies, archived_days,
+    worker_claims;
 
 -- name: count_tickets
 -- How many deliveries are stored.
@@ -58,3 +59,19 @@ ORDER BY 1;
 -- name: drop_day
 -- A day's partitions dropped by another session (as purge does), without an archive.
 SELECT myticket_purge_day(%(day)s::date, false);
+
+-- name: rejections
+-- Each rejected ticket and why.
+SELECT ticket_id::text, error FROM ticket_outcomes WHERE status = 'rejected' ORDER BY ticket_id;
+
+-- name: body_lines_in_sql
+-- The line count of a body as SQL counts it (requeue, restore, migration 0005).
+SELECT myticket_body_lines(%(body)s::bytea);
+
+-- name: pending_body_lines
+-- The line count stored with each queue row.
+SELECT id::text, body_lines FROM pending_tickets ORDER BY id;
+
+-- name: worker_claims_left
+-- Journal rows of claims left behind (by a dead worker, or not yet committed).
+SELECT count(*) FROM worker_claims;
