@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -72,6 +73,22 @@ class Db:
 
     def close(self) -> None:
         self.conn.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temp_dirs_reachable_by_the_embedded_server(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """As root, the embedded server runs as its own user, which must pass through every
+    directory above a data directory; the service never widens them (it refuses to start
+    instead, see EmbeddedPostgres._prepare_for_root). pytest makes its temporary
+    directories 0700: this run lets the server's user through them (o+x, traverse only),
+    as an operator would for a data directory of theirs."""
+    if os.geteuid() != 0:
+        return
+    base = tmp_path_factory.getbasetemp()
+    for directory in (base, *base.parents):
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if not mode & stat.S_IXOTH:
+            directory.chmod(mode | stat.S_IXOTH)
 
 
 @pytest.fixture(scope="session")

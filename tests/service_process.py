@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import socket
 import subprocess
 import sys
@@ -56,6 +57,12 @@ class Service:
         self.data_dir = data_dir
         self.log = data_dir / log_name
         data_dir.mkdir(parents=True, exist_ok=True)
+        if self.embedded and os.geteuid() == 0:
+            # The embedded server's user must pass through the directories above the data
+            # directory, which the service never widens: the test lets it through the one
+            # pytest made private (those above it: conftest), as an operator would.
+            parent = data_dir.parent
+            parent.chmod(stat.S_IMODE(parent.stat().st_mode) | stat.S_IXOTH)
         self.process: subprocess.Popen | None = None
         self.python = python
         self.cwd = cwd
