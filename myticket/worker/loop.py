@@ -22,7 +22,8 @@ counted through the journal of claims (Repository.claim_pending): after a death,
 claim's tickets are processed one at a time, so a second death is charged to its own
 ticket only, and after `max_attempts` such deaths the ticket is rejected, without
 being parsed again, with "worker died N times while processing this ticket". The
-other tickets flow meanwhile. Cost on the normal path: one INSERT per claim (on
+other tickets flow meanwhile. MemoryError counts as such a death: a worker process of
+its own exits on it, an inline worker goes on (`exit_on_memory_error`). Cost on the normal path: one INSERT per claim (on
 another pooled connection) and its DELETE inside the outcomes' statement.
 
 The decisions (duplicate or not, outcome, catalogue folding, what a failure means)
@@ -112,6 +113,7 @@ class TicketWorker:
         idle_poll_seconds: float = 1.0,
         outage_log: DatabaseOutageLog | None = None,
         parse: Parse = parse_ticket,
+        exit_on_memory_error: bool = False,
     ) -> None:
         self._repository = repository
         self._outage_log = outage_log if outage_log is not None else outage_log_for(repository)
@@ -121,6 +123,7 @@ class TicketWorker:
         self.batch_max_bytes = batch_max_bytes
         self.max_attempts = max_attempts
         self.idle_poll_seconds = idle_poll_seconds
+        self.exit_on_memory_error = exit_on_memory_error
         self._backlog_refreshed_at = 0.0
         # Set while the worker waits for a wake-up with nothing left to do.
         self.idle = asyncio.Event()
@@ -151,7 +154,7 @@ class TicketWorker:
                 )
                 tickets, locked = batch.tickets, batch.locked
         except MemoryError:
-            raise  # the process is going down (see run): not a failure of these tickets
+            raise  # a death, not a failure of these tickets: see run
         except Exception as exc:
             raise BatchFailed(exc, claimed) from exc
         self._count_outcomes(tickets, results.outcomes)
@@ -228,12 +231,16 @@ class TicketWorker:
                 self._outage_log.failed(exc, retry_seconds=self.idle_poll_seconds)
                 await first_of(stop, timeout=self.idle_poll_seconds)
             except MemoryError:
-                # Out of memory: the process's state can no longer be trusted, and a
-                # kill by the kernel would give no exception at all. The process ends
-                # (its supervisor starts it again); the claim's journal row charges the
-                # death to its ticket (see Repository.claim_pending).
-                log.critical("worker out of memory; the worker process exits")
-                raise
+                # Out of memory, as a kill by the kernel would be without the exception.
+                # The claim rolled back and left its journal row: it counts as a death
+                # (Repository.claim_pending), whose tickets are retried alone. A worker
+                # process of its own exits (its supervisor starts it again, with its
+                # state fresh); inline, the HTTP process must live on, so the loop goes on.
+                if self.exit_on_memory_error:
+                    log.critical("worker out of memory; the worker process exits")
+                    raise
+                log.error("worker out of memory; the claim counts as a death of the worker, the loop goes on")
+                await first_of(stop, timeout=self.idle_poll_seconds)
             except Exception:
                 # A bug must not silently end processing for the life of the process.
                 log.exception("worker loop failed; restarting it")
@@ -255,7 +262,9 @@ class TicketWorker:
             wakeups.get_nowait()
 
 
-def workers_for(repository: Repository, metrics: Metrics, settings: Settings) -> list[TicketWorker]:
+def workers_for(
+    repository: Repository, metrics: Metrics, settings: Settings, *, exit_on_memory_error: bool = False
+) -> list[TicketWorker]:
     """The worker loops `settings` ask for, on one repository."""
     return [
         TicketWorker(
@@ -263,6 +272,7 @@ def workers_for(repository: Repository, metrics: Metrics, settings: Settings) ->
             batch_size=settings.worker_batch_size,
             batch_max_bytes=settings.worker_batch_max_bytes,
             max_attempts=settings.worker_max_attempts,
+            exit_on_memory_error=exit_on_memory_error,
         )
         for _ in range(settings.workers)
     ]
@@ -270,12 +280,13 @@ def workers_for(repository: Repository, metrics: Metrics, settings: Settings) ->
 
 async def run_worker_loops(
     repository: Repository, metrics: Metrics, settings: Settings, stop: asyncio.Event,
-    *, start_when: asyncio.Event | None = None,
+    *, start_when: asyncio.Event | None = None, exit_on_memory_error: bool = False,
 ) -> None:
     """The worker of one process, however it is placed: once `start_when` is set (the
     database confirmed: the worker must not read tables that may not exist yet), the
     loops run until `stop`, each finishing its batch, beside the maintenance loop
-    (partitions ahead, retention)."""
+    (partitions ahead, retention). `exit_on_memory_error`: in a process of the worker's
+    own, MemoryError ends it (see TicketWorker.run)."""
     if start_when is not None:
         await first_of(start_when, stop)
         if stop.is_set():
@@ -287,5 +298,7 @@ async def run_worker_loops(
         archive_dir=settings.archive_dir,
     )
     await asyncio.gather(
-        *(worker.run(stop) for worker in workers_for(repository, metrics, settings)), maintenance.run(stop)
+        *(worker.run(stop) for worker in workers_for(repository, metrics, settings,
+                                                     exit_on_memory_error=exit_on_memory_error)),
+        maintenance.run(stop),
     )

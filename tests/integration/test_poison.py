@@ -17,6 +17,7 @@ from myticket.config import ConfigError, load_settings
 from myticket.telemetry.metrics import Metrics
 from myticket.core.database_errors import DataRejected, FailureKind, failure_kind
 from myticket.core.domain import IncomingTicket
+from myticket.core.parser import parse_ticket
 from myticket.core.processing import CLAIM_COST_PER_LINE, body_lines
 from myticket.db.errors import database_error
 from myticket.web.typedefs import REPOSITORY
@@ -233,3 +234,36 @@ async def test_every_way_into_the_queue_stores_the_lines_of_the_body(quiet_app, 
     await TicketWorker(repository, Metrics()).drain()
     assert await repository.requeue(statuses=["processed"], since=None) == 1
     assert db.rows("pending_body_lines") == [(ticket.id, body_lines(ticket.body))]
+
+
+async def test_inline_a_ticket_that_runs_the_worker_out_of_memory_is_rejected_after_its_deaths(quiet_app, db):
+    """Inline (MYTICKET_WORKER=inline) the worker shares the HTTP process, which must live
+    on: MemoryError ends the claim like a death (its journal row stays), the loop goes on,
+    the claim's other tickets are retried alone, and the killer is rejected after its
+    deaths. (A worker process of its own exits instead: tests/processes/test_worker_deaths.)"""
+    repository = quiet_app.server.app[REPOSITORY]
+    before = many_lines_ticket(1, 3)
+    killer = many_lines_ticket(0, 3)
+    after = [many_lines_ticket(n, 3) for n in range(2, 6)]
+    await repository.store_tickets(tickets=[before, killer, *after])
+
+    def parse_or_run_out(body: bytes):
+        if body.startswith(b"Order: 0\n"):
+            raise MemoryError
+        return parse_ticket(body)
+
+    worker = TicketWorker(repository, Metrics(), max_attempts=3, parse=parse_or_run_out, idle_poll_seconds=0.05)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+
+    async def none_pending() -> bool:
+        return "pending" not in dict(db.rows("status_counts"))
+
+    try:
+        await wait_until(none_pending, timeout=30, what="every ticket to be processed or rejected")
+    finally:
+        stop.set()
+        await running
+    assert db.rows("rejections") == [(killer.id, "worker died 3 times while processing this ticket")]
+    assert dict(db.rows("status_counts")) == {"processed": 5, "rejected": 1}
+    assert db.value("worker_claims_left") == 0
