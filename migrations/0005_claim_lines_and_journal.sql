@@ -32,7 +32,11 @@ ALTER TABLE pending_tickets ALTER COLUMN body_lines SET NOT NULL;
 -- a claim that ended without committing: its worker died (or lost its connection while
 -- failing). Its tickets are then claimed one at a time; a one-ticket claim left that
 -- way counts as one death of the worker against its ticket.
-CREATE TABLE worker_claims (
+-- UNLOGGED: a transaction that writes only here commits without waiting for a WAL flush
+-- (the journal's INSERT is one such commit per claim: an fsync per claim otherwise). Its
+-- rows matter only while the server that holds the claims' transactions runs: a server
+-- crash empties it, and ends those claims anyway (their deaths are then not charged).
+CREATE UNLOGGED TABLE worker_claims (
     xact_id      xid8 PRIMARY KEY,
     ids          uuid[] NOT NULL,
     received_at  timestamptz[] NOT NULL,

@@ -46,7 +46,12 @@ WITH locked AS (
 -- body is fetched by its key, in its own partition only, whatever the planner
 -- estimates of a just-filled partition (a hash join would scan whole days).
 SELECT s.id::text AS id, s.received_at, d.body, s.crashes, s.locked_count,
-       pg_current_xact_id()::text AS xact_id
+       pg_current_xact_id()::text AS xact_id,
+       -- The claimed tickets as one text (on the first row only), which the worker hands
+       -- back as it is to journal_claim: 500 ids and times adapted by the driver both
+       -- ways cost 3 ms a claim; one string, nothing.
+       CASE WHEN s.position = 1
+            THEN string_agg(s.id::text || '|' || s.received_at::text, ',') OVER () END AS journal
 FROM sized AS s
 CROSS JOIN LATERAL (
     SELECT body FROM deliveries WHERE id = s.id AND received_at = s.received_at LIMIT 1
@@ -58,8 +63,10 @@ ORDER BY s.received_at, s.id;
 -- Notes a claim's tickets, committed on its own (not in the claim's transaction) before
 -- they are parsed: if the worker dies processing them, the row stays, and its claim's
 -- transaction is no longer in progress. record_outcomes deletes it with the outcomes.
+-- tickets: claim_pending_tickets' `journal` (id|received_at, comma-separated).
 INSERT INTO worker_claims (xact_id, ids, received_at)
-VALUES (%(xact_id)s::xid8, %(ids)s::uuid[], %(received_at)s::timestamptz[]);
+SELECT %(xact_id)s::xid8, array_agg(split_part(t, '|', 1)::uuid), array_agg(split_part(t, '|', 2)::timestamptz)
+FROM unnest(string_to_array(%(tickets)s, ',')) AS t;
 
 -- name: forget_claims
 -- Deletes journal rows of claims that failed without their worker dying (an error, a

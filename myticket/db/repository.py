@@ -207,8 +207,7 @@ class Repository:
                 )
                 tickets = [claimed_ticket(row) for row in rows]
                 if rows:
-                    journal = {"xact_id": rows[0]["xact_id"], "ids": [ticket.id for ticket in tickets],
-                               "received_at": [ticket.received_at for ticket in tickets]}
+                    journal = {"xact_id": rows[0]["xact_id"], "tickets": rows[0]["journal"]}
                     await self._connector.fetch("journal_claim", journal)
                 yield ClaimedBatch(session, tickets, locked=rows[0]["locked_count"] if rows else 0)
         except BaseException as exc:
