@@ -32,6 +32,7 @@ run: $(RUN_STAMP) ## serve on HTTP_PORT, 9098 by default (embedded PostgreSQL un
 	$(BIN)/myticket serve
 
 test: $(STAMP) ## check the layering, then run the tests (they start their own PostgreSQL unless MYTICKET_TEST_DATABASE_URL is set)
+	.ci/debian-tools
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
 

@@ -4,7 +4,7 @@ Stores distinct tickets (bench/loadgen.py, about 2% malformed) through the servi
 own ingest statement, lets the worker process them all, vacuums, and reports what each
 table takes on disk per ticket (heap, TOAST, indexes) and the WAL written per ticket,
 then what a day and a year cost at 1,000 and 10,000 tickets per second at that size. A scratch embedded PostgreSQL;
-never part of `make test`. The README's Capacity section quotes it.
+never part of `make test`. docs/explanation/capacity.md quotes it.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Starts PostgreSQL and `myticket serve` as bench/run.py does, records the service and its
 worker process with py-spy while `hey -n 20000 -c 50` posts the reference ticket, and
 prints the share of samples per process and per area (HTTP machinery, our handler, group
-commit, the worker, metrics) and the hottest functions. The README's "Where the time
-goes" comes from this script.
+commit, the worker, metrics) and the hottest functions. "Where the time goes" in
+docs/explanation/performance.md comes from this script.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from myticket.db.migrate import apply_migrations  # noqa: E402
 
 # First match wins, from the innermost frame outwards.
 AREAS = (
-    ("worker (parse, claim, write outcomes)", ("myticket/worker.py", "myticket/parser.py")),
-    ("metrics", ("myticket/metrics.py", "aioprometheus")),
-    ("group commit and INSERT (aiopg, psycopg2)", ("myticket/ingest.py", "myticket/repository.py", "aiopg")),
-    ("our handler and middleware", ("myticket/routes.py", "myticket/app.py")),
+    ("worker (parse, claim, write outcomes)", ("myticket/worker/", "myticket/core/parser.py", "myticket/core/processing.py")),
+    ("metrics", ("myticket/telemetry/metrics.py", "aioprometheus")),
+    ("group commit and INSERT (aiopg, psycopg2)", ("myticket/intake/", "myticket/db/", "aiopg")),
+    ("our handler and middleware", ("myticket/web/",)),
     ("aiohttp HTTP parsing and responses", ("aiohttp",)),
     ("asyncio event loop", ("asyncio", "selectors")),
 )

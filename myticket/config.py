@@ -7,13 +7,13 @@ is one line naming the variable, which the CLI prints before exiting.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -49,6 +49,9 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_RETENTION_DAYS",
     "MYTICKET_ARCHIVE_DIR",
     "MYTICKET_MAINTENANCE_INTERVAL_SECONDS",
+    "MYTICKET_LOG_FORMAT",
+    "MYTICKET_ACCESS_LOG",
+    "MYTICKET_READ_DATABASE_URL",
 )
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
 # Settings that multiply memory, bounded so that a typo cannot take the machine: each
@@ -88,11 +91,16 @@ class ConfigError(ValueError):
 
 
 WORKER_PLACEMENTS = ("process", "inline")
+# How log lines look (the first is the default); myticket.telemetry.logs formats them.
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
+    # Where the read routes (GET /tickets/{id}, /products...) read: a standby, or a list
+    # of hosts with target_session_attrs=prefer-standby. None: the database_url.
+    read_database_url: str | None = field(default=None, repr=False)
     http_host: str = "0.0.0.0"
     http_port: int = 9098
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -152,6 +160,10 @@ class Settings:
     archive_dir: Path | None = None
     # Seconds between two maintenance rounds (partitions ahead, then retention).
     maintenance_interval_seconds: float = DEFAULT_MAINTENANCE_INTERVAL_SECONDS
+    # "text" (a terminal) or "json" (one object per line, for a log pipeline).
+    log_format: str = "text"
+    # One INFO line per HTTP request on logger myticket.access (off: no cost per request).
+    access_log: bool = False
 
     @property
     def signing_secret(self) -> str | None:
@@ -199,6 +211,16 @@ def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> 
 
 
 MAX_TIMEOUT_SECONDS = 3600
+
+
+def _switch(environ: Mapping[str, str], name: str) -> bool:
+    """On (1, true, yes, on) or off (0, false, no, off, unset); anything else is an error."""
+    raw = _raw(environ, name)
+    if raw is None or raw.lower() in ("0", "false", "no", "off"):
+        return False
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}: must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
 
 
 def _positive_seconds(
@@ -280,18 +302,39 @@ def _api_tokens(environ: Mapping[str, str]) -> tuple[str, ...]:
     return tokens
 
 
-def _database_url(environ: Mapping[str, str]) -> str | None:
-    raw = environ.get("DATABASE_URL", "").strip()
+def _connection_string(environ: Mapping[str, str], name: str) -> str | None:
+    """A PostgreSQL connection string as libpq reads it: a URL (one host or several, as
+    `h1:p1,h2:p2` or `?host=h1,h2&port=p1,p2`) or key/value (`host=h1,h2 port=... dbname=...`),
+    checked by myticket.db.hosts (libpq's own parser); returned exactly as given."""
+    raw = environ.get(name, "").strip()
     if not raw:
         return None
-    parts = urlsplit(raw)
-    # The URL itself is never quoted back: it may hold a password.
-    if parts.scheme not in ("postgresql", "postgres"):
-        got = f"{parts.scheme}://" if parts.scheme else "no scheme"
-        raise ConfigError(f"DATABASE_URL: must start with postgresql:// or postgres://, got {got}")
-    if not parts.hostname and "host=" not in parts.query:
-        raise ConfigError("DATABASE_URL: must name a host, as in postgresql://user:password@host:port/dbname")
+    # libpq's own parser, through psycopg2: imported only when a string is set, so that
+    # reading the other settings needs no database driver.
+    from .db.hosts import InvalidConnectionString, names_a_host, parse_targets
+
+    # The string itself is never quoted back: it may hold a password.
+    if "://" in raw or not _KEY_VALUE.match(raw):
+        parts = urlsplit(raw)
+        if parts.scheme not in ("postgresql", "postgres"):
+            got = f"{parts.scheme}://" if parts.scheme else "no scheme"
+            raise ConfigError(f"{name}: must start with postgresql:// or postgres://, got {got}")
+    try:
+        parse_targets(raw)
+        names_host = names_a_host(raw)
+    except InvalidConnectionString as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if not names_host:
+        raise ConfigError(f"{name}: must name a host, as in postgresql://user:password@host:port/dbname")
     return raw
+
+
+# The start of a key/value connection string (`host=...`, `dbname = ...`).
+_KEY_VALUE = re.compile(r"[A-Za-z_]+\s*=")
+
+
+def _database_url(environ: Mapping[str, str]) -> str | None:
+    return _connection_string(environ, "DATABASE_URL")
 
 
 def _directory(environ: Mapping[str, str], name: str) -> Path | None:
@@ -335,6 +378,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         )
     return Settings(
         database_url=_database_url(environ),
+        read_database_url=_connection_string(environ, "MYTICKET_READ_DATABASE_URL"),
         http_host=environ.get("HTTP_HOST", "").strip() or "0.0.0.0",
         http_port=_integer(environ, "HTTP_PORT", 9098, maximum=65535),
         max_body_bytes=max_body_bytes,
@@ -368,18 +412,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             environ, "MYTICKET_MAINTENANCE_INTERVAL_SECONDS", DEFAULT_MAINTENANCE_INTERVAL_SECONDS,
             maximum=MAX_MAINTENANCE_INTERVAL_SECONDS,
         ),
-    )
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        log_format=_choice(environ, "MYTICKET_LOG_FORMAT", LOG_FORMATS),
+        access_log=_switch(environ, "MYTICKET_ACCESS_LOG"),
     )
 
 
 def mask_password(url: str) -> str:
-    """The URL with its password replaced, for log lines."""
+    """The URL (or key/value string) with its password replaced, for log lines."""
+    if "://" not in url:
+        from .db.hosts import mask_key_value_password  # imported only for a key/value string
+
+        return mask_key_value_password(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -199,6 +199,11 @@ SELECT 'rejected' AS status, received_at FROM given_up;
 -- The backlog, for the pending-tickets gauge.
 SELECT count(*) AS pending FROM pending_tickets;
 
+-- name: pending_backlog
+-- The backlog and the reception time of its oldest ticket, for the gauges the alerts
+-- watch; min(received_at) is the first entry of the primary key's index.
+SELECT count(*) AS pending, min(received_at) AS oldest_received_at FROM pending_tickets;
+
 -- name: requeue_tickets
 -- Puts the chosen tickets (of the given statuses, optionally received since a date,
 -- optionally one id) back in the queue so that the worker parses them again, and wakes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import functools
 import uuid
 from datetime import datetime
@@ -13,6 +12,7 @@ from myticket.telemetry.metrics import Metrics
 from myticket.db.migrate import prepare_database
 from myticket.intake.store import DurableStore
 
+from .prometheus_text import sample  # noqa: F401 (re-exported for the tests that take it from here)
 from .waiting import wait_until
 
 
@@ -63,17 +63,3 @@ def gate_database_writes(repository) -> asyncio.Event:
 
     repository.store_tickets = gated_store
     return gate
-
-
-def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
-    """The value of one Prometheus sample in the text format, or None when absent."""
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        match = re.match(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>[^}]*)\})? (?P<value>\S+)$", line)
-        if not match or match["name"] != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
-        if found == (labels or {}):
-            return float(match["value"])
-    return None

@@ -4,8 +4,6 @@ need signals, restarts and several processes: one place that starts and watches 
 from __future__ import annotations
 
 import asyncio
-import os
-import stat
 import socket
 import subprocess
 import sys
@@ -13,7 +11,8 @@ from pathlib import Path
 
 import aiohttp
 
-from .conftest import PROJECT_ROOT
+from .environment import child_environment
+from .paths import PROJECT_ROOT
 from .waiting import wait_until
 
 
@@ -38,31 +37,24 @@ class Service:
         **extra_env: str,
     ) -> None:
         """`database_url` None: as under `make run`, the embedded PostgreSQL in `data_dir`,
-        on a free port of its own (never the default one a developer's `make run` uses).
-        `python` and `cwd`: another installation of myticket (a wheel in its own venv),
-        run from outside the checkout."""
+        on a free port of its own (never the one a developer's `make run` uses, even when
+        the shell exports it). `python` and `cwd`: another installation of myticket (a
+        wheel in its own venv), run from outside the checkout. `extra_env`: the test's
+        own settings, over these."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ, "HTTP_PORT": str(self.port), "HTTP_HOST": "127.0.0.1",
-            "MYTICKET_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", **extra_env,
-        }
-        self.env.pop("DATABASE_URL", None)
+        chosen = {"HTTP_PORT": str(self.port), "HTTP_HOST": "127.0.0.1", "MYTICKET_DATA_DIR": str(data_dir),
+                  "LOG_LEVEL": "WARNING"}
         if database_url is not None:
-            self.env["DATABASE_URL"] = database_url
+            chosen["DATABASE_URL"] = database_url
         else:
-            self.env.setdefault("MYTICKET_EMBEDDED_PORT", str(free_port()))
+            chosen["MYTICKET_EMBEDDED_PORT"] = str(free_port())
+        self.env = child_environment(**{**chosen, **extra_env})
         self.embedded = database_url is None
         self.serve_args = serve_args
         self.data_dir = data_dir
         self.log = data_dir / log_name
         data_dir.mkdir(parents=True, exist_ok=True)
-        if self.embedded and os.geteuid() == 0:
-            # The embedded server's user must pass through the directories above the data
-            # directory, which the service never widens: the test lets it through the one
-            # pytest made private (those above it: conftest), as an operator would.
-            parent = data_dir.parent
-            parent.chmod(stat.S_IMODE(parent.stat().st_mode) | stat.S_IXOTH)
         self.process: subprocess.Popen | None = None
         self.python = python
         self.cwd = cwd

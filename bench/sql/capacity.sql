@@ -1,7 +1,7 @@
 -- name: storage_by_table
 -- Bytes on disk of each table of the service, a partitioned table's partitions summed
 -- under its own name: heap (with free-space and visibility maps), TOAST (with its
--- index) and indexes, for the capacity figures in the README.
+-- index) and indexes, for the capacity figures in docs/explanation/capacity.md.
 SELECT coalesce(parent.relname, c.relname) AS family,
        sum(pg_table_size(c.oid) - coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0))::bigint AS heap,
        sum(coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0))::bigint AS toast,

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="myticket",
         description="Receive cash-register tickets on a webhook and store them in PostgreSQL.",
-        epilog="Configuration comes from the environment: see README.md. "
+        epilog="Configuration comes from the environment: see docs/reference/configuration.md. "
         "worker, migrate, reprocess, archive, purge and restore apply pending migrations first, like serve.",
     )
     parser.add_argument("--version", action="version", version=f"myticket {version()}")

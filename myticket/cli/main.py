@@ -11,12 +11,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from ..config import ConfigError, configure_logging, load_settings
+from ..config import ConfigError, load_settings
 from ..core.database_errors import DatabaseUnavailable
 from ..db.embedded import EmbeddedPostgresError
 from ..db.migrate import MigrationLockTimeout
 from ..db.resources import ResourcesMissing
 from ..intake.spool_ownership import ForeignSpool
+from ..telemetry.logs import configure_logging
 from ..web.server import ListenError
 from .arguments import ArgumentProblem, build_parser
 from .commands import CommandError
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         del options["command"]
         run = options.pop("func")
         settings = load_settings(os.environ)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         return run(settings, **options)
     except Exception as exc:
         failure = error_line(exc)

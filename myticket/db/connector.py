@@ -14,10 +14,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiopg
 import psycopg2
 
 from .errors import domain_errors, unavailable
+from .failover import HostPool, create_writable_pool
 from .resources import load_queries
 from .rows import Row
 
@@ -54,7 +54,7 @@ class Session:
 class Connector:
     """The pool and the named queries; what repositories call to reach PostgreSQL."""
 
-    def __init__(self, pool: aiopg.Pool, queries: dict[str, str], database_url: str, *, statement_seconds: float):
+    def __init__(self, pool: HostPool, queries: dict[str, str], database_url: str, *, statement_seconds: float):
         self._pool = pool
         self._queries = queries
         self._database_url = database_url
@@ -68,7 +68,7 @@ class Connector:
         with `min_connections=0` it opens no connection yet, so it can be created while
         PostgreSQL is down."""
         try:
-            pool = await aiopg.create_pool(
+            pool = await create_writable_pool(
                 database_url,
                 minsize=min_connections,
                 maxsize=max_connections,
@@ -112,7 +112,7 @@ class Connector:
         which ends the one and releases the other. Errors of connecting leave as domain
         errors; those of the block are the caller's to map (`errors.domain_errors`)."""
         with domain_errors(what):
-            conn = await aiopg.connect(self._database_url, enable_hstore=False, timeout=self._statement_seconds)
+            conn = await self._pool.connect(enable_hstore=False, timeout=self._statement_seconds)
         try:
             with domain_errors(what):
                 cursor = await conn.cursor()

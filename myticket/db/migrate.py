@@ -15,10 +15,14 @@ from pathlib import Path
 
 import psycopg2
 import psycopg2.errors
-from yoyo import get_backend, read_migrations
+from yoyo import read_migrations
+from yoyo.backends import get_backend_class
+from yoyo.connections import DatabaseURI
+from yoyo.migrations import default_migration_table
 
 from ..core.database_errors import DatabaseUnavailable
 from ..core.domain import DatabaseIdentity
+from .hosts import Target, connect_chosen
 from .resources import ResourcesMissing, load_queries, migrations_directory
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,20 @@ def migration_ids(migrations_dir: Path | None = None) -> frozenset[str]:
     return ids
 
 
+def yoyo_backend(target: Target):
+    """yoyo's PostgreSQL backend connected to one chosen host.
+
+    yoyo wants a URL and reads it with urlsplit, which fails on a host list and cannot
+    carry a key/value DSN; its PostgreSQL backend passes the URL's query arguments to
+    psycopg2.connect as keywords, so a URI whose only argument is the single-host `dsn`
+    reaches the chosen host with every parameter of the original string."""
+    uri = DatabaseURI(scheme="postgresql", username=None, password=None, hostname=None, port=None,
+                      database=None, args={"dsn": target.dsn})
+    backend = get_backend_class("postgresql")(uri, default_migration_table)
+    backend.init_database()
+    return backend
+
+
 class MigrationLockTimeout(Exception):
     """Another live migrator held the lock longer than the timeout."""
 
@@ -53,11 +71,11 @@ def apply_migrations(
     migrations_dir = migrations_dir or migrations_directory()
     migration_ids(migrations_dir)
     try:
-        lock_session = psycopg2.connect(database_url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
-        backend = get_backend(database_url)
+        # Both sessions on the writable host among those listed (target_session_attrs).
+        lock_session, target = connect_chosen(database_url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        backend = yoyo_backend(target)
     except psycopg2.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to apply migrations: {' '.join(str(exc).split())}") from exc
-    lock_session.autocommit = True
     try:
         with lock_session.cursor() as cursor:
             try:
@@ -93,11 +111,10 @@ def prepare_database(database_url: str, *, migrations_dir: Path | None = None) -
     queries = load_queries()
     expected = migration_ids(migrations_dir)
     try:
-        session = psycopg2.connect(database_url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        session, _target = connect_chosen(database_url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     except psycopg2.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to check migrations: {' '.join(str(exc).split())}") from exc
     try:
-        session.autocommit = True
         with session.cursor() as cursor:
             cursor.execute(queries["database_identity"])
             system_identifier, name = cursor.fetchone()  # the query's two columns, in this order

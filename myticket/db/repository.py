@@ -148,6 +148,11 @@ class Repository:
     async def close(self) -> None:
         await self._connector.close()
 
+    async def synchronous_replication(self) -> dict:
+        """The server's synchronous replication settings and standbys, one row
+        (myticket.db.durability decides what they mean)."""
+        return (await self._connector.fetch("synchronous_replication"))[0]
+
     async def create_day_partitions(self, *, days: Iterable[date]) -> int:
         """Make the missing partitions of these UTC days; return how many were made."""
         days = sorted(set(days))
@@ -238,6 +243,11 @@ class Repository:
 
     async def count_pending(self) -> int:
         return (await self._connector.fetch("count_pending"))[0]["pending"]
+
+    async def pending_backlog(self) -> tuple[int, datetime | None]:
+        """How many tickets are pending, and when the oldest of them was received."""
+        row = (await self._connector.fetch("pending_backlog"))[0]
+        return row["pending"], row["oldest_received_at"]
 
     async def requeue(self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None) -> int:
         """Put the matching tickets back to pending; return how many."""

@@ -285,6 +285,7 @@ class DurableStore:
                 tickets=await self._spool.count(),
                 size=await self._spool.size(),
                 quarantined_files=len(await self._spool.quarantined()),
+                spooling=self.spooling, max_bytes=self._spool.max_bytes,
             )
         except Exception:  # the gauges must not stop the replayer either
             log.exception("spool gauges not refreshed")

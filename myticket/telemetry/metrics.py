@@ -9,15 +9,22 @@ to JSON, which cost about a tenth of a POST's CPU. Requests and tickets are tall
 plain dicts and published into the collectors when /metrics is rendered. A worker in
 its own process sends the same tallies to the HTTP process (`take_report` there,
 `merge_report` here), so one /metrics shows both.
+
+Each scrape renders this process's cumulative totals, plus, when several HTTP processes
+share the port, the totals the others last published (`shared_metrics`): every
+scrape shows the whole service, whichever process answers it.
 """
 
 from __future__ import annotations
 
 import bisect
 import enum
+import time
 from collections import Counter as Tally
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
 
 from aioprometheus import Counter, Gauge, Histogram, Registry
 from aioprometheus import histogram as prometheus_histogram
@@ -56,6 +63,15 @@ REPLAY_FAILURE_CAUSES = ("database_unavailable", "spool_unavailable", "unexpecte
 PROCESSING_OUTCOMES = ("processed", "rejected", "duplicate")
 
 
+def pending_age_seconds(oldest_received_at: datetime | None, now: datetime | None = None) -> float:
+    """Age of the oldest pending ticket, 0 when none is pending (never negative: clocks of
+    several hosts may disagree by a little)."""
+    if oldest_received_at is None:
+        return 0.0
+    now = now if now is not None else datetime.now(timezone.utc)
+    return max(0.0, (now - oldest_received_at).total_seconds())
+
+
 class _Observations:
     """Histogram observations not yet published: counts per bucket, sum and count."""
 
@@ -77,6 +93,11 @@ class _Observations:
         self.total += other.total
         self.observations += other.observations
 
+    def copy(self) -> _Observations:
+        copied = _Observations(self.bounds)
+        copied.merge(self)
+        return copied
+
     def publish_into(self, collector: Histogram, labels: dict[str, str]) -> None:
         try:
             target = collector.get_value(labels)
@@ -94,11 +115,64 @@ class _Observations:
 
 @dataclass
 class MetricsReport:
-    """Tallies one process sends another: plain data, so it pickles through a pipe."""
+    """Tallies one process sends another: plain data, so it pickles through a pipe.
+
+    Also a process's cumulative totals (`Metrics.totals`). `gauge_times` says when each
+    gauge was last set (unix seconds): of several processes' values, the latest counts.
+    """
 
     counts: Tally[tuple[str, Labels]]
     observations: dict[tuple[str, Labels], _Observations]
     gauges: dict[str, float]
+    gauge_times: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> MetricsReport:
+        return cls(Tally(), {}, {}, {})
+
+    def add(self, other: MetricsReport) -> None:
+        """Add `other`'s counts and observations to these; keep the later of each gauge."""
+        self.counts.update(other.counts)
+        for key, theirs in other.observations.items():
+            mine = self.observations.get(key)
+            if mine is None:
+                self.observations[key] = theirs.copy()
+            else:
+                mine.merge(theirs)
+        for name, value in other.gauges.items():
+            when = other.gauge_times.get(name, 0.0)
+            if name not in self.gauges or when >= self.gauge_times.get(name, 0.0):
+                self.gauges[name] = value
+                self.gauge_times[name] = when
+
+    def copy(self) -> MetricsReport:
+        copied = MetricsReport.empty()
+        copied.add(self)
+        return copied
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data (a file other processes read: no pickle to trust)."""
+        return {
+            "counts": [[name, [list(pair) for pair in labels], amount] for (name, labels), amount in self.counts.items()],
+            "observations": [
+                [name, [list(pair) for pair in labels], list(o.bounds), o.counts, o.total, o.observations]
+                for (name, labels), o in self.observations.items()
+            ],
+            "gauges": [[name, value, self.gauge_times.get(name, 0.0)] for name, value in self.gauges.items()],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MetricsReport:
+        report = cls.empty()
+        for name, labels, amount in data["counts"]:
+            report.counts[(name, tuple((key, value) for key, value in labels))] = amount
+        for name, labels, bounds, counts, total, observations in data["observations"]:
+            observed = _Observations(tuple(bounds))
+            observed.counts, observed.total, observed.observations = list(counts), total, observations
+            report.observations[(name, tuple((key, value) for key, value in labels))] = observed
+        for name, value, when in data["gauges"]:
+            report.gauges[name], report.gauge_times[name] = value, when
+        return report
 
 
 class Metrics:
@@ -188,9 +262,35 @@ class Metrics:
             "Maintenance rounds (partitions ahead, retention) that failed; the next round retries.",
             registry=self.registry,
         )
+        self.oldest_pending_age = Gauge(
+            "myticket_oldest_pending_age_seconds",
+            "Seconds since the oldest pending ticket was received (0 when none is pending), as last seen by the worker.",
+            registry=self.registry,
+        )
+        self.database_up = Gauge(
+            "myticket_database_up",
+            "1 when the worker's last query answered, 0 while PostgreSQL is unavailable to it.",
+            registry=self.registry,
+        )
+        self.spooling = Gauge(
+            "myticket_spooling",
+            "1 while new tickets go to the local spool instead of PostgreSQL.",
+            registry=self.registry,
+        )
+        self.spool_max_bytes = Gauge(
+            "myticket_spool_max_bytes",
+            "The spool's cap in bytes (MYTICKET_SPOOL_MAX_BYTES): beyond it, tickets are refused.",
+            registry=self.registry,
+        )
         self.oldest_day_kept = Gauge(
             "myticket_oldest_day_kept_seconds",
             "UTC midnight, as unix seconds, of the oldest day whose tickets are still stored.",
+            registry=self.registry,
+        )
+        self.synchronous_standby = Gauge(
+            "myticket_database_synchronous_standby",
+            "1 when commits wait for a streaming synchronous standby (a 202 survives the primary's machine), "
+            "0 when they do not, as last seen by /ready.",
             registry=self.registry,
         )
         self._export_zeros()
@@ -198,6 +298,11 @@ class Metrics:
         self._counts: Tally[tuple[str, Labels]] = Tally()
         self._observations: dict[tuple[str, Labels], _Observations] = {}
         self._gauges: dict[str, float] = {}
+        self._gauge_times: dict[str, float] = {}
+        # Everything counted in this process so far (the pending tallies are added at each
+        # scrape or share), and where the other HTTP processes' totals are read from.
+        self.totals = MetricsReport.empty()
+        self.peers: Callable[[], Iterable[MetricsReport]] = tuple
 
     def _export_zeros(self) -> None:
         """Every counter whose label values are known starts at 0, so that rate() and
@@ -238,13 +343,39 @@ class Metrics:
         self.count(self.tickets_processed, (("outcome", outcome),))
         self.observe(self.processing_lag, lag_seconds)
 
-    def set_backlog(self, pending: int) -> None:
-        self._gauges[self.pending_backlog.name] = pending
+    def _set(self, gauge: Gauge, value: float, measured_at: float | None = None) -> None:
+        self._set_gauge(gauge.name, value, measured_at if measured_at is not None else time.time())
 
-    def set_spool(self, *, tickets: int, size: int, quarantined_files: int = 0) -> None:
-        self._gauges[self.spool_tickets.name] = tickets
-        self._gauges[self.spool_bytes.name] = size
-        self._gauges[self.spool_quarantined_files.name] = quarantined_files
+    def _set_gauge(self, name: str, value: float, measured_at: float) -> None:
+        """Keep `value` unless a later measurement is known (several worker loops measure
+        the backlog, and the one that started first may answer last)."""
+        latest = self._gauge_times.get(name, self.totals.gauge_times.get(name))
+        if latest is None or measured_at >= latest:
+            self._gauges[name] = value
+            self._gauge_times[name] = measured_at
+
+    def set_backlog(
+        self, pending: int, *, oldest_received_at: datetime | None = None, measured_at: float | None = None
+    ) -> None:
+        """The backlog, and the age of its oldest ticket (0 when it is empty), as measured
+        by a query that started at `measured_at` (unix seconds; default now)."""
+        self._set(self.pending_backlog, pending, measured_at)
+        self._set(self.oldest_pending_age, pending_age_seconds(oldest_received_at), measured_at)
+
+    def set_database_up(self, up: bool) -> None:
+        self._set(self.database_up, 1 if up else 0)
+
+    def set_spool(
+        self, *, tickets: int, size: int, quarantined_files: int = 0,
+        spooling: bool | None = None, max_bytes: int | None = None,
+    ) -> None:
+        self._set(self.spool_tickets, tickets)
+        self._set(self.spool_bytes, size)
+        self._set(self.spool_quarantined_files, quarantined_files)
+        if spooling is not None:
+            self._set(self.spooling, 1 if spooling else 0)
+        if max_bytes is not None:
+            self._set(self.spool_max_bytes, max_bytes)
 
     def replay_failed(self, cause: str) -> None:
         self.count(self.replay_failures, (("cause", cause),))
@@ -257,12 +388,15 @@ class Metrics:
         self.count(self.maintenance_failures)
 
     def set_oldest_day_kept(self, unix_seconds: float) -> None:
-        self._gauges[self.oldest_day_kept.name] = unix_seconds
+        self._set(self.oldest_day_kept, unix_seconds)
+
+    def set_synchronous_standby(self, waits: bool) -> None:
+        self._gauges[self.synchronous_standby.name] = 1 if waits else 0
 
     def take_report(self) -> MetricsReport:
         """What was tallied since the last report (gauges: their last values), and reset."""
-        report = MetricsReport(self._counts, self._observations, self._gauges)
-        self._counts, self._observations, self._gauges = Tally(), {}, {}
+        report = MetricsReport(self._counts, self._observations, self._gauges, self._gauge_times)
+        self._counts, self._observations, self._gauges, self._gauge_times = Tally(), {}, {}, {}
         return report
 
     def merge_report(self, report: MetricsReport) -> None:
@@ -274,19 +408,29 @@ class Metrics:
                 self._observations[key] = theirs
             else:
                 mine.merge(theirs)
-        self._gauges.update(report.gauges)
+        for name, value in report.gauges.items():
+            self._set_gauge(name, value, report.gauge_times.get(name, time.time()))
 
-    def _publish(self) -> None:
-        counts, self._counts = self._counts, Tally()
-        for (name, labels), amount in counts.items():
-            self.registry.get(name).add(dict(labels), amount)
-        observations, self._observations = self._observations, {}
-        for (name, labels), pending in observations.items():
-            pending.publish_into(self.registry.get(name), dict(labels))
-        # Gauges keep their last value: publish without forgetting it.
-        for name, value in self._gauges.items():
+    def snapshot(self) -> MetricsReport:
+        """This process's totals so far, the pending tallies included (they move into them)."""
+        self.totals.add(self.take_report())
+        return self.totals
+
+    def _publish(self, combined: MetricsReport) -> None:
+        """Set every collector to `combined`: cumulative values, rebuilt at each scrape."""
+        for collector in self.registry.get_all():
+            collector.values.clear()
+        self._export_zeros()
+        for (name, labels), amount in combined.counts.items():
+            self.registry.get(name).set(dict(labels), amount)
+        for (name, labels), observed in combined.observations.items():
+            observed.publish_into(self.registry.get(name), dict(labels))
+        for name, value in combined.gauges.items():
             self.registry.get(name).set({}, value)
 
     def render(self, accept_headers: Sequence[str]) -> tuple[bytes, dict[str, str]]:
-        self._publish()
+        combined = self.snapshot().copy()
+        for peer in self.peers():
+            combined.add(peer)
+        self._publish(combined)
         return render(self.registry, accept_headers)

@@ -16,6 +16,7 @@ from ..core.events import first_of
 from ..intake.group_commit import GroupCommitIngest
 from ..telemetry.metrics import Metrics
 from ..db.migrate import migration_ids, prepare_database
+from .replica import read_repository_context
 from ..db.repository import Repository
 from ..intake.spool import Spool
 from ..intake.store import DurableStore
@@ -150,6 +151,7 @@ async def init_app(settings: Settings) -> web.Application:
     app[BODY_BUDGET] = ByteBudget(settings.max_pending_bytes)
     app[EXPECTED_MIGRATIONS] = migration_ids()
     app.cleanup_ctx.append(repository_context)
+    app.cleanup_ctx.append(read_repository_context)  # MYTICKET_READ_DATABASE_URL (issue 19)
     app.cleanup_ctx.append(ingest_context)
     if settings.run_worker:
         app.cleanup_ctx.append(worker_context if settings.worker_placement == "inline" else worker_process_context)

@@ -5,8 +5,8 @@ HMAC-SHA256 in X-Signature (`verify_signature`, called once the body is read).
 
 Reading: the read routes (`/tickets/…`, `/products…`) serve stored receipts, so they
 need a bearer token from MYTICKET_API_TOKENS; with none configured, loopback clients
-only. The probes (`/ping`, `/ready`, `/metrics`) stay open: load balancers and scrapers
-carry no token. The decision is a pure function of the configured tokens, the
+only. The probes (`/ping`, `/ready`, `/metrics`) and the API document (`/openapi.json`)
+stay open: load balancers and scrapers carry no token. The decision is a pure function of the configured tokens, the
 Authorization header and the peer address; the middleware only feeds it.
 """
 
@@ -25,7 +25,7 @@ from .typedefs import SETTINGS, Handler
 
 # Routes anyone who reaches the port may use; every other route is a read route. New
 # routes are protected unless added here.
-PUBLIC_ROUTES = frozenset({"/ping", "/ready", "/metrics", "/ticket"})
+PUBLIC_ROUTES = frozenset({"/ping", "/ready", "/metrics", "/ticket", "/openapi.json"})
 
 # RFC 6750: the challenge names the scheme, and says why a token was not accepted.
 CHALLENGE = 'Bearer realm="myticket"'

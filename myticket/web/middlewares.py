@@ -13,6 +13,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..core.database_errors import DatabaseUnavailable
 from ..telemetry.metrics import RefusalReason
+from ..telemetry.refusal_log import refusal_log, refused
 from .errors import RETRY_AFTER_UNAVAILABLE, ApiError
 from .text import printable
 from .typedefs import METRICS, TICKET_ID, Handler
@@ -27,8 +28,10 @@ def _route_label(request: web.Request) -> str:
 
 def log_client_error(request: web.Request, status: int, message: str) -> None:
     """One line per refused request, without traceback: the client's mistake, not ours."""
-    log.info(
-        "%d on %s %s from %s: %s", status, request.method, printable(request.raw_path), request.remote, printable(message)
+    refused(
+        log, logging.INFO, f"{status} on {printable(request.method, 20)} {_route_label(request)}",
+        "%d on %s %s from %s: %s", status, request.method, printable(request.raw_path), request.remote, printable(message),
+        ticket_id=request.get(TICKET_ID),
     )
 
 
@@ -61,7 +64,8 @@ async def observe_and_answer_errors(request: web.Request, handler: Handler) -> w
         response = web.json_response({"error": exc.reason.lower()}, status=exc.status, headers=headers)
     except Exception:
         log.exception(
-            "unexpected error on %s %s (ticket %s)", request.method, request.path, request.get(TICKET_ID, "none")
+            "unexpected error on %s %s (ticket %s)", request.method, request.path, request.get(TICKET_ID, "none"),
+            extra={"ticket_id": request.get(TICKET_ID)},
         )
         response = web.json_response({"error": "internal error"}, status=500)
     request.app[METRICS].observe_request(
@@ -124,6 +128,7 @@ class MalformedRequestsInOneLine(logging.Filter):
             )
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info, record.exc_text = None, None
+            return refusal_log().first_in_window(record.name, logging.INFO, f"{failure.code or 400} on a malformed HTTP request")
         return True
 
 

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from ..core.database_errors import DatabaseUnavailable
 from ..core.readiness import readiness
+from .durability import synchronous_standby_field
 from .errors import RETRY_AFTER_UNAVAILABLE, ApiError
 from .typedefs import EXPECTED_MIGRATIONS, METRICS, REPOSITORY, STORE
 
@@ -42,6 +43,8 @@ async def ready(request: web.Request) -> web.Response:
         spool_max_bytes=store.spool.max_bytes if store.spool is not None else 0,
         database_refused_writes=store.database_refused_writes(),
     )
+    if status == 200 and database_problem is None:  # durability across machines (issue 19)
+        body["synchronous_standby"] = await synchronous_standby_field(app)
     if status != 200:
         raise ApiError(status, body["error"], retry_after=RETRY_AFTER_UNAVAILABLE)
     return web.json_response(body)

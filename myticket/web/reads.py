@@ -16,7 +16,7 @@ from aiohttp import web
 from ..core.domain import Product, TicketRecord, field_names
 from ..core.parser import TicketLine
 from .errors import ApiError
-from .typedefs import REPOSITORY
+from .replica import READ_REPOSITORY
 
 
 def _json_value(value: Any) -> Any:
@@ -44,10 +44,12 @@ def ascii_integer(text: str) -> int | None:
 
 
 def query_integer(request: web.Request, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
-    """An integer query parameter within bounds, or 400 naming it."""
-    raw = request.query.get(name, "").strip()
-    if not raw:
+    """An integer query parameter within bounds (absent: `default`), or 400 naming it.
+    A parameter given empty is a 400 like any other value that is not an integer, as the
+    OpenAPI document declares it an integer."""
+    if name not in request.query:
         return default
+    raw = request.query[name].strip()
     value = ascii_integer(raw)
     if value is None:
         raise ApiError(400, f"{name} {raw!r} is not an integer") from None
@@ -68,7 +70,7 @@ async def get_ticket(request: web.Request) -> web.Response:
         raise ApiError(404, f"no ticket {raw_id}") from None
     lines_after = query_integer(request, "lines_after", 0, minimum=0, maximum=2**31 - 1)
     lines_limit = query_integer(request, "lines_limit", DEFAULT_LINES_PAGE, minimum=1, maximum=MAX_LINES_PAGE)
-    repository = request.app[REPOSITORY]
+    repository = request.app[READ_REPOSITORY]
     ticket = await repository.ticket(ticket_id=ticket_id)
     if ticket is None:
         raise ApiError(404, f"no ticket {ticket_id}")
@@ -102,7 +104,7 @@ async def list_products(request: web.Request) -> web.Response:
     """The catalogue ordered by product_id: `?limit=` (1-1000, default 100) and `?after=<product_id>`."""
     limit = query_integer(request, "limit", DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
     after = request.query.get("after") or None
-    products, next_after = await request.app[REPOSITORY].products(limit=limit, after=after)
+    products, next_after = await request.app[READ_REPOSITORY].products(limit=limit, after=after)
     return web.json_response(
         {"products": [product_json(product) for product in products], "next_after": next_after}, dumps=json_dumps
     )
@@ -110,7 +112,7 @@ async def list_products(request: web.Request) -> web.Response:
 
 async def get_product(request: web.Request) -> web.Response:
     product_id = request.match_info["product_id"]
-    product = await request.app[REPOSITORY].product(product_id=product_id)
+    product = await request.app[READ_REPOSITORY].product(product_id=product_id)
     if product is None:
         raise ApiError(404, f"no product {product_id}")
     return web.json_response(product_json(product), dumps=json_dumps)

@@ -16,9 +16,12 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
+from pathlib import Path
 
 from ..config import Settings
 from ..worker.supervision import CHILD_STOP_SECONDS, SHUTDOWN_TIMEOUT_SECONDS, set_process_title, stop_when_parent_dies
@@ -76,19 +79,25 @@ def serve(
     reuse_port: bool = False,
     process_index: int = 0,
     sockets: list[socket.socket] | None = None,
+    metrics_dir: Path | None = None,
 ) -> None:
     """Serve in this process until SIGTERM or SIGINT, on `sockets` when given (bound
     beforehand by the caller), else on HTTP_HOST:HTTP_PORT."""
     from aiohttp import web
 
     from ..telemetry import loop_errors
+    from .access_log import AccessLogger, access_logger
     from .app import init_app
+    from .metrics_share import with_shared_metrics
 
     loop = asyncio.new_event_loop()
     # Out of file descriptors, asyncio reports every failed accept: one line a second.
     loop_errors.install(loop)
+    app = init_app(settings)
+    if metrics_dir is not None:  # several processes: every scrape shows the whole service
+        app = with_shared_metrics(app, metrics_dir, process_index)
     web.run_app(
-        init_app(settings),
+        app,
         loop=loop,
         host=None if sockets else settings.http_host,
         port=None if sockets else settings.http_port,
@@ -97,20 +106,21 @@ def serve(
         # aiohttp closes a connection that has not sent a complete request head within
         # keepalive_timeout: this is also the header read timeout for slow senders.
         keepalive_timeout=settings.read_timeout_seconds,
-        access_log=None,  # no per-request log line on the hot path; see /metrics
+        # Off unless MYTICKET_ACCESS_LOG=1: no per-request log line on the hot path; see /metrics.
+        access_log=access_logger() if settings.access_log else None, access_log_class=AccessLogger,
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
         print=lambda message: log.info("process %d: %s", process_index, message.strip()),
         **HTTP_SERVER_OPTIONS,
     )
 
 
-def _child(settings: Settings, process_index: int, parent_pid: int) -> None:
-    from ..config import configure_logging
+def _child(settings: Settings, process_index: int, parent_pid: int, metrics_dir: Path | None = None) -> None:
+    from ..telemetry.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     stop_when_parent_dies(parent_pid)
     set_process_title(f"http {process_index}")
-    serve(settings, reuse_port=True, process_index=process_index)
+    serve(settings, reuse_port=True, process_index=process_index, metrics_dir=metrics_dir)
 
 
 def serve_processes(settings: Settings, processes: int, sockets: list[socket.socket]) -> int:
@@ -127,11 +137,12 @@ def serve_processes(settings: Settings, processes: int, sockets: list[socket.soc
         sock.close()
     set_process_title(f"serve (supervisor of {processes} http processes)")
     context = multiprocessing.get_context("spawn")
+    metrics_dir = Path(tempfile.mkdtemp(prefix="myticket-metrics-"))  # see telemetry.shared_metrics
     children = []
     for index in range(processes):
         child_settings = dataclasses.replace(settings, run_worker=settings.run_worker and index == 0)
         child = context.Process(
-            target=_child, args=(child_settings, index, os.getpid()), name=f"myticket-http-{index}"
+            target=_child, args=(child_settings, index, os.getpid(), metrics_dir), name=f"myticket-http-{index}"
         )
         child.start()
         children.append(child)
@@ -166,5 +177,6 @@ def serve_processes(settings: Settings, processes: int, sockets: list[socket.soc
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     failed = [child for child in children if child.exitcode not in (0, -signal.SIGTERM)]
     return 0 if stopping and not failed else 1

@@ -15,6 +15,7 @@ from ..intake.budget import Reservation
 from ..intake.group_commit import Overloaded, ShuttingDown
 from ..intake.spool import SpoolUnavailable
 from ..telemetry.metrics import RefusalReason
+from ..telemetry.refusal_log import refused
 from .auth import verify_signature
 from .errors import RETRY_AFTER_OVERLOADED, RETRY_AFTER_UNAVAILABLE, ApiError
 from .text import printable
@@ -45,7 +46,7 @@ async def post_ticket(request: web.Request) -> web.Response:
         if not handed_over:
             reservation.release()
     app[METRICS].accept()
-    log.debug("ticket %s stored (%d bytes)", ticket.id, len(ticket.body))
+    log.debug("ticket %s stored (%d bytes)", ticket.id, len(ticket.body), extra={"ticket_id": ticket.id})
     # A uuid needs no JSON escaping: format the answer instead of encoding a dict.
     return web.Response(body=b'{"id": "%s"}' % ticket.id.encode(), status=202, content_type="application/json")
 
@@ -59,7 +60,7 @@ async def _admissible_ticket(request: web.Request, reservation: Reservation) -> 
         content_type = content_type_to_store(request.headers.get("Content-Type"))
     except ApiError as exc:
         metrics.refuse(RefusalReason.BAD_HEADER)
-        log.info("POST /ticket refused: %s", exc.message)
+        refused(log, logging.INFO, "POST /ticket bad header", "POST /ticket refused: %s", exc.message)
         raise
     try:
         body = await read_body_within(request, settings.max_body_bytes, settings.read_timeout_seconds, reservation)
@@ -68,7 +69,7 @@ async def _admissible_ticket(request: web.Request, reservation: Reservation) -> 
         raise
     except BodyBudgetExhausted:
         metrics.refuse(RefusalReason.OVERLOADED)
-        log.info("POST /ticket refused: the bytes of bodies in memory are at MYTICKET_MAX_PENDING_BYTES")
+        refused(log, logging.INFO, "POST /ticket bytes overloaded", "POST /ticket refused: the bytes of bodies in memory are at MYTICKET_MAX_PENDING_BYTES")
         raise ApiError(503, BYTES_OVERLOADED_MESSAGE, retry_after=RETRY_AFTER_OVERLOADED) from None
     except TimeoutError:
         metrics.refuse(RefusalReason.READ_TIMEOUT)
@@ -103,7 +104,7 @@ async def _store(app: web.Application, ticket: IncomingTicket, reservation: Rese
         raise ApiError(503, "service is shutting down", retry_after=RETRY_AFTER_OVERLOADED) from None
     except (DatabaseUnavailable, SpoolUnavailable) as exc:
         metrics.refuse(RefusalReason.STORAGE_UNAVAILABLE)
-        log.warning("ticket %s not stored: %s", ticket.id, exc)
+        refused(log, logging.WARNING, "ticket not stored", "ticket %s not stored: %s", ticket.id, exc, ticket_id=ticket.id)
         raise ApiError(503, "storage unavailable, ticket not stored", retry_after=RETRY_AFTER_UNAVAILABLE) from None
     except Exception:
         # Its batch was split until this ticket alone failed: the middleware answers 500
@@ -148,7 +149,7 @@ def _early_answer(
     if reason is not None:
         metrics.refuse(reason)
     metrics.observe_request(route="/ticket", method=request.method, status=status, seconds=0.0)
-    log.info("POST /ticket refused before its body (%d): %s", status, message)
+    refused(log, logging.INFO, f"POST /ticket {status} before its body", "POST /ticket refused before its body (%d): %s", status, message)
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     response = web.json_response({"error": message}, status=status, headers=headers)
     response.force_close()

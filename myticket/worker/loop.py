@@ -49,6 +49,7 @@ from ..core.events import first_of
 from .maintenance import Maintenance
 from ..telemetry.metrics import Metrics
 from ..telemetry.outage_log import DatabaseOutageLog
+from ..telemetry.outcome_log import log_outcome
 from ..core.parser import parse_ticket
 from ..core.processing import CLAIM_COST_PER_LINE, Parse, RetryAction, RetryDecision, body_digest, plan_batch, retry_decision, settle_batch
 from ..db.repository import Repository
@@ -145,8 +146,6 @@ class TicketWorker:
                 plan = plan_batch(
                     batch.tickets, digests, processed_before, self._parse, max_crashes=self.max_attempts
                 )
-                for ticket_id, reason in plan.rejections.items():
-                    log.info("ticket %s rejected: %s", ticket_id, reason)
                 first_ticket = await batch.first_tickets_for(digests=plan.candidates)
                 results = settle_batch(plan, first_ticket)
                 await batch.save(
@@ -164,6 +163,7 @@ class TicketWorker:
         now = datetime.now(timezone.utc)
         for ticket in tickets:
             self._metrics.processed(outcomes[ticket.id].status, lag_seconds=(now - ticket.received_at).total_seconds())
+            log_outcome(outcomes[ticket.id])
 
     async def drain(self, stop: asyncio.Event | None = None) -> int:
         """Process until no pending ticket is left (or `stop` is set); return how many were handled."""
@@ -201,7 +201,7 @@ class TicketWorker:
         )
         status = attempt.status if attempt is not None else None
         log.warning("ticket %s failed to process (%s: %s); now %s",
-                    decision.ticket_id, type(exc).__name__, exc, status)
+                    decision.ticket_id, type(exc).__name__, exc, status, extra={"ticket_id": decision.ticket_id})
         if attempt is not None and attempt.status == "rejected":
             lag = (datetime.now(timezone.utc) - attempt.received_at).total_seconds()
             self._metrics.processed("rejected", lag_seconds=lag)
@@ -210,7 +210,10 @@ class TicketWorker:
         now = time.monotonic()
         if force or now - self._backlog_refreshed_at >= BACKLOG_REFRESH_SECONDS:
             self._backlog_refreshed_at = now
-            self._metrics.set_backlog(await self._repository.count_pending())
+            measured_at = time.time()
+            pending, oldest_received_at = await self._repository.pending_backlog()
+            self._metrics.set_backlog(pending, oldest_received_at=oldest_received_at, measured_at=measured_at)
+            self._metrics.set_database_up(True)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process until `stop` is set, waking on NOTIFY or every `idle_poll_seconds`."""
@@ -228,6 +231,7 @@ class TicketWorker:
                         if pause > 0:
                             await first_of(stop, timeout=pause)
             except DatabaseUnavailable as exc:
+                self._metrics.set_database_up(False)
                 self._outage_log.failed(exc, retry_seconds=self.idle_poll_seconds)
                 await first_of(stop, timeout=self.idle_poll_seconds)
             except MemoryError:

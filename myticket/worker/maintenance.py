@@ -26,44 +26,18 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 from pathlib import Path
 
 from ..archive.commands import ArchiveError, archive_before, purge_before
 from ..core.database_errors import DatabaseUnavailable
 from ..core.events import first_of
-from ..core.ids import day_start
+from ..core.days import days_to_prepare, midnight_unix_seconds, retention_cutoff, utc_today
 from ..telemetry.metrics import Metrics
 from ..telemetry.outage_log import DatabaseOutageLog
 from ..db.repository import Repository
 
 log = logging.getLogger(__name__)
-
-# Days after today whose partitions are made ahead: a round a day (the longest
-# interval) still makes each day's partitions before the day begins.
-DAYS_AHEAD = 2
-
-
-def days_to_prepare(today: date) -> list[date]:
-    """The days whose partitions each round makes: today and the DAYS_AHEAD next."""
-    return [today + timedelta(days=offset) for offset in range(DAYS_AHEAD + 1)]
-
-
-def retention_cutoff(today: date, retention_days: int) -> date:
-    """The oldest day kept: days before it are past the retention. Today and the
-    `retention_days` days before it are kept, so a ticket is kept at least
-    `retention_days` whole days after its reception."""
-    return today - timedelta(days=retention_days)
-
-
-def midnight_unix_seconds(day: date) -> float:
-    """The start of a UTC day, as unix seconds (the oldest-day gauge)."""
-    return day_start(day).timestamp()
-
-
-def utc_today() -> date:
-    return datetime.now(timezone.utc).date()
-
 
 @dataclass
 class RoundReport:

@@ -96,9 +96,9 @@ async def _send_reports(metrics: Metrics, reports: Connection, stop: asyncio.Eve
 
 def _worker_child(settings: Settings, reports: Connection, parent_pid: int) -> None:
     """Entry point of the worker process (spawned by `WorkerProcess`)."""
-    from ..config import configure_logging
+    from ..telemetry.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     stop_when_parent_dies(parent_pid)
     set_process_title("worker")
     # Ctrl-C reaches the whole process group; the HTTP process decides when this

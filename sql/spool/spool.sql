@@ -1,4 +1,4 @@
--- SQLite, for the local spool file only (myticket/spool.py); PostgreSQL queries are in sql/*.sql.
+-- SQLite, for the local spool file only (myticket/intake/spool_file.py and spool.py); PostgreSQL queries are in sql/*.sql.
 
 -- name: create_spool_table
 -- Tickets waiting for PostgreSQL, in arrival order; the delivery id is unique.

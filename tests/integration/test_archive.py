@@ -28,8 +28,9 @@ from myticket.db.repository import Repository
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import CP1252_TICKET, PROJECT_ROOT, REFERENCE_TICKET, SUPPORT_QUERIES
+from ..database import SUPPORT_QUERIES
 from ..helpers import post, settled, ticket_with
+from ..paths import CP1252_TICKET, PROJECT_ROOT, REFERENCE_TICKET
 
 UTC = timezone.utc
 

@@ -20,7 +20,7 @@ from myticket.db.repository import Repository
 from myticket.telemetry.metrics import Metrics
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import SUPPORT_QUERIES
+from ..database import SUPPORT_QUERIES
 from ..helpers import ticket_with
 from ..waiting import wait_until
 

@@ -14,12 +14,13 @@ from aiohttp.test_utils import make_mocked_request
 
 from myticket.web.app import init_app
 from myticket.config import ConfigError, Settings, load_settings
+from myticket.web import auth
 from myticket.web.auth import bearer_token, is_loopback, read_access_refusal, token_accepted, verify_signature
 from myticket.web.errors import ApiError
 from myticket.cli.send import send_ticket
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import post
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 
 TOKEN = "first-token-0123456789abcdef"
 ROTATED = "second-token-0123456789abcdef"
@@ -235,3 +236,23 @@ def test_empty_or_malformed_secrets_and_tokens_fail_at_start_without_quoting_the
     assert text.startswith(message)
     assert "\n" not in text
     assert "hidden" not in text
+
+
+def test_every_secret_is_compared_in_constant_time(monkeypatch):
+    compared: list[tuple[bytes, bytes]] = []
+    constant_time_compare = hmac.compare_digest
+
+    def recording_compare(received, expected):
+        compared.append((received, expected))
+        return constant_time_compare(received, expected)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", recording_compare)
+    body = b"Order: 1\n"
+    signature = hmac.new(b"second", body, hashlib.sha256).hexdigest()
+
+    verify_signature(("first", "second", "third"), body, f"sha256={signature}")
+    assert len(compared) == 3  # all are tried, so the time taken says nothing about which matched
+    with pytest.raises(ApiError) as refused:
+        verify_signature(("first",), body, "sha256=" + "0" * 64)
+    assert refused.value.status == 401
+    assert len(compared) == 4

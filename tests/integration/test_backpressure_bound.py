@@ -11,8 +11,8 @@ import dataclasses
 from myticket.web.app import init_app
 from myticket.web.typedefs import BODY_BUDGET, INGEST, REPOSITORY
 
-from ..conftest import REFERENCE_TICKET
 from ..helpers import gate_database_writes
+from ..paths import REFERENCE_TICKET
 from ..waiting import wait_until
 
 

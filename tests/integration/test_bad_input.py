@@ -15,8 +15,8 @@ import pytest
 
 from myticket.web.app import init_app
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import post, settled
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 
 TEN_MB = 10 * 1024 * 1024
 

@@ -20,7 +20,7 @@ from myticket.web.app import init_app
 from myticket.config import ENVIRONMENT_VARIABLES, Settings
 from myticket.web.routes import setup_routes
 
-from ..conftest import PROJECT_ROOT
+from ..paths import PROJECT_ROOT
 from ..service_process import free_port
 
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
@@ -149,3 +149,33 @@ async def test_make_send_signs_with_the_secret_and_does_not_echo_its_command(aio
     assert "myticket send" not in signed.stdout + signed.stderr
     assert wrong.returncode != 0 and wrong.stdout.splitlines()[0] == "401 Unauthorized"
     assert db.value("count_tickets") == 1
+
+
+def test_compose_runs_prometheus_with_the_rules_and_grafana_under_the_monitoring_profile():
+    prometheus, grafana = COMPOSE["services"]["prometheus"], COMPOSE["services"]["grafana"]
+    assert prometheus["profiles"] == ["monitoring"] and grafana["profiles"] == ["monitoring"]
+    for name in ("postgres", "myticket"):  # `docker compose up` alone starts what it always did
+        assert "profiles" not in COMPOSE["services"][name]
+
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in prometheus["volumes"]}
+    config_dir = mounts["/etc/prometheus"]
+    assert (PROJECT_ROOT / config_dir).resolve() == (PROJECT_ROOT / "deploy" / "prometheus").resolve()
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    config = yaml.safe_load((PROJECT_ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "myticket"  # the job the rules' `up{job="myticket"}` names
+    assert job["metrics_path"] in registered_paths()
+    assert job["static_configs"][0]["targets"] == [f"myticket:{Settings().http_port}"]
+
+    grafana_mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in grafana["volumes"]}
+    provisioning = PROJECT_ROOT / grafana_mounts["/etc/grafana/provisioning"]
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert datasource["url"] == "http://prometheus:9090" and f"{prometheus['ports'][0].split(':')[1]}" == "9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "myticket.yml").read_text())["providers"]
+    dashboard_file = grafana_mounts[f"{provider['options']['path']}/myticket.json"]
+    dashboard = json.loads((PROJECT_ROOT / dashboard_file).read_text())
+    used = {
+        target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    }
+    assert used == {datasource["uid"]}

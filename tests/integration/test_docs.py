@@ -13,7 +13,7 @@ from myticket.config import ENVIRONMENT_VARIABLES
 from myticket.telemetry.metrics import Metrics
 from myticket.web.routes import setup_routes
 
-from ..conftest import PROJECT_ROOT
+from ..paths import PROJECT_ROOT
 
 DOCS = PROJECT_ROOT / "docs"
 README = PROJECT_ROOT / "README.md"

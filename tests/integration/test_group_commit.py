@@ -14,8 +14,8 @@ from myticket.intake.group_commit import GroupCommitIngest
 from myticket.core.domain import IncomingTicket
 from myticket.web.typedefs import INGEST, REPOSITORY
 
-from ..conftest import REFERENCE_TICKET
 from ..helpers import gate_database_writes
+from ..paths import REFERENCE_TICKET
 from ..waiting import wait_until
 
 

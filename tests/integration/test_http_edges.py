@@ -17,8 +17,8 @@ from myticket.web.middlewares import nul_character_in, unsupported_content_encod
 from myticket.web.server import HTTP_SERVER_OPTIONS
 from myticket.web.text import printable
 
-from ..conftest import REFERENCE_TICKET
 from ..helpers import sample
+from ..paths import REFERENCE_TICKET
 
 
 def client_error_lines(caplog) -> list[logging.LogRecord]:
@@ -195,8 +195,9 @@ async def test_a_bad_products_limit_is_a_400_from_the_same_rule_as_the_ticket_pa
     assert (await response.json())["error"] == error
 
 
-async def test_an_empty_products_limit_is_the_default_page(client):
-    response = await client.get("/products?limit=")
+@pytest.mark.parametrize("path", ["/products?limit=", "/products?limit=%20"])
+async def test_an_empty_limit_is_a_400_as_for_any_value_that_is_not_an_integer(client, path):
+    response = await client.get(path)
 
-    assert response.status == 200
-    assert (await response.json()) == {"products": [], "next_after": None}
+    assert response.status == 400
+    assert (await response.json())["error"] == "limit '' is not an integer"

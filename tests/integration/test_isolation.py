@@ -21,8 +21,8 @@ from myticket.web.tickets import content_type_to_store
 from myticket.intake.spool import SpoolUnavailable
 from myticket.web.typedefs import INGEST, REPOSITORY
 
-from ..conftest import REFERENCE_TICKET
 from ..helpers import confirmed_store, gate_database_writes
+from ..paths import REFERENCE_TICKET
 from ..waiting import wait_until
 
 

@@ -23,8 +23,9 @@ from myticket.db.repository import Repository
 from myticket.intake.spool import Spool
 from myticket.web.typedefs import INGEST, REPOSITORY
 
-from ..conftest import REFERENCE_TICKET, SUPPORT_QUERIES
+from ..database import SUPPORT_QUERIES
 from ..helpers import confirmed_store
+from ..paths import REFERENCE_TICKET
 from ..waiting import wait_until
 
 MIB = 1024 * 1024

@@ -17,7 +17,7 @@ import pytest
 
 from myticket.telemetry.loop_errors import CollapsingExceptionHandler, RepeatCollapser, report_kind
 
-from ..conftest import REFERENCE_TICKET
+from ..paths import REFERENCE_TICKET
 from ..service_process import Service
 from ..waiting import wait_until
 
@@ -47,7 +47,7 @@ def accept_failure_lines(log: Path) -> list[str]:
 
 
 def seconds_spanned(lines: list[str]) -> float:
-    stamps = [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f") for line in lines]
+    stamps = [datetime.strptime(line[:24], "%Y-%m-%dT%H:%M:%S.%fZ") for line in lines]  # the UTC time of the text format
     return (max(stamps) - min(stamps)).total_seconds()
 
 

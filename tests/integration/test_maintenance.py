@@ -13,13 +13,14 @@ import pytest
 
 from myticket.core.domain import IncomingTicket
 from myticket.core.ids import new_delivery_id
-from myticket.worker.maintenance import Maintenance, midnight_unix_seconds
+from myticket.core.days import midnight_unix_seconds
+from myticket.worker.maintenance import Maintenance
 from myticket.telemetry.metrics import Metrics
 from myticket.db.migrate import apply_migrations
 from myticket.db.repository import Repository
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import Db, create_empty_database
+from ..database import Db, create_empty_database
 from ..helpers import sample, ticket_with
 from ..waiting import wait_until
 
@@ -139,8 +140,9 @@ async def test_a_database_outage_fails_rounds_counted_and_logged_once_and_the_lo
         stop.set()
         await loop
         await repository.close()
-    warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
-    assert len(warnings) == 1
+    warnings = [record for record in caplog.records
+                if record.name == "myticket.worker.maintenance" and record.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [record.getMessage() for record in warnings]
     assert warnings[0].getMessage().startswith("maintenance round failed, database unavailable: ")
 
 

@@ -18,8 +18,8 @@ from myticket.web.server import HTTP_SERVER_OPTIONS
 from myticket.intake.budget import ByteBudget
 from myticket.web.typedefs import BODY_BUDGET, INGEST, REPOSITORY, SETTINGS
 
-from ..conftest import REFERENCE_TICKET
 from ..helpers import gate_database_writes, sample
+from ..paths import REFERENCE_TICKET
 from ..waiting import wait_until
 
 BODY = REFERENCE_TICKET + b"#" * (10_000 - len(REFERENCE_TICKET))

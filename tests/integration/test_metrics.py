@@ -8,8 +8,8 @@ from myticket.telemetry.metrics import PROCESSING_OUTCOMES, RefusalReason
 from myticket.web.typedefs import METRICS, REPOSITORY
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import post, sample, settled, ticket_with
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 from ..waiting import wait_until
 
 

@@ -20,8 +20,9 @@ from myticket.core.parser import parse_ticket
 from myticket.db.resources import migrations_directory
 from myticket.web.app import init_app
 
-from ..conftest import CP1252_TICKET, Db, create_empty_database
+from ..database import Db, create_empty_database
 from ..helpers import post, settled
+from ..paths import CP1252_TICKET
 
 PREVIOUS_RELEASE = ("0001_tickets", "0002_processing", "0003_no_row_by_row_foreign_keys")
 WRITE_ONCE = "0004_write_once_day_partitions"

@@ -12,7 +12,8 @@ from yoyo import get_backend, read_migrations
 from myticket.db.migrate import MigrationLockTimeout, apply_migrations, migration_ids
 from myticket.db.resources import migrations_directory
 
-from ..conftest import PROJECT_ROOT, Db, create_empty_database
+from ..database import Db, create_empty_database
+from ..paths import PROJECT_ROOT
 
 
 def test_applying_twice_applies_everything_once(pg_server_url):

@@ -18,8 +18,8 @@ from myticket.core.domain import IncomingTicket
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import post, settled, ticket_with
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 from ..waiting import wait_until
 
 

@@ -13,8 +13,8 @@ from myticket.core.domain import IncomingTicket
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET
 from ..helpers import ticket_with
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 
 MALFORMED = b"this is not a ticket"
 

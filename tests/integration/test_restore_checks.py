@@ -21,7 +21,7 @@ from myticket.archive.format import DayEntry, day_file_name, encode_manifest, en
 from myticket.core.domain import ArchivedTicket
 from myticket.db.repository import Repository
 
-from ..conftest import PROJECT_ROOT
+from ..paths import PROJECT_ROOT
 from ..helpers import ticket_with
 
 DAY = date(2026, 3, 14)

@@ -11,7 +11,7 @@ import pytest
 from myticket.web.app import init_app
 from myticket.web.typedefs import EXPECTED_MIGRATIONS, INGEST
 
-from ..conftest import CP1252_TICKET, REFERENCE_TICKET
+from ..paths import CP1252_TICKET, REFERENCE_TICKET
 
 NUL_TICKET = b"Order: 78\x00\nTotal: 1\n\nproduct,product_id,price\nX\x00Y,id\x00,1\n"
 

@@ -17,8 +17,9 @@ from myticket.core.parser import parse_ticket
 from myticket.db.repository import Repository
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET, Db, create_empty_database
+from ..database import Db, create_empty_database
 from ..helpers import ticket_with
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 from ..waiting import wait_until
 
 FLAKY = b"Order: flaky\nTotal: 1.00\n\nproduct,product_id,price\nPear,F1,1.00\n"

@@ -25,8 +25,9 @@ from myticket.telemetry.metrics import Metrics
 from myticket.db.repository import Repository
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import PROJECT_ROOT, SUPPORT_QUERIES, Db
+from ..database import SUPPORT_QUERIES, Db
 from ..helpers import ticket_with
+from ..paths import PROJECT_ROOT
 from ..waiting import wait_until
 
 UTC = timezone.utc

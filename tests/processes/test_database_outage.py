@@ -26,20 +26,10 @@ from myticket.intake.spool import Spool
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import CP1252_TICKET, REFERENCE_TICKET, Db, create_empty_database, emptied_database, private_server
+from ..database import Db, create_empty_database
 from ..helpers import ticket_with
+from ..paths import CP1252_TICKET, REFERENCE_TICKET
 from ..waiting import wait_until
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """A server of this module's own, so stopping it does not disturb other tests."""
-    yield from private_server(tmp_path_factory, "outage")
-
-
-@pytest.fixture
-def own_db(own_server: EmbeddedPostgres) -> Iterator[Db]:
-    yield from emptied_database(own_server)
 
 
 @pytest.fixture

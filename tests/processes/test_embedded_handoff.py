@@ -22,7 +22,8 @@ import pytest
 
 from myticket.db.embedded import EmbeddedPostgres
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET, Db
+from ..database import Db
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 from ..service_process import Service
 from ..waiting import wait_until
 

@@ -16,19 +16,10 @@ from myticket.core.database_errors import DATABASE_FAILURE_REASONS
 from myticket.db.embedded import EmbeddedPostgres
 from myticket.web.app import init_app
 
-from ..conftest import REFERENCE_TICKET, Db, emptied_database, private_server
+from ..database import Db
+from ..paths import REFERENCE_TICKET
 from ..waiting import wait_until
 from .test_database_outage import fill, small_disk  # noqa: F401  (small_disk: a fixture)
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    yield from private_server(tmp_path_factory, "ready_agrees")
-
-
-@pytest.fixture
-def own_db(own_server: EmbeddedPostgres) -> Iterator[Db]:
-    yield from emptied_database(own_server)
 
 
 @pytest.fixture
@@ -49,11 +40,11 @@ async def post_status(client) -> int:
 def writes_refused(own_db: Db) -> Iterator[callable]:
     """Makes the server read-only when called; always writable again afterwards."""
     def refuse() -> None:
-        own_db.rows("refuse_writes")
+        own_db.rows("make_read_only")
         own_db.rows("reload_configuration")
 
     yield refuse
-    own_db.rows("accept_writes")
+    own_db.rows("make_writable")
     own_db.rows("reload_configuration")
 
 

@@ -21,8 +21,9 @@ from myticket.db.migrate import apply_migrations
 from myticket.db.repository import Repository
 from myticket.worker.loop import TicketWorker
 
-from ..conftest import PROJECT_ROOT, Db, create_empty_database
+from ..database import Db, create_empty_database
 from ..helpers import sample, ticket_with
+from ..paths import PROJECT_ROOT
 from ..service_process import Service
 from ..waiting import wait_until
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from ..conftest import REFERENCE_TICKET
+from ..paths import REFERENCE_TICKET
 from ..service_process import Service
 
 

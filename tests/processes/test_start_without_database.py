@@ -5,39 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 
 import aiohttp
-import pytest
 
-from bench.loadgen import make_tickets, send_tickets
 from myticket.config import mask_password
-from myticket.db.embedded import EmbeddedPostgres
 from myticket.db.migrate import migration_ids, prepare_database
 from myticket.intake.spool import Spool
 
-from ..conftest import PROJECT_ROOT, Db, create_empty_database, emptied_database, private_server
+from ..database import Db, create_empty_database
 from ..helpers import ticket_with
+from ..load import make_tickets, send_tickets
+from ..paths import PROJECT_ROOT
 from ..service_process import Service
 from ..waiting import wait_until
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    yield from private_server(tmp_path_factory, "cold-start")
-
-
-@pytest.fixture
-def db(postgres: EmbeddedPostgres) -> Iterator[Db]:
-    yield from emptied_database(postgres)
-
-
-async def test_serve_starts_while_postgres_is_down_spools_then_migrates_and_replays(postgres, db, tmp_path):
-    fresh_url = create_empty_database(postgres.url, "fresh_start")  # no migration applied yet
+async def test_serve_starts_while_postgres_is_down_spools_then_migrates_and_replays(own_server, own_db, tmp_path):
+    fresh_url = create_empty_database(own_server.url, "fresh_start")  # no migration applied yet
     service = Service(fresh_url, tmp_path / "data")
-    await asyncio.to_thread(postgres.stop, "immediate")
+    await asyncio.to_thread(own_server.stop, "immediate")
     try:
         await service.start()
         state = await service.ready_state()
@@ -51,7 +38,7 @@ async def test_serve_starts_while_postgres_is_down_spools_then_migrates_and_repl
         state = await service.ready_state()
         assert state["status"] == "spooling" and state["spool"]["tickets"] == 40
     finally:
-        await asyncio.to_thread(postgres.start)
+        await asyncio.to_thread(own_server.start)
 
     try:
         await wait_until(service.spool_drained, timeout=60, what="migrations and the replay once PostgreSQL answers")
@@ -72,28 +59,28 @@ async def test_serve_starts_while_postgres_is_down_spools_then_migrates_and_repl
         service.stop()
 
 
-async def test_without_a_spool_serve_still_stops_at_once_with_one_line_when_postgres_is_down(postgres, db, tmp_path):
-    service = Service(postgres.url, tmp_path / "data", MYTICKET_SPOOL_MAX_BYTES="0")
-    await asyncio.to_thread(postgres.stop, "immediate")
+async def test_without_a_spool_serve_still_stops_at_once_with_one_line_when_postgres_is_down(own_server, own_db, tmp_path):
+    service = Service(own_server.url, tmp_path / "data", MYTICKET_SPOOL_MAX_BYTES="0")
+    await asyncio.to_thread(own_server.stop, "immediate")
     try:
         result = await asyncio.to_thread(service.run, "serve", timeout=60, LOG_LEVEL="ERROR")
     finally:
-        await asyncio.to_thread(postgres.start)
+        await asyncio.to_thread(own_server.start)
 
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("myticket: database unavailable: "), result.stderr
 
 
-async def test_a_service_meeting_a_spool_of_another_database_refuses_to_start_with_one_line(postgres, db, tmp_path):
-    other_url = create_empty_database(postgres.url, "the_other_service")
+async def test_a_service_meeting_a_spool_of_another_database_refuses_to_start_with_one_line(own_server, own_db, tmp_path):
+    other_url = create_empty_database(own_server.url, "the_other_service")
     data_dir = tmp_path / "shared-data"
     theirs = Spool(data_dir / "spool", max_bytes=10_000_000, database_url=mask_password(other_url))
     assert await theirs.claim(prepare_database(other_url)) is None
     await theirs.write([ticket_with("9", "P9", "Thé", "1.00", received_at=datetime.now(timezone.utc))])
     await theirs.close()
 
-    service = Service(postgres.url, data_dir)
+    service = Service(own_server.url, data_dir)
     serve = subprocess.Popen(
         service.command("serve"), cwd=PROJECT_ROOT, env={**service.env, "LOG_LEVEL": "ERROR"},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -113,4 +100,4 @@ async def test_a_service_meeting_a_spool_of_another_database_refuses_to_start_wi
     assert len(lines) == 1, stderr
     assert "holds 1 tickets for database 'the_other_service'" in lines[0]
     assert "refusing to start" in lines[0] and "MYTICKET_SPOOL_DIR" in lines[0]
-    assert db.value("count_tickets") == 0
+    assert own_db.value("count_tickets") == 0

@@ -1,11 +1,11 @@
 """myticket installed as a wheel (`pip install .`, not editable), in a fresh venv, run
 from a directory outside the checkout: the SQL and the migrations ship inside the
-package, and an installation missing them fails loudly instead of migrating nothing."""
+package (without setuptools warning that their directories "would be ignored"), and an
+installation missing them fails loudly instead of migrating nothing."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import site
 import subprocess
@@ -14,19 +14,30 @@ from pathlib import Path
 
 import aiohttp
 
-from ..conftest import PROJECT_ROOT, REFERENCE_TICKET, Db, create_empty_database
+from ..database import Db, create_empty_database
+from ..environment import child_environment
+from ..paths import PROJECT_ROOT, REFERENCE_TICKET
 from ..service_process import Service
 
 # Nothing may lead the installed python back to the checkout.
-CLEAN_ENVIRONMENT = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+CLEAN_ENVIRONMENT = {name: value for name, value in child_environment().items() if name != "PYTHONPATH"}
+
+
+def assert_no_ignored_package_warning(output: str) -> None:
+    """setuptools warns, in some 30 lines each, of a directory under the package that
+    is "absent from the `packages` configuration" and would be ignored."""
+    assert "would be ignored" not in output, output
+    assert "absent from the `packages` configuration" not in output, output
 
 
 def build_wheel(into: Path) -> Path:
-    """The wheel of the checkout, built as `pip install .` would build it."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(into), str(PROJECT_ROOT)],
-        check=True, capture_output=True, timeout=300, env=CLEAN_ENVIRONMENT,
+    """The wheel of the checkout, built as `pip install .` would build it (verbose, so
+    that every line the build backend prints is seen)."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--verbose", "-w", str(into), str(PROJECT_ROOT)],
+        check=True, capture_output=True, text=True, timeout=300, env=CLEAN_ENVIRONMENT,
     )
+    assert_no_ignored_package_warning(built.stdout + built.stderr)
     [wheel] = into.glob("myticket-*.whl")
     return wheel
 
@@ -44,10 +55,11 @@ def fresh_venv_with(wheel: Path, directory: Path) -> Path:
         check=True, capture_output=True, text=True, env=CLEAN_ENVIRONMENT,
     ).stdout.strip())
     (purelib / "borrowed_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    subprocess.run(
+    installed = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(wheel)],
-        check=True, capture_output=True, timeout=300, env=CLEAN_ENVIRONMENT,
+        check=True, capture_output=True, text=True, timeout=300, env=CLEAN_ENVIRONMENT,
     )
+    assert_no_ignored_package_warning(installed.stdout + installed.stderr)
     return python
 
 

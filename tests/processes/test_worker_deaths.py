@@ -14,32 +14,20 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 
 from myticket.core.domain import IncomingTicket
-from myticket.db.embedded import EmbeddedPostgres
 from myticket.db.repository import Repository
 
-from ..conftest import PROJECT_ROOT, Db, emptied_database, private_server
+from ..database import Db
+from ..paths import PROJECT_ROOT
 from ..waiting import wait_until
 
 MIB = 1024 * 1024
 MAX_DEATHS = 3
 SMALL_TICKETS = 40
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    yield from private_server(tmp_path_factory, "worker_deaths")
-
-
-@pytest.fixture
-def db(postgres: EmbeddedPostgres) -> Iterator[Db]:
-    yield from emptied_database(postgres)
 
 
 def small_ticket(number: int, received_at: datetime) -> IncomingTicket:
@@ -107,8 +95,9 @@ def pending(db: Db) -> int:
 
 
 async def test_a_ticket_that_kills_the_worker_is_rejected_after_its_deaths_and_the_others_flow(
-    postgres: EmbeddedPostgres, db: Db, tmp_path: Path
+    own_db: Db, tmp_path: Path
 ):
+    db = own_db
     url = db.url
 
     async def all_processed() -> bool:

@@ -75,14 +75,3 @@ SELECT id::text, body_lines FROM pending_tickets ORDER BY id;
 -- name: worker_claims_left
 -- Journal rows of claims left behind (by a dead worker, or not yet committed).
 SELECT count(*) FROM worker_claims;
-
--- name: refuse_writes
--- Every new transaction of the server read-only (after reload_configuration): reads
--- answer, writes fail with 25006, as on a server that cannot write.
-ALTER SYSTEM SET default_transaction_read_only = on;
-
--- name: accept_writes
-ALTER SYSTEM RESET default_transaction_read_only;
-
--- name: reload_configuration
-SELECT pg_reload_conf();

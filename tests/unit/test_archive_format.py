@@ -30,7 +30,6 @@ from myticket.archive.format import (
     parse_manifest,
     partial_file_name,
 )
-from myticket.cli.main import main
 from myticket.core.domain import ArchivedTicket
 from myticket.core.ids import new_delivery_id
 from myticket.core.parser import TicketLine
@@ -167,22 +166,6 @@ def test_before_takes_the_days_strictly_before_it_oldest_first():
     assert days_before(days, date(2026, 11, 4)) == [date(2026, 11, 1), date(2026, 11, 2)]
     assert days_before(days, date(2026, 11, 1)) == []
     assert days_before(days, date(2027, 1, 1)) == [date(2026, 11, n) for n in (1, 2, 4, 6)]
-
-
-@pytest.mark.parametrize("argv, line", [
-    (["archive", "--before", "2026-13-01", "--to", "x"],
-     "myticket: archive: --before: '2026-13-01' is not a date (YYYY-MM-DD)"),
-    (["archive", "--before", "2026-11-01", "--to", ""],
-     "myticket: archive: --to: empty; name the directory to archive into"),
-    (["restore", "x", ""], "myticket: restore: PATH: empty; name a day file or a directory of them"),
-    (["purge", "--before", "yesterday"], "myticket: purge: --before: 'yesterday' is not a date (YYYY-MM-DD)"),
-    (["purge", "--before", "2026-11-20", "--lock-timeout", "soon"],
-     "myticket: purge: --lock-timeout: must be a number of seconds above 0 (and under a day)"),
-])
-def test_a_bad_argument_is_one_line_naming_the_option(argv, line, capsys):
-    assert main(argv) == 1
-    captured = capsys.readouterr()
-    assert captured.err == line + "\n" and captured.out == ""
 
 
 def test_restore_accepts_lines_of_the_largest_accepted_body_in_base64_and_never_caps_under_64_mib():

@@ -17,7 +17,7 @@ from myticket.config import (
     mask_password,
 )
 
-from ..conftest import PROJECT_ROOT
+from ..paths import PROJECT_ROOT
 
 
 def test_defaults():

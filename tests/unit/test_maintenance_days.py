@@ -6,7 +6,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from myticket.worker.maintenance import days_to_prepare, midnight_unix_seconds, retention_cutoff
+from myticket.core.days import days_to_prepare, midnight_unix_seconds, retention_cutoff
 
 
 def test_partitions_are_made_for_today_and_the_next_two_days_across_a_year_end():

@@ -20,7 +20,7 @@ from myticket.core.parser import (
     parse_ticket,
 )
 
-from ..conftest import REFERENCE_TICKET
+from ..paths import REFERENCE_TICKET
 
 REFERENCE_LINES = [("aZde", "Formule(s) midi", Decimal("14.90")), ("IZ8z", "Café", Decimal("2.00"))]
 

@@ -206,3 +206,19 @@ def test_a_database_that_goes_away_during_an_archive_command_is_not_called_busy(
     with pytest.raises(DatabaseUnavailable) as raised, archive_failures_in_one_line("archive"):
         raise unavailable
     assert raised.value is unavailable  # main prints it as "database unavailable: ..."
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["archive", "--before", "2026-13-01", "--to", "x"],
+     "myticket: archive: --before: '2026-13-01' is not a date (YYYY-MM-DD)"),
+    (["archive", "--before", "2026-11-01", "--to", ""],
+     "myticket: archive: --to: empty; name the directory to archive into"),
+    (["restore", "x", ""], "myticket: restore: PATH: empty; name a day file or a directory of them"),
+    (["purge", "--before", "yesterday"], "myticket: purge: --before: 'yesterday' is not a date (YYYY-MM-DD)"),
+    (["purge", "--before", "2026-11-20", "--lock-timeout", "soon"],
+     "myticket: purge: --lock-timeout: must be a number of seconds above 0 (and under a day)"),
+])
+def test_a_bad_argument_is_one_line_naming_the_option(argv, line, capsys):
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err == line + "\n" and captured.out == ""
