@@ -84,6 +84,11 @@ DEFAULT_MAINTENANCE_INTERVAL_SECONDS = 3600.0
 MAX_MAINTENANCE_INTERVAL_SECONDS = 86400
 # Longest retention: a hundred years (a longer one is a typo, and dates stop at year 9999).
 MAX_RETENTION_DAYS = 36500
+# An Idempotency-Key is remembered at least a day (a sender's retries span hours), at
+# most a year; its day partition is dropped once the whole day is past this.
+DEFAULT_IDEMPOTENCY_KEY_HOURS = 24
+MIN_IDEMPOTENCY_KEY_HOURS = 24
+MAX_IDEMPOTENCY_KEY_HOURS = 24 * 366
 
 
 class ConfigError(ValueError):
@@ -144,6 +149,11 @@ class Settings:
     # Bearer tokens for the read routes (several at once, for rotation). None set: the
     # read routes answer loopback clients only.
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Bearer tokens for requeueing (POST /tickets/.../reprocess). None set: the read
+    # routes' rule applies to requeueing too.
+    admin_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # How long an Idempotency-Key (or webhook-id) is remembered, in hours (at least 24).
+    idempotency_key_hours: int = DEFAULT_IDEMPOTENCY_KEY_HOURS
     # Longest wait for a request body (and for an idle keep-alive connection).
     read_timeout_seconds: float = 30.0
     # Whether `serve` also runs the ticket worker (`--no-worker` turns it off), and where:
@@ -285,18 +295,18 @@ _B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 MIN_API_TOKEN_LENGTH = 16
 
 
-def _api_tokens(environ: Mapping[str, str]) -> tuple[str, ...]:
-    tokens = _comma_list(environ, "MYTICKET_API_TOKENS") or ()
+def _api_tokens(environ: Mapping[str, str], name: str = "MYTICKET_API_TOKENS") -> tuple[str, ...]:
+    tokens = _comma_list(environ, name) or ()
     for position, token in enumerate(tokens, start=1):
         # Tokens are never quoted back; their position says which one is wrong.
         if not _B64TOKEN.fullmatch(token):
             raise ConfigError(
-                f"MYTICKET_API_TOKENS: token {position} has a character a bearer token cannot carry "
+                f"{name}: token {position} has a character a bearer token cannot carry "
                 "(allowed: letters, digits, - . _ ~ + / and trailing =)"
             )
         if len(token) < MIN_API_TOKEN_LENGTH:
             raise ConfigError(
-                f"MYTICKET_API_TOKENS: token {position} must be at least {MIN_API_TOKEN_LENGTH} characters, "
+                f"{name}: token {position} must be at least {MIN_API_TOKEN_LENGTH} characters, "
                 f"got {len(token)}"
             )
     return tokens
@@ -400,6 +410,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         spool_max_bytes=_integer(environ, "MYTICKET_SPOOL_MAX_BYTES", DEFAULT_SPOOL_MAX_BYTES, minimum=0),
         webhook_secrets=_webhook_secrets(environ),
         api_tokens=_api_tokens(environ),
+        admin_tokens=_api_tokens(environ, "MYTICKET_ADMIN_TOKENS"),
+        idempotency_key_hours=_integer(
+            environ, "MYTICKET_IDEMPOTENCY_KEY_HOURS", DEFAULT_IDEMPOTENCY_KEY_HOURS,
+            minimum=MIN_IDEMPOTENCY_KEY_HOURS, maximum=MAX_IDEMPOTENCY_KEY_HOURS,
+        ),
         read_timeout_seconds=_positive_seconds(environ, "MYTICKET_READ_TIMEOUT_SECONDS", 30.0),
         worker_placement=_choice(environ, "MYTICKET_WORKER", WORKER_PLACEMENTS),
         embedded_port=_integer(environ, "MYTICKET_EMBEDDED_PORT", DEFAULT_EMBEDDED_PORT, maximum=65535),

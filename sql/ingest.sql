@@ -3,7 +3,8 @@
 -- commit (group commit): each body once into its day's partition of `deliveries`, and
 -- its place in the worker's queue. Wakes the workers with one NOTIFY per batch, not
 -- per row. ON CONFLICT makes a replay of the same deliveries (from the spool)
--- idempotent: a delivery already stored is neither stored nor queued again.
+-- idempotent: a delivery already stored is neither stored nor queued again. The key
+-- arrays are empty unless a ticket of the batch came with an Idempotency-Key.
 WITH inserted AS (
     INSERT INTO deliveries (id, received_at, content_type, body)
     SELECT *
@@ -23,6 +24,20 @@ WITH inserted AS (
     SELECT n.received_at, n.id, n.body_bytes, c.body_lines
     FROM inserted AS n
     JOIN unnest(%(ids)s::uuid[], %(body_lines)s::integer[]) AS c (id, body_lines) ON c.id = n.id
+), noted AS (
+    -- The idempotency keys of the batch's keyed tickets that were stored now, noted in
+    -- the same commit (a key never names a ticket that was not stored). A key noted the
+    -- same day already stays as it was: a concurrent retry, marked duplicate later.
+    INSERT INTO idempotency_keys (key, used_day, body_sha256, ticket_id, received_at)
+    SELECT k.key, date_trunc('day', k.received_at, 'UTC'), k.body_sha256, k.id, k.received_at
+    FROM unnest(
+        %(key_ids)s::uuid[],
+        %(key_received_at)s::timestamptz[],
+        %(keys)s::text[],
+        %(key_digests)s::bytea[]
+    ) AS k (id, received_at, key, body_sha256)
+    WHERE k.id IN (SELECT id FROM inserted)
+    ON CONFLICT DO NOTHING
 )
 SELECT count(*) AS stored, pg_notify('myticket_tickets', '') FROM inserted;
 

@@ -14,7 +14,7 @@ LISTEN myticket_tickets;
 -- `deliveries`, which is only read here, never locked or written.
 --
 -- A ticket named by the journal row of a claim whose transaction ended without
--- committing (worker_claims, see migration 0005: its worker died) is a suspect: it is
+-- committing (worker_claims, see migration 0006: its worker died) is a suspect: it is
 -- claimed alone, never behind or beside another ticket, so that a second death is
 -- its own. `crashes` counts the one-ticket claims of it that died: the deaths that were
 -- certainly its own. xact_id names this transaction for the journal row that the

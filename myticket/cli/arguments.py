@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="only tickets received at or after this date or time (UTC unless it says otherwise)",
     )
     reprocess.add_argument(
+        "--until", type=iso_datetime, default=None, metavar="ISO-DATE",
+        help="only tickets received before this date or time (with --since D --until D+1: the day D alone)",
+    )
+    reprocess.add_argument(
         "--id", type=ticket_id, default=None, metavar="UUID", dest="ticket_id", help="only this ticket"
     )
     reprocess.add_argument(

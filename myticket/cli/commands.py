@@ -103,28 +103,34 @@ def worker(settings: Settings) -> int:
 
 
 def reprocess(
-    settings: Settings, *, status: str | None, since: datetime | None, ticket_id: str | None, dry_run: bool
+    settings: Settings, *, status: str | None, since: datetime | None, until: datetime | None,
+    ticket_id: str | None, dry_run: bool,
 ) -> int:
     """Requeue (or with --dry-run, list) the chosen tickets."""
+    if since is not None and until is not None and since >= until:
+        raise CommandError(f"reprocess: --since ({since.isoformat()}) must be before --until ({until.isoformat()})")
     with _migrated(settings) as settings:
-        return asyncio.run(_reprocess(settings, status=status, since=since, ticket_id=ticket_id, dry_run=dry_run))
+        return asyncio.run(
+            _reprocess(settings, status=status, since=since, until=until, ticket_id=ticket_id, dry_run=dry_run)
+        )
 
 
 async def _reprocess(
-    settings: Settings, *, status: str | None, since: datetime | None, ticket_id: str | None, dry_run: bool
+    settings: Settings, *, status: str | None, since: datetime | None, until: datetime | None,
+    ticket_id: str | None, dry_run: bool,
 ) -> int:
     if status is not None:
         statuses: tuple[str, ...] = (status,)
     else:
         statuses = REQUEUEABLE_STATUSES if ticket_id is not None else ("rejected",)
-    chosen = {"statuses": statuses, "since": since, "ticket_id": ticket_id}
+    chosen = {"statuses": statuses, "since": since, "until": until, "ticket_id": ticket_id}
     what = " or ".join(statuses)
     async with _repository(settings) as repository:
         if dry_run:
-            candidates = await repository.requeue_candidates(**chosen)
+            candidates = await repository.requeue_candidates_matching(**chosen)
             count = len(candidates)
         else:
-            count = await repository.requeue(**chosen)
+            count = await repository.requeue_matching(**chosen)
         if ticket_id is not None and count == 0:  # one line saying why, instead of "0 … put back"
             found = await repository.ticket_status(ticket_id=ticket_id)
             reason = "no such ticket" if found is None else f"it is {found}, not {what}"

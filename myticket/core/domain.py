@@ -37,12 +37,16 @@ class IncomingTicket:
     received_at: datetime
     content_type: str | None
     body: bytes
+    # The Idempotency-Key (or webhook-id) to note with the ticket when it is stored in
+    # PostgreSQL, with the digest of its body; not kept by the spool.
+    idempotency_key: str | None = None
+    body_sha256: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimedTicket:
     """A pending ticket locked by a worker's transaction. `crashes`: how many times a
-    worker died processing it alone (see the journal of claims, migration 0005)."""
+    worker died processing it alone (see the journal of claims, migration 0006)."""
 
     id: str
     received_at: datetime

@@ -30,8 +30,10 @@ from ..core.domain import (
     TicketRecord,
     from_row,
 )
-from ..core.ids import utc_day
+from ..core.idempotency import KeyUse
+from ..core.ids import day_start, utc_day
 from ..core.processing import body_lines
+from ..core.ticket_search import ERROR_CHARS, TicketSearch, TicketSummary, shortened
 from ..core.parser import TicketLine
 from .connector import Connector, Session
 from .errors import CHECK_VIOLATION, domain_errors
@@ -123,6 +125,17 @@ def _by_id(ticket_id: str | None) -> dict[str, object]:
     return {"id": ticket_id, "received_at": received_at_hint(ticket_id)}
 
 
+def _idempotency_keys(tickets: Sequence[IncomingTicket]) -> dict[str, list]:
+    """The keys of the keyed tickets of a batch, as `insert_tickets` notes them."""
+    keyed = [ticket for ticket in tickets if ticket.idempotency_key is not None]
+    return {
+        "key_ids": [ticket.id for ticket in keyed],
+        "key_received_at": [ticket.received_at for ticket in keyed],
+        "keys": [ticket.idempotency_key for ticket in keyed],
+        "key_digests": [ticket.body_sha256 for ticket in keyed],
+    }
+
+
 class Repository:
     """The service's named queries, over a `Connector`."""
 
@@ -179,6 +192,7 @@ class Repository:
             "content_types": [ticket.content_type for ticket in tickets],
             "bodies": [ticket.body for ticket in tickets],
             "body_lines": [body_lines(ticket.body) for ticket in tickets],
+            **_idempotency_keys(tickets),
         }
         try:
             rows = await self._connector.fetch("insert_tickets", params)
@@ -391,6 +405,63 @@ class Repository:
             with domain_errors("try_maintenance_lock"):  # not the block's errors: those are its own
                 held = bool((await session.fetch("try_maintenance_lock"))[0]["held"])
             yield held
+
+    async def find_tickets(
+        self, *, search: TicketSearch, after: tuple[datetime, str] | None, limit: int
+    ) -> tuple[list[TicketSummary], tuple[datetime, str] | None]:
+        """One page of the tickets `search` chooses, newest first, after the key `after`
+        (received_at, id); and the key of the next page, None on the last. The query
+        is the one whose index serves the most selective filter given."""
+        after_received_at, after_id = after if after is not None else (None, None)
+        params = {
+            "statuses": list(search.statuses), "since": search.since, "until": search.until,
+            "order_ref": search.order_ref, "product_id": search.product_id,
+            "after_received_at": after_received_at, "after_id": after_id,
+            "limit": limit + 1, "error_chars": ERROR_CHARS + 1,
+        }
+        if search.product_id is not None:
+            name = "tickets_page_by_product"
+        elif search.order_ref is not None:
+            name = "tickets_page_by_order_ref"
+        else:
+            name = "tickets_page"
+        rows = await self._connector.fetch(name, params)
+        page = [from_row(TicketSummary, {**row, "error": shortened(row["error"])}) for row in rows[:limit]]
+        next_after = (page[-1].received_at, page[-1].id) if len(rows) > limit else None
+        return page, next_after
+
+    async def ticket_body(self, *, ticket_id: str) -> tuple[bytes, str | None] | None:
+        """The exact stored bytes of a ticket and their Content-Type; None when unknown."""
+        rows = await self._connector.fetch("ticket_body", _by_id(ticket_id))
+        return (bytes(rows[0]["body"]), rows[0]["content_type"]) if rows else None
+
+    async def requeue_matching(
+        self, *, statuses: Sequence[str], since: datetime | None = None, until: datetime | None = None,
+        order_ref: str | None = None, ticket_id: str | None = None,
+    ) -> int:
+        """Put the matching tickets back to pending, in one statement; return how many."""
+        params = {"statuses": list(statuses), "since": since, "until": until, "order_ref": order_ref,
+                  **_by_id(ticket_id)}
+        return (await self._connector.fetch("requeue_matching", params))[0]["requeued"]
+
+    async def requeue_candidates_matching(
+        self, *, statuses: Sequence[str], since: datetime | None = None, until: datetime | None = None,
+        order_ref: str | None = None, ticket_id: str | None = None,
+    ) -> list[RequeueCandidate]:
+        """What `requeue_matching` would put back to pending, oldest first; changes nothing."""
+        params = {"statuses": list(statuses), "since": since, "until": until, "order_ref": order_ref,
+                  **_by_id(ticket_id)}
+        rows = await self._connector.fetch("requeue_candidates_matching", params)
+        return [from_row(RequeueCandidate, row) for row in rows]
+
+    async def idempotency_key_use(self, *, key: str, since_day: date) -> KeyUse | None:
+        """The first use of `key` on `since_day` or later; None when it is not known."""
+        rows = await self._connector.fetch("idempotency_key_use", {"key": key, "since_day": day_start(since_day)})
+        return KeyUse(rows[0]["ticket_id"], bytes(rows[0]["body_sha256"])) if rows else None
+
+    async def drop_idempotency_keys(self, *, before: date) -> int:
+        """Drop the key partitions of the days before `before`; return how many."""
+        return (await self._connector.fetch("drop_idempotency_key_partitions", {"before": before}))[0]["dropped"]
 
     async def applied_migrations(self) -> set[str]:
         rows = await self._connector.fetch("applied_migrations")

@@ -1,13 +1,15 @@
-"""The read routes: a ticket with one page of its lines, the catalogue page by page, one
-product; and the JSON shape of each (money as strings, times in ISO 8601)."""
+"""The read routes: tickets found by filters, a ticket with one page of its lines, its
+raw body, the catalogue page by page, one product; and the JSON shape of each (money as
+strings, times in ISO 8601)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +17,18 @@ from aiohttp import web
 
 from ..core.domain import Product, TicketRecord, field_names
 from ..core.parser import TicketLine
+from ..core.ticket_search import (
+    STATUSES,
+    SearchError,
+    TicketSearch,
+    TicketSummary,
+    before_cursor,
+    decode_cursor,
+    encode_cursor,
+    parse_instant,
+    parse_statuses,
+    search_window,
+)
 from .errors import ApiError
 from .replica import READ_REPOSITORY
 
@@ -59,15 +73,84 @@ def query_integer(request: web.Request, name: str, default: int, *, minimum: int
     return value
 
 
+def ticket_id_of(request: web.Request) -> str:
+    """The route's ticket id in canonical form; 404 for what cannot be an id."""
+    raw_id = request.match_info["ticket_id"]
+    try:
+        return str(uuid.UUID(raw_id))
+    except ValueError:
+        raise ApiError(404, f"no ticket {raw_id}") from None
+
+
+def ticket_search(
+    request: web.Request, *, statuses: tuple[str, ...] = STATUSES, default: tuple[str, ...] | None = None
+) -> TicketSearch:
+    """The filters of GET /tickets (and of a bulk requeue) from the query string, or 400
+    naming the one that cannot be used. `statuses`: those allowed; `default`: those
+    chosen when none is asked (all allowed ones unless given)."""
+    query = request.query
+    try:
+        chosen = parse_statuses(query.getall("status", []), statuses, default)
+        since = parse_instant("since", query["since"]) if query.get("since") else None
+        until = parse_instant("until", query["until"]) if query.get("until") else None
+        since, until = search_window(since, until, datetime.now(timezone.utc))
+    except SearchError as exc:
+        raise ApiError(400, str(exc)) from None
+    return TicketSearch(
+        statuses=chosen, since=since, until=until,
+        order_ref=query.get("order_ref") or None, product_id=query.get("product_id") or None,
+    )
+
+
+def summary_json(ticket: TicketSummary) -> dict[str, Any]:
+    return {name: getattr(ticket, name) for name in field_names(TicketSummary)}
+
+
+async def list_tickets(request: web.Request) -> web.Response:
+    """Tickets newest first, filtered by `status` (one or several), `since`/`until`
+    (reception time, ISO 8601; the last 24 hours by default), `order_ref`, `product_id`;
+    `?limit=` (1-1000, default 100) per page, `?after=` the previous page's next_after."""
+    search = ticket_search(request)
+    limit = query_integer(request, "limit", DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
+    after = None
+    if request.query.get("after"):
+        try:
+            after = decode_cursor(request.query["after"])
+        except SearchError as exc:
+            raise ApiError(400, str(exc)) from None
+        search = dataclasses.replace(search, until=before_cursor(search.until, after))
+    tickets, next_after = await request.app[READ_REPOSITORY].find_tickets(search=search, after=after, limit=limit)
+    return web.json_response(
+        {
+            "tickets": [summary_json(ticket) for ticket in tickets],
+            "next_after": encode_cursor(*next_after) if next_after is not None else None,
+        },
+        dumps=json_dumps,
+    )
+
+
+# What a stored body is served as when it was received without a Content-Type.
+DEFAULT_BODY_TYPE = "application/octet-stream"
+
+
+async def get_ticket_body(request: web.Request) -> web.Response:
+    """The exact bytes received for a ticket, with the Content-Type they came with."""
+    ticket_id = ticket_id_of(request)
+    found = await request.app[READ_REPOSITORY].ticket_body(ticket_id=ticket_id)
+    if found is None:
+        raise ApiError(404, f"no ticket {ticket_id}")
+    body, content_type = found
+    # Set as a header, not through content_type=: aiohttp would parse and rebuild it.
+    return web.Response(
+        body=body, headers={"Content-Type": content_type or DEFAULT_BODY_TYPE, "X-Content-Type-Options": "nosniff"}
+    )
+
+
 async def get_ticket(request: web.Request) -> web.Response:
     """A ticket's status, error, warnings, parsed header and one page of its lines:
     `?lines_limit=` (1-1000, default 100) lines numbered after `?lines_after=` (default 0).
     Paged so that one read of a ticket of 100,000 lines never blocks intake."""
-    raw_id = request.match_info["ticket_id"]
-    try:
-        ticket_id = str(uuid.UUID(raw_id))
-    except ValueError:
-        raise ApiError(404, f"no ticket {raw_id}") from None
+    ticket_id = ticket_id_of(request)
     lines_after = query_integer(request, "lines_after", 0, minimum=0, maximum=2**31 - 1)
     lines_limit = query_integer(request, "lines_limit", DEFAULT_LINES_PAGE, minimum=1, maximum=MAX_LINES_PAGE)
     repository = request.app[READ_REPOSITORY]

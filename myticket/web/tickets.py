@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import HttpVersion11, StreamReader, web
 
@@ -16,7 +17,8 @@ from ..intake.group_commit import Overloaded, ShuttingDown
 from ..intake.spool import SpoolUnavailable
 from ..telemetry.metrics import RefusalReason
 from ..telemetry.refusal_log import refused
-from .auth import verify_signature
+from .auth import verify_sender
+from .idempotency import request_key, with_key
 from .errors import RETRY_AFTER_OVERLOADED, RETRY_AFTER_UNAVAILABLE, ApiError
 from .text import printable
 from .typedefs import BODY_BUDGET, INGEST, METRICS, SETTINGS, TICKET_ID
@@ -35,11 +37,16 @@ async def post_ticket(request: web.Request) -> web.Response:
     until the ticket is stored or refused, whatever ends the request.
     """
     app = request.app
+    key = request_key(request)  # None without an Idempotency-Key or webhook-id: no statement of its own
     reservation = app[BODY_BUDGET].reservation()
     handed_over = False
     try:
         ticket = await _admissible_ticket(request, reservation)
         request[TICKET_ID] = ticket.id
+        if key is not None:
+            ticket, replay = await with_key(request, key, ticket)
+            if replay is not None:
+                return replay
         handed_over = True  # from here `submit` releases the reservation, even if this wait is cancelled
         await _store(app, ticket, reservation)
     finally:
@@ -80,7 +87,7 @@ async def _admissible_ticket(request: web.Request, reservation: Reservation) -> 
         raise ApiError(400, "connection lost before the whole body arrived") from None
     if settings.webhook_secrets:
         try:
-            verify_signature(settings.webhook_secrets, body, request.headers.get("X-Signature"))
+            verify_sender(settings.webhook_secrets, body, request.headers, time.time())
         except ApiError:
             metrics.refuse(RefusalReason.BAD_SIGNATURE)
             raise

@@ -300,6 +300,7 @@ async def run_worker_loops(
         interval_seconds=settings.maintenance_interval_seconds,
         retention_days=settings.retention_days,
         archive_dir=settings.archive_dir,
+        idempotency_key_hours=settings.idempotency_key_hours,
     )
     await asyncio.gather(
         *(worker.run(stop) for worker in workers_for(repository, metrics, settings,

@@ -9,6 +9,9 @@ process only when several run: the one that gets a session-level advisory lock, 
 connection of its own, for the round. The others skip the round, and find the days
 gone at their next one, so each day is archived and purged once. Purge drops a day
 only when its archive holds all its tickets, none pending (`myticket_purge_day`).
+Every round also drops the idempotency keys' day partitions past their lifetime
+(MYTICKET_IDEMPOTENCY_KEY_HOURS; never DELETE), in whichever process runs it: the drop
+is under the partitions' advisory lock, and a day already gone is not found again.
 
 A round that fails is logged and counted, and the next round tries again: the loop
 ends only with its process. A database outage is logged when it begins and when it
@@ -26,13 +29,15 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from ..archive.commands import ArchiveError, archive_before, purge_before
 from ..core.database_errors import DatabaseUnavailable
 from ..core.events import first_of
 from ..core.days import days_to_prepare, midnight_unix_seconds, retention_cutoff, utc_today
+from ..core.idempotency import oldest_live_day
+from ..config import DEFAULT_IDEMPOTENCY_KEY_HOURS
 from ..telemetry.metrics import Metrics
 from ..telemetry.outage_log import DatabaseOutageLog
 from ..db.repository import Repository
@@ -44,6 +49,7 @@ class RoundReport:
     """What one maintenance round did."""
 
     partitions_made: int = 0
+    idempotency_days_dropped: int = 0
     # None: no retention configured, or another process held the lock (`skipped`).
     cutoff: date | None = None
     skipped: bool = False
@@ -75,6 +81,8 @@ class Maintenance:
         retention_days: int | None = None,
         archive_dir: Path | None = None,
         today: Callable[[], date] = utc_today,
+        idempotency_key_hours: int = DEFAULT_IDEMPOTENCY_KEY_HOURS,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         if retention_days is not None and archive_dir is None:
             raise ValueError("retention needs an archive directory (config.check_retention_has_archive)")
@@ -84,6 +92,8 @@ class Maintenance:
         self._retention_days = retention_days
         self._archive_dir = archive_dir
         self._today = today
+        self._idempotency_key_hours = idempotency_key_hours
+        self._now = now
         self._outage_log = DatabaseOutageLog(
             log,
             began="maintenance round failed, database unavailable: %s; next round in %gs",
@@ -96,6 +106,11 @@ class Maintenance:
         it if this process gets the lock; then publish the oldest day kept."""
         today = self._today()
         report = RoundReport(partitions_made=await self._repository.create_day_partitions(days=days_to_prepare(today)))
+        report.idempotency_days_dropped = await self._repository.drop_idempotency_keys(
+            before=oldest_live_day(self._now(), self._idempotency_key_hours)
+        )
+        if report.idempotency_days_dropped:
+            log.info("dropped the idempotency keys of %d days past their lifetime", report.idempotency_days_dropped)
         if self._retention_days is not None:
             report.cutoff = retention_cutoff(today, self._retention_days)
             if any(day < report.cutoff for day in await self._repository.day_partitions()):

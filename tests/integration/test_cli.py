@@ -99,7 +99,7 @@ def test_a_checked_type_names_the_command_and_the_option_and_escapes_argparse():
     (["migrate"], commands.migrate, {}),
     (["worker"], commands.worker, {}),
     (["reprocess", "--id", TICKET_ID.upper(), "--dry-run"], commands.reprocess,
-     {"status": None, "since": None, "ticket_id": TICKET_ID, "dry_run": True}),
+     {"status": None, "since": None, "until": None, "ticket_id": TICKET_ID, "dry_run": True}),
     (["archive", "--before", "2026-11-20", "--to", "out"], commands.archive,
      {"before": date(2026, 11, 20), "directory": Path("out")}),
     (["purge", "--before", "2026-11-20", "--lock-timeout", "2.5"], commands.purge,

@@ -115,6 +115,21 @@ async def test_real_answers_of_every_route_are_valid_against_the_document(checke
     product_id = products["products"][0]["product_id"]
     await check("GET", f"/products/{product_id}", 200, pattern="/products/{product_id}")
     await check("GET", "/products/no-such-product", 404, pattern="/products/{product_id}")
+    await check("GET", "/tickets?status=rejected&status=processed&limit=1", 200)
+    await check("GET", "/tickets?order_ref=1&since=2020-01-01", 200)
+    await check("GET", "/tickets?limit=0", 400)
+    await check("GET", f"/tickets/{bad}/body", 200, pattern="/tickets/{ticket_id}/body")
+    await check("GET", "/tickets/00000000-0000-0000-0000-000000000000/body", 404, pattern="/tickets/{ticket_id}/body")
+    await check("POST", f"/tickets/{good}/reprocess", 409, pattern="/tickets/{ticket_id}/reprocess")
+    await check("POST", f"/tickets/{bad}/reprocess", 202, pattern="/tickets/{ticket_id}/reprocess")
+    await check("POST", "/tickets/00000000-0000-0000-0000-000000000000/reprocess", 404,
+                pattern="/tickets/{ticket_id}/reprocess")
+    await check("POST", "/tickets/reprocess?since=2020-01-01&status=duplicate", 202)
+    await check("POST", "/tickets/reprocess", 400)
+    keyed = {"Content-Type": "text/plain", "Idempotency-Key": "openapi-1"}
+    await check("POST", "/ticket", 202, data=REFERENCE_TICKET, headers=keyed)
+    await check("POST", "/ticket", 202, data=REFERENCE_TICKET, headers=keyed)  # the replay, with its header
+    await check("POST", "/ticket", 409, data=b"another body", headers=keyed)
 
     assert {(method, path) for method, path, _ in checker.statuses} == app_routes()
 

@@ -221,7 +221,7 @@ def test_the_worker_byte_budget_is_a_setting_of_at_least_one_byte():
     b"", b"one line", b"a\nb\nc\n", b"a\r\nb\r\n", b"a\rb\rc\rd", b"\x00\n\xff\r\n\\\n", "x\ny".encode("utf-16"),
 ])
 def test_sql_counts_the_lines_of_a_body_as_ingest_does(db, body):
-    """Requeue, restore and migration 0005 count in SQL what ingest counts in Python."""
+    """Requeue, restore and migration 0006 count in SQL what ingest counts in Python."""
     assert db.value("body_lines_in_sql", {"body": body}) == body_lines(body)
 
 

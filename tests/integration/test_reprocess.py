@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, time, timedelta, timezone
 
 from myticket.telemetry.metrics import Metrics
 from myticket.core.domain import IncomingTicket
@@ -85,3 +85,23 @@ async def test_id_that_cannot_be_requeued_says_why_and_fails(quiet_app, database
 
     malformed = reprocess(database_url, "--id", "not-a-uuid")
     assert malformed.returncode == 2 and "is not a ticket id" in malformed.stderr
+
+
+async def test_until_takes_the_days_before_it_only(quiet_app, database_url):
+    repository = quiet_app.server.app[REPOSITORY]
+    now = datetime.now(timezone.utc)
+    day = (now - timedelta(days=2)).date()
+    tickets = [
+        IncomingTicket(str(uuid.uuid4()), datetime.combine(on, time(12), tzinfo=timezone.utc), "text/plain", body)
+        for on, body in ((day, MALFORMED), (day + timedelta(days=1), MALFORMED + b"!"))
+    ]
+    await repository.store_tickets(tickets=tickets)
+    await TicketWorker(repository, Metrics()).drain()
+
+    result = reprocess(database_url, "--since", day.isoformat(), "--until", (day + timedelta(days=1)).isoformat())
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1 rejected tickets put back to pending"
+    assert await statuses(repository, [ticket.id for ticket in tickets]) == ["pending", "rejected"]
+    backwards = reprocess(database_url, "--since", "2026-02-02", "--until", "2026-02-01")
+    assert backwards.returncode == 1 and "must be before --until" in backwards.stderr

@@ -1,6 +1,6 @@
 -- A worker claim bounded by what parsing holds (lines), and claims journalled so that a
 -- ticket whose processing kills the worker is counted and, at the bound, rejected.
--- depends: 0004_write_once_day_partitions
+-- depends: 0005_operator_indexes_and_idempotency_keys
 
 -- Why: a claim was bounded by body bytes only, but parsing holds about 1.3-1.7 kB per
 -- line: twelve 50,000-line tickets (8 MiB of bodies) took the worker to 0.94 GB. And a
