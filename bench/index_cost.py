@@ -27,6 +27,7 @@ from bench.loadgen import make_tickets  # noqa: E402
 from bench.run import _cpu_seconds  # noqa: E402
 from bench.scratch import scratch_database  # noqa: E402
 from myticket.core.ids import new_delivery_id  # noqa: E402
+from myticket.core.processing import body_lines  # noqa: E402
 from myticket.db.resources import load_queries, named_queries  # noqa: E402
 
 BENCH_QUERIES = named_queries(ROOT / "bench" / "sql")
@@ -51,6 +52,7 @@ def insert_all(cursor, bodies: list[bytes], batch: int) -> None:
             "received_at": [received_at for _, received_at in pairs],
             "content_types": ["text/plain"] * len(chunk),
             "bodies": chunk,
+            "body_lines": [body_lines(body) for body in chunk],
             # No ticket of the batch carries an Idempotency-Key: nothing for the key table.
             "key_ids": [], "key_received_at": [], "keys": [], "key_digests": [],
         })

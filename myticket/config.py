@@ -54,6 +54,12 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_READ_DATABASE_URL",
 )
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
+# Settings that multiply memory, bounded so that a typo cannot take the machine: each
+# HTTP process holds about 57 MiB idle (64: 3.6 GiB, far past what 2 cores can use;
+# `serve --processes 100000` kept starting processes), and each worker loop holds one
+# claim of up to MYTICKET_WORKER_BATCH_MAX_BYTES (64 loops: 512 MiB by default).
+MAX_HTTP_PROCESSES = 64
+MAX_WORKER_LOOPS = 64
 DEFAULT_WORKER_BATCH_MAX_BYTES = 8 * 1024 * 1024
 # 500, not 200: with the day-partitioned tables each claim runs several statements whose
 # planning and start cost is per batch, and a bigger batch merges more sightings of the
@@ -393,8 +399,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         batch_max_size=_integer(environ, "MYTICKET_BATCH_MAX_SIZE", 256, maximum=5000),
         max_waiting_tickets=_integer(environ, "MYTICKET_MAX_WAITING_TICKETS", 20_000),
         flushes_in_flight=_integer(environ, "MYTICKET_FLUSHES_IN_FLIGHT", 1, maximum=16),
-        http_processes=_integer(environ, "HTTP_PROCESSES", 1, maximum=64),
-        workers=_integer(environ, "MYTICKET_WORKERS", 2, maximum=64),
+        http_processes=_integer(environ, "HTTP_PROCESSES", 1, maximum=MAX_HTTP_PROCESSES),
+        workers=_integer(environ, "MYTICKET_WORKERS", 2, maximum=MAX_WORKER_LOOPS),
         worker_batch_max_bytes=_integer(environ, "MYTICKET_WORKER_BATCH_MAX_BYTES", DEFAULT_WORKER_BATCH_MAX_BYTES),
         worker_batch_size=_integer(environ, "MYTICKET_WORKER_BATCH_SIZE", DEFAULT_WORKER_BATCH_SIZE, maximum=5000),
         worker_max_attempts=_integer(environ, "MYTICKET_WORKER_MAX_ATTEMPTS", 3, maximum=100),

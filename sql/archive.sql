@@ -108,14 +108,14 @@ WITH incoming AS (
     FROM incoming
     WHERE NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.id = (incoming.record->>'id')::uuid)
     ON CONFLICT DO NOTHING
-    RETURNING id, received_at, octet_length(body) AS body_bytes
+    RETURNING id, received_at, octet_length(body) AS body_bytes, myticket_body_lines(body) AS body_lines
 ), stored AS (
-    SELECT n.id, n.received_at, n.body_bytes, i.record
+    SELECT n.id, n.received_at, n.body_bytes, n.body_lines, i.record
     FROM inserted AS n
     JOIN incoming AS i ON (i.record->>'id')::uuid = n.id AND (i.record->>'received_at')::timestamptz = n.received_at
 ), queued AS (
-    INSERT INTO pending_tickets (received_at, id, body_bytes, attempts)
-    SELECT received_at, id, body_bytes, (record->>'attempts')::integer
+    INSERT INTO pending_tickets (received_at, id, body_bytes, body_lines, attempts)
+    SELECT received_at, id, body_bytes, body_lines, (record->>'attempts')::integer
     FROM stored
     WHERE record->>'status' = 'pending'
 ), outcomes AS (

@@ -17,8 +17,13 @@ WITH inserted AS (
     ON CONFLICT DO NOTHING
     RETURNING received_at, id, octet_length(body) AS body_bytes
 ), queued AS (
-    INSERT INTO pending_tickets (received_at, id, body_bytes)
-    SELECT received_at, id, body_bytes FROM inserted
+    -- Each body's lines (counted at ingest, see myticket.core.processing.body_lines) go
+    -- with its queue row, for the worker's claim budget; joined by id on the small
+    -- arrays only, so the bodies are not copied again.
+    INSERT INTO pending_tickets (received_at, id, body_bytes, body_lines)
+    SELECT n.received_at, n.id, n.body_bytes, c.body_lines
+    FROM inserted AS n
+    JOIN unnest(%(ids)s::uuid[], %(body_lines)s::integer[]) AS c (id, body_lines) ON c.id = n.id
 ), noted AS (
     -- The idempotency keys of the batch's keyed tickets that were stored now, noted in
     -- the same commit (a key never names a ticket that was not stored). A key noted the

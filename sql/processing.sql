@@ -4,36 +4,74 @@ LISTEN myticket_tickets;
 
 -- name: claim_pending_tickets
 -- Locks the oldest pending tickets for this worker's transaction and returns those whose
--- bodies fit in max_bytes together (always the first, however large); tickets another
--- worker holds are skipped, so no ticket is processed twice. Sizes come from the queue
--- rows, so bodies past the budget never leave the server; their queue rows stay locked,
--- untouched, until this transaction ends and are claimable again by the next claim.
--- locked_count (on every row) tells a claim cut short by the budget from a queue that
--- held no more. Bodies are read from their day's partition of `deliveries`, which is
--- only read here, never locked or written. A worker that dies before committing releases
--- its locks, leaving the tickets pending.
+-- cost fits in max_bytes together (always the first, however costly). A ticket's cost
+-- is what processing it holds in memory: its body bytes plus line_cost per line (the
+-- parsed lines, outcome rows and JSON they become; counted at ingest, so no body is
+-- read to decide). Tickets another worker holds are skipped, so no ticket is processed
+-- twice. Rows past the budget stay locked, untouched, until this transaction ends and
+-- are claimable again by the next claim. locked_count (on every row) tells a claim cut
+-- short from a queue that held no more. Bodies are read from their day's partition of
+-- `deliveries`, which is only read here, never locked or written.
+--
+-- A ticket named by the journal row of a claim whose transaction ended without
+-- committing (worker_claims, see migration 0006: its worker died) is a suspect: it is
+-- claimed alone, never behind or beside another ticket, so that a second death is
+-- its own. `crashes` counts the one-ticket claims of it that died: the deaths that were
+-- certainly its own. xact_id names this transaction for the journal row that the
+-- worker commits, on another connection, before processing (journal_claim).
 WITH locked AS (
-    SELECT received_at, id, body_bytes
+    SELECT received_at, id, body_bytes, body_lines
     FROM pending_tickets
     ORDER BY received_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), orphaned AS (
+    SELECT ids, received_at FROM worker_claims
+    WHERE pg_xact_status(xact_id) IS DISTINCT FROM 'in progress'
+), suspects AS (
+    SELECT l.received_at, l.id, count(*) FILTER (WHERE cardinality(o.ids) = 1) AS crashes
+    FROM locked AS l
+    JOIN orphaned AS o ON l.id = ANY(o.ids)
+    GROUP BY l.received_at, l.id
 ), sized AS (
-    SELECT id, received_at,
-           sum(body_bytes) OVER (ORDER BY received_at, id) AS size_up_to_here,
-           row_number() OVER (ORDER BY received_at, id) AS position, count(*) OVER () AS locked_count
-    FROM locked
+    SELECT l.id, l.received_at, coalesce(s.crashes, 0) AS crashes,
+           sum(l.body_bytes + l.body_lines::bigint * %(line_cost)s) OVER ordered AS cost_up_to_here,
+           count(s.id) OVER ordered AS suspects_up_to_here,
+           row_number() OVER ordered AS position, count(*) OVER () AS locked_count
+    FROM locked AS l
+    LEFT JOIN suspects AS s ON s.received_at = l.received_at AND s.id = l.id
+    WINDOW ordered AS (ORDER BY l.received_at, l.id)
 )
 -- LATERAL with LIMIT (which keeps the planner from flattening it into a join): each
 -- body is fetched by its key, in its own partition only, whatever the planner
 -- estimates of a just-filled partition (a hash join would scan whole days).
-SELECT s.id::text AS id, s.received_at, d.body, s.locked_count
+SELECT s.id::text AS id, s.received_at, d.body, s.crashes, s.locked_count,
+       pg_current_xact_id()::text AS xact_id,
+       -- The claimed tickets as one text (on the first row only), which the worker hands
+       -- back as it is to journal_claim: 500 ids and times adapted by the driver both
+       -- ways cost 3 ms a claim; one string, nothing.
+       CASE WHEN s.position = 1
+            THEN string_agg(s.id::text || '|' || s.received_at::text, ',') OVER () END AS journal
 FROM sized AS s
 CROSS JOIN LATERAL (
     SELECT body FROM deliveries WHERE id = s.id AND received_at = s.received_at LIMIT 1
 ) AS d
-WHERE s.position = 1 OR s.size_up_to_here <= %(max_bytes)s
+WHERE s.position = 1 OR (s.cost_up_to_here <= %(max_bytes)s AND s.suspects_up_to_here = 0)
 ORDER BY s.received_at, s.id;
+
+-- name: journal_claim
+-- Notes a claim's tickets, committed on its own (not in the claim's transaction) before
+-- they are parsed: if the worker dies processing them, the row stays, and its claim's
+-- transaction is no longer in progress. record_outcomes deletes it with the outcomes.
+-- tickets: claim_pending_tickets' `journal` (id|received_at, comma-separated).
+INSERT INTO worker_claims (xact_id, ids, received_at)
+SELECT %(xact_id)s::xid8, array_agg(split_part(t, '|', 1)::uuid), array_agg(split_part(t, '|', 2)::timestamptz)
+FROM unnest(string_to_array(%(tickets)s, ',')) AS t;
+
+-- name: forget_claims
+-- Deletes journal rows of claims that failed without their worker dying (an error, a
+-- cancellation): their tickets are not suspects. Runs after the claim rolled back.
+DELETE FROM worker_claims WHERE xact_id = ANY(%(xact_ids)s::xid8[]);
 
 -- name: register_processed_bodies
 -- Records the digest of each body about to be processed, in its ticket's day, and
@@ -91,8 +129,8 @@ ON CONFLICT (product_id) DO UPDATE SET
 -- name: record_outcomes
 -- Writes each ticket's outcome (processed, rejected or duplicate) in one statement,
 -- from one JSON array of outcome records, and takes the tickets off the queue (their
--- queue rows are locked by this transaction's claim). Attempts already charged to a
--- ticket stay on its outcome.
+-- queue rows are locked by this transaction's claim), and the claim's journal row.
+-- Attempts already charged to a ticket stay on its outcome.
 WITH outcomes AS (
     SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
         AS u (id uuid, received_at timestamptz, status text, order_ref text, vat numeric, total numeric,
@@ -103,6 +141,19 @@ WITH outcomes AS (
     USING outcomes AS u
     WHERE p.received_at = u.received_at AND p.id = u.id
     RETURNING p.id, p.received_at, p.attempts
+), journalled AS (
+    -- This claim's journal row, and those of dead claims whose tickets are all done now
+    -- (pending no more, or dequeued here): committed with the outcomes, so a death
+    -- after this commit charges nothing.
+    DELETE FROM worker_claims AS j
+    WHERE j.xact_id = pg_current_xact_id()
+       OR (j.ids && ARRAY(SELECT id FROM outcomes)
+           AND pg_xact_status(j.xact_id) IS DISTINCT FROM 'in progress'
+           AND NOT EXISTS (
+               SELECT 1
+               FROM unnest(j.ids, j.received_at) AS c (id, received_at)
+               JOIN pending_tickets AS p ON p.received_at = c.received_at AND p.id = c.id
+               WHERE c.id <> ALL(ARRAY(SELECT id FROM outcomes))))
 )
 INSERT INTO ticket_outcomes (ticket_id, received_at, status, attempts, order_ref, vat, total, headers, warnings,
                              error, text_encoding, body_sha256, duplicate_of)
@@ -175,8 +226,8 @@ WITH chosen AS (
     WHERE b.body_sha256 = c.body_sha256 AND b.received_day = date_trunc('day', c.received_at, 'UTC')
       AND b.ticket_id = c.ticket_id
 ), requeued AS (
-    INSERT INTO pending_tickets (received_at, id, body_bytes)
-    SELECT c.received_at, c.ticket_id, octet_length(d.body)
+    INSERT INTO pending_tickets (received_at, id, body_bytes, body_lines)
+    SELECT c.received_at, c.ticket_id, octet_length(d.body), myticket_body_lines(d.body)
     FROM chosen AS c
     JOIN deliveries AS d ON d.id = c.ticket_id AND d.received_at = c.received_at
     RETURNING 1

@@ -23,8 +23,8 @@ WITH chosen AS (
     WHERE b.body_sha256 = c.body_sha256 AND b.received_day = date_trunc('day', c.received_at, 'UTC')
       AND b.ticket_id = c.ticket_id
 ), requeued AS (
-    INSERT INTO pending_tickets (received_at, id, body_bytes)
-    SELECT c.received_at, c.ticket_id, octet_length(d.body)
+    INSERT INTO pending_tickets (received_at, id, body_bytes, body_lines)
+    SELECT c.received_at, c.ticket_id, octet_length(d.body), myticket_body_lines(d.body)
     FROM chosen AS c
     JOIN deliveries AS d ON d.id = c.ticket_id AND d.received_at = c.received_at
     RETURNING 1

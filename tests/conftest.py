@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,34 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.basetemp = basetemp
         # Registered first, so it runs last: after the session's server has stopped.
         config.add_cleanup(lambda: remove_when_passed(config, basetemp))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedded_server_let_through(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The service never widens a directory above its data directory: its start refuses
+    one the server's user cannot cross (EmbeddedPostgres._prepare_for_root). As root,
+    the tests let that user through the directories pytest makes 0700 (the session's,
+    those above it, and each one `tmp_path` and `mktemp` make): o+x, traverse only, as
+    an operator would for a data directory of theirs."""
+    if os.geteuid() != 0:
+        return
+    base = tmp_path_factory.getbasetemp()
+    for directory in (base, *base.parents):
+        let_through(directory)
+    make = tmp_path_factory.mktemp
+
+    def mktemp(basename: str, numbered: bool = True) -> Path:
+        path = make(basename, numbered)
+        let_through(path)
+        return path
+
+    tmp_path_factory.mktemp = mktemp  # type: ignore[method-assign]
+
+
+def let_through(directory: Path) -> None:
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if not mode & stat.S_IXOTH:
+        directory.chmod(mode | stat.S_IXOTH)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -60,7 +60,7 @@ from .format import (
     merged_manifest,
 )
 from .merge import DayMerge
-from ..core.database_errors import DatabaseConflict
+from ..core.database_errors import DatabaseConflict, DataRejected
 from ..core.domain import ArchivedDayNote
 from ..db.repository import Repository
 
@@ -105,6 +105,25 @@ class RestoreReport:
     tickets_read: int
     stored: int
     already_present: int
+
+
+class RestoreStopped(ArchiveError):
+    """A restore stopped by a refused line (or data the database refused), saying what
+    was stored before it, so that an operator knows where it stands: what is stored
+    stays, and a second run counts it as already present."""
+
+    def __init__(
+        self, cause: Exception, *, stored: int, file_lines_in: int, file_stored: int, files_done: int,
+        files_done_stored: int,
+    ) -> None:
+        before = f"{files_done} files before it restored whole ({files_done_stored} stored), and " if files_done else ""
+        super().__init__(
+            f"{' '.join(str(cause).split())}; {stored} tickets stored before it: {before}the first "
+            f"{file_lines_in} tickets of its file ({file_stored} stored, the others already present); "
+            "what is stored stays, and restore run again once the file is fixed counts it as already present"
+        )
+        self.stored = stored
+        self.file_lines_in = file_lines_in
 
 
 def _settle_partial_files(directory: Path, manifest: dict[str, Any] | None) -> None:
@@ -338,13 +357,18 @@ async def restore_paths(
     files = await asyncio.to_thread(day_files_named, paths)
     await asyncio.to_thread(_verify, files)
     read = stored = 0
-    for path in files:
+    for done, path in enumerate(files):
         reader = await asyncio.to_thread(ArchiveReader, path, max_line_bytes, max_body_bytes)
         file_read = file_stored = 0
         try:
             while batch := await asyncio.to_thread(reader.batch, batch_tickets, batch_bytes):
-                file_read += len(batch)
                 file_stored += await repository.restore_tickets(tickets=batch)
+                file_read += len(batch)
+        except (ArchiveError, DataRejected) as exc:
+            raise RestoreStopped(
+                exc, stored=stored + file_stored, file_lines_in=file_read, file_stored=file_stored,
+                files_done=done, files_done_stored=stored,
+            ) from exc
         finally:
             await asyncio.to_thread(reader.close)
         log.info("restored %s: %d tickets read, %d stored, %d already present",

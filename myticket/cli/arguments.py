@@ -19,6 +19,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
+from ..config import MAX_HTTP_PROCESSES
 from . import commands
 
 Value = TypeVar("Value")
@@ -98,10 +99,11 @@ def iso_datetime(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
-def positive_count(text: str) -> int:
-    """A whole number of at least 1 (--processes)."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+def process_count(text: str) -> int:
+    """A whole number from 1 to MAX_HTTP_PROCESSES (--processes): each process holds tens
+    of MiB, so a typo must not start thousands of them."""
+    if not text.isdigit() or not 1 <= int(text) <= MAX_HTTP_PROCESSES:
+        raise ValueError(f"must be a whole number from 1 to {MAX_HTTP_PROCESSES}, got {text!r}")
     return int(text)
 
 
@@ -129,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = subcommands.add_parser("serve", help="apply migrations, then serve HTTP (and run the worker)")
     serve.add_argument("--no-worker", action="store_true", help="do not process tickets in this process")
     serve.add_argument(
-        "--processes", type=positive_count, default=None, metavar="N",
-        help="server processes sharing the port (default: HTTP_PROCESSES, else 1)",
+        "--processes", type=one_line_problem("serve", "--processes", process_count), default=None, metavar="N",
+        help=f"server processes sharing the port, at most {MAX_HTTP_PROCESSES} (default: HTTP_PROCESSES, else 1)",
     )
     serve.set_defaults(func=commands.serve)
 

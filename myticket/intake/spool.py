@@ -23,12 +23,14 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..core.domain import DatabaseIdentity, IncomingTicket
+from ..core.readiness import failure_still_stands
 from ..db.resources import SPOOL_SQL_DIRECTORY, load_queries
 from .spool_file import SpoolFile, SpoolUnavailable, is_corruption
 from .spool_ownership import Ownership, SpoolOwner, ownership
@@ -59,6 +61,9 @@ class Spool:
         self._file = SpoolFile(directory, self._queries)
         self.path = self._file.path
         self._problem: str | None = None
+        # When `_problem` is an I/O failure (not a foreign spool): when it happened, and
+        # the disk's free bytes then, so that /ready can tell when it has cleared.
+        self._io_failure: tuple[float, int | None] | None = None
         # Spool positions up to this one are committed in PostgreSQL but their delete
         # failed (a full disk); and the positions of the batch last read for replay.
         self._replayed_through = 0
@@ -214,9 +219,9 @@ class Spool:
         try:
             foreign = self._file.guarded("readable", self._claim)
         except SpoolUnavailable as exc:  # PostgreSQL takes the tickets meanwhile; /ready shows why
-            self._problem = str(exc)
+            self._failed(exc)
             raise
-        self._problem = foreign
+        self._problem, self._io_failure = foreign, None
         return foreign
 
     # --- from the event loop -------------------------------------------------
@@ -244,10 +249,13 @@ class Spool:
             await self._run(self._file.guarded, "writable", self._write, tickets)
         except _SpoolFull:
             raise
-        except (_Refused, SpoolUnavailable) as exc:
-            self._problem = str(exc)
+        except _Refused as exc:
+            self._problem, self._io_failure = str(exc), None
             raise
-        self._problem = None
+        except SpoolUnavailable as exc:
+            self._failed(exc)
+            raise
+        self._problem, self._io_failure = None, None
 
     async def oldest(self, limit: int, *, max_bytes: int = 2**62) -> list[IncomingTicket]:
         """The next tickets to replay: a batch bounded in count and in body bytes, so that
@@ -256,7 +264,7 @@ class Spool:
 
     async def delete(self, ids: Sequence[str]) -> None:
         await self._run(self._file.guarded, "writable", self._delete, ids)
-        self._problem = None  # a write went through: whatever failed before works again
+        self._problem, self._io_failure = None, None  # a write went through: whatever failed before works again
 
     async def count(self) -> int:
         """Tickets waiting for PostgreSQL. When the spool cannot be read, the last count
@@ -265,12 +273,39 @@ class Spool:
         try:
             self._last_count = await self._run(self._file.guarded, "readable", self._count)
         except SpoolUnavailable as exc:
-            self._problem = str(exc)
+            self._failed(exc)
         return self._last_count
 
     async def size(self) -> int:
         """Bytes the spool occupies on disk, its WAL and shared memory included."""
         return await self._run(self._file.bytes_on_disk)
+
+    def _failed(self, exc: SpoolUnavailable) -> None:
+        self._problem = str(exc)
+        self._io_failure = (time.monotonic(), self._free_bytes())
+
+    def _free_bytes(self) -> int | None:
+        try:
+            disk = os.statvfs(self.directory)
+        except OSError:
+            return None
+        return disk.f_bavail * disk.f_frsize
+
+    def current_problem(self) -> str | None:
+        """Why the spool cannot take a ticket now, for /ready. Tickets of another
+        database: until a claim says otherwise. An I/O failure (a full disk, a directory
+        made read-only): while it is recent (`failure_still_stands`) and the disk has not
+        gained space since, so that it leaves /ready when it clears, not at the next
+        write, which a load balancer reading 503 would never send. Then: whether the
+        disk is nearly full now."""
+        if self._problem is not None:
+            if self._io_failure is None:
+                return self._problem
+            failed_at, free_then = self._io_failure
+            if failure_still_stands(failed_at=failed_at, now=time.monotonic(),
+                                    free_then=free_then, free_now=self._free_bytes()):
+                return self._problem
+        return self.space_problem()
 
     def space_problem(self) -> str | None:
         """Why the spool's disk cannot take a ticket now (nearly full), else None. Asked

@@ -7,9 +7,11 @@ in its size on disk and move with it into quarantine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +23,9 @@ log = logging.getLogger("myticket.intake.spool")
 SPOOL_FILE = "spool.sqlite3"
 # SQLite keeps its write-ahead log and its shared-memory index beside the file.
 COMPANION_SUFFIXES = ("-wal", "-shm")
+# Receipts are personal data: the spool is its owner's alone.
+PRIVATE_DIRECTORY = 0o700
+PRIVATE_FILE = 0o600
 QUARANTINE_MARK = ".corrupt-"
 # Primary result codes of a file SQLite cannot read as a database.
 SQLITE_CORRUPT = 11
@@ -58,7 +63,7 @@ class SpoolFile:
     def connection(self) -> sqlite3.Connection:
         """The open connection, made (and the file made a spool) on first use."""
         if self._connection is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self._make_private()
             connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             try:
                 connection.execute(self._queries["sync_fully"])
@@ -70,6 +75,30 @@ class SpoolFile:
                 raise
             self._connection = connection
         return self._connection
+
+    def _make_private(self) -> None:
+        """The spool holds receipts: its directory 0700 and its files 0600, whatever the
+        umask (a file made under the usual 022 was readable by every local user). The
+        file is made here, before SQLite opens it; SQLite gives its WAL and shared-memory
+        files the mode of the file. A spool of an earlier release is made private too. A
+        directory shared with others (sticky, like /tmp) or not ours keeps its mode: the
+        files are private all the same."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIRECTORY)
+        directory = self.directory.stat()
+        if (directory.st_uid == os.geteuid() and not directory.st_mode & stat.S_ISVTX
+                and stat.S_IMODE(directory.st_mode) != PRIVATE_DIRECTORY):
+            self.directory.chmod(PRIVATE_DIRECTORY)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+        for suffix in ("", *COMPANION_SUFFIXES):
+            companion = Path(f"{self.path}{suffix}")
+            try:
+                if stat.S_IMODE(companion.stat().st_mode) & ~PRIVATE_FILE:
+                    companion.chmod(PRIVATE_FILE)
+            except FileNotFoundError:
+                pass
+            except PermissionError as exc:  # not ours: used as it is, and said
+                log.warning("spool file %s could not be made private: %s", companion, exc)
 
     def _set_up(self, connection: sqlite3.Connection) -> None:
         """Make a new file a spool (vacuum mode, WAL, tables). These statements may write;

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from ..config import DEFAULT_BATCH_MAX_BYTES
 from ..core.database_errors import DatabaseUnavailable, StatementTimeout
 from ..core.domain import DatabaseIdentity, IncomingTicket
 from ..core.events import first_of
+from ..core.readiness import failure_still_stands
 from ..telemetry.metrics import Metrics
 from ..db.repository import Repository
 from .spool import Spool, SpoolUnavailable
@@ -72,6 +74,9 @@ class DurableStore:
         self.database_problem: str | None = "not checked yet"
         self._stop_replay = asyncio.Event()
         self._replayer: asyncio.Task[None] | None = None
+        # Why PostgreSQL refused the last batch written to it, and when (monotonic);
+        # None once a batch gets through. For /ready (`database_refused_writes`).
+        self._refused: tuple[str, float] | None = None
 
     @property
     def spooling(self) -> bool:
@@ -110,6 +115,15 @@ class DurableStore:
     def spool(self) -> Spool | None:
         return self._spool
 
+    def database_refused_writes(self) -> str | None:
+        """Why PostgreSQL refused the last batch written to it, while that still stands
+        (core.readiness.failure_still_stands): it may answer /ready's reads and refuse
+        every write (a full disk, read-only)."""
+        if self._refused is None:
+            return None
+        reason, refused_at = self._refused
+        return reason if failure_still_stands(failed_at=refused_at, now=time.monotonic()) else None
+
     async def spool_state(self) -> dict[str, Any] | None:
         """What /ready reports of the spool (None without one): whether the next
         ticket goes to it, what it holds, its size on disk, any problem, and the
@@ -120,7 +134,7 @@ class DurableStore:
             "mode": self.spooling,
             "tickets": await self._spool.count(),
             "bytes": await self._spool.size(),
-            "problem": self._spool.problem or self._spool.space_problem(),
+            "problem": self._spool.current_problem(),
             "quarantined": await self._spool.quarantined(),
         }
 
@@ -177,7 +191,7 @@ class DurableStore:
         with the batch, which replay's ON CONFLICT DO NOTHING makes harmless.
         """
         try:
-            await self._repository.store_tickets(tickets=tickets)
+            await self._stored(tickets)
         except StatementTimeout:
             if len(tickets) < 2:
                 raise
@@ -186,8 +200,17 @@ class DurableStore:
                 len(tickets), sum(len(ticket.body) for ticket in tickets),
             )
             middle = len(tickets) // 2
-            await self._repository.store_tickets(tickets=tickets[:middle])
+            await self._stored(tickets[:middle])
             await self._insert_halving_on_timeout(tickets[middle:])
+
+    async def _stored(self, tickets: Sequence[IncomingTicket]) -> None:
+        """Insert a batch, noting for /ready whether PostgreSQL took it."""
+        try:
+            await self._repository.store_tickets(tickets=tickets)
+        except DatabaseUnavailable as exc:
+            self._refused = (exc.reason, time.monotonic())
+            raise
+        self._refused = None
 
     async def replay(self, stop: asyncio.Event | None = None) -> int:
         """Move spooled tickets into PostgreSQL, oldest first, until the spool is empty or

@@ -25,7 +25,8 @@ async def ready(request: web.Request) -> web.Response:
     not answered since the start) but the spool takes tickets (the next ticket goes to
     the spool, so `spool.mode` is true); 503 when neither can store a ticket. The
     database's failure is given as a short reason: driver text spans lines and names
-    the database's host and port.
+    the database's host and port. A database that answers reads but refused the last
+    write (a full disk, read-only) counts as unavailable while that refusal stands.
     """
     app = request.app
     store = app[STORE]
@@ -40,6 +41,7 @@ async def ready(request: web.Request) -> web.Response:
     status, body = readiness(
         database_problem=database_problem, missing_migrations=missing, spool=spool_state,
         spool_max_bytes=store.spool.max_bytes if store.spool is not None else 0,
+        database_refused_writes=store.database_refused_writes(),
     )
     if status == 200 and database_problem is None:  # durability across machines (issue 19)
         body["synchronous_standby"] = await synchronous_standby_field(app)

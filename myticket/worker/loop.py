@@ -11,8 +11,20 @@ with the database's reason, since the same bytes would fail again; one that fail
 otherwise (a conflict, a bug) is rejected after `max_attempts`. Either way it never
 blocks the queue, and only `DatabaseUnavailable` pauses the worker.
 
-A claim is bounded in bytes as well as in tickets (`batch_max_bytes`): bodies are
-fetched only while they fit, so a burst of large tickets never sits in memory at once.
+A claim is bounded in memory as well as in tickets (`batch_max_bytes`): a ticket
+costs its body bytes plus `CLAIM_COST_PER_LINE` per line (counted at ingest), and
+bodies are fetched only while they fit, so a burst of large tickets never sits in
+memory at once. A claim holds at most that budget, or one ticket when a ticket alone
+exceeds it (a 1 MiB body of 50,000 lines: about 100 MiB).
+
+A ticket whose processing kills the worker process (out of memory, a crash) is
+counted through the journal of claims (Repository.claim_pending): after a death, the
+claim's tickets are processed one at a time, so a second death is charged to its own
+ticket only, and after `max_attempts` such deaths the ticket is rejected, without
+being parsed again, with "worker died N times while processing this ticket". The
+other tickets flow meanwhile. MemoryError counts as such a death: a worker process of
+its own exits on it, an inline worker goes on (`exit_on_memory_error`). Cost on the normal path: one INSERT per claim (on
+another pooled connection) and its DELETE inside the outcomes' statement.
 
 The decisions (duplicate or not, outcome, catalogue folding, what a failure means)
 are the pure functions of `processing`; this module does the I/O around them.
@@ -39,7 +51,7 @@ from ..telemetry.metrics import Metrics
 from ..telemetry.outage_log import DatabaseOutageLog
 from ..telemetry.outcome_log import log_outcome
 from ..core.parser import parse_ticket
-from ..core.processing import Parse, RetryAction, RetryDecision, body_digest, plan_batch, retry_decision, settle_batch
+from ..core.processing import CLAIM_COST_PER_LINE, Parse, RetryAction, RetryDecision, body_digest, plan_batch, retry_decision, settle_batch
 from ..db.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -102,6 +114,7 @@ class TicketWorker:
         idle_poll_seconds: float = 1.0,
         outage_log: DatabaseOutageLog | None = None,
         parse: Parse = parse_ticket,
+        exit_on_memory_error: bool = False,
     ) -> None:
         self._repository = repository
         self._outage_log = outage_log if outage_log is not None else outage_log_for(repository)
@@ -111,6 +124,7 @@ class TicketWorker:
         self.batch_max_bytes = batch_max_bytes
         self.max_attempts = max_attempts
         self.idle_poll_seconds = idle_poll_seconds
+        self.exit_on_memory_error = exit_on_memory_error
         self._backlog_refreshed_at = 0.0
         # Set while the worker waits for a wake-up with nothing left to do.
         self.idle = asyncio.Event()
@@ -120,20 +134,26 @@ class TicketWorker:
         BatchFailed, naming the tickets claimed, if it fails."""
         claimed: tuple[str, ...] = ()
         try:
-            async with self._repository.claim_pending(limit=limit, max_bytes=self.batch_max_bytes) as batch:
+            async with self._repository.claim_pending(
+                limit=limit, max_bytes=self.batch_max_bytes, line_cost=CLAIM_COST_PER_LINE
+            ) as batch:
                 claimed = tuple(ticket.id for ticket in batch.tickets)
                 if not batch.tickets:
                     return Claimed(0, batch.locked)
                 digests = {ticket.id: body_digest(ticket.body) for ticket in batch.tickets}
                 # A body processed before (a sender's retry, hey's repeated body) is not parsed again.
                 processed_before = await batch.first_tickets_with(digests=set(digests.values()))
-                plan = plan_batch(batch.tickets, digests, processed_before, self._parse)
+                plan = plan_batch(
+                    batch.tickets, digests, processed_before, self._parse, max_crashes=self.max_attempts
+                )
                 first_ticket = await batch.first_tickets_for(digests=plan.candidates)
                 results = settle_batch(plan, first_ticket)
                 await batch.save(
                     outcomes=list(results.outcomes.values()), lines=results.lines, products=results.products
                 )
                 tickets, locked = batch.tickets, batch.locked
+        except MemoryError:
+            raise  # a death, not a failure of these tickets: see run
         except Exception as exc:
             raise BatchFailed(exc, claimed) from exc
         self._count_outcomes(tickets, results.outcomes)
@@ -214,6 +234,17 @@ class TicketWorker:
                 self._metrics.set_database_up(False)
                 self._outage_log.failed(exc, retry_seconds=self.idle_poll_seconds)
                 await first_of(stop, timeout=self.idle_poll_seconds)
+            except MemoryError:
+                # Out of memory, as a kill by the kernel would be without the exception.
+                # The claim rolled back and left its journal row: it counts as a death
+                # (Repository.claim_pending), whose tickets are retried alone. A worker
+                # process of its own exits (its supervisor starts it again, with its
+                # state fresh); inline, the HTTP process must live on, so the loop goes on.
+                if self.exit_on_memory_error:
+                    log.critical("worker out of memory; the worker process exits")
+                    raise
+                log.error("worker out of memory; the claim counts as a death of the worker, the loop goes on")
+                await first_of(stop, timeout=self.idle_poll_seconds)
             except Exception:
                 # A bug must not silently end processing for the life of the process.
                 log.exception("worker loop failed; restarting it")
@@ -235,7 +266,9 @@ class TicketWorker:
             wakeups.get_nowait()
 
 
-def workers_for(repository: Repository, metrics: Metrics, settings: Settings) -> list[TicketWorker]:
+def workers_for(
+    repository: Repository, metrics: Metrics, settings: Settings, *, exit_on_memory_error: bool = False
+) -> list[TicketWorker]:
     """The worker loops `settings` ask for, on one repository."""
     return [
         TicketWorker(
@@ -243,6 +276,7 @@ def workers_for(repository: Repository, metrics: Metrics, settings: Settings) ->
             batch_size=settings.worker_batch_size,
             batch_max_bytes=settings.worker_batch_max_bytes,
             max_attempts=settings.worker_max_attempts,
+            exit_on_memory_error=exit_on_memory_error,
         )
         for _ in range(settings.workers)
     ]
@@ -250,12 +284,13 @@ def workers_for(repository: Repository, metrics: Metrics, settings: Settings) ->
 
 async def run_worker_loops(
     repository: Repository, metrics: Metrics, settings: Settings, stop: asyncio.Event,
-    *, start_when: asyncio.Event | None = None,
+    *, start_when: asyncio.Event | None = None, exit_on_memory_error: bool = False,
 ) -> None:
     """The worker of one process, however it is placed: once `start_when` is set (the
     database confirmed: the worker must not read tables that may not exist yet), the
     loops run until `stop`, each finishing its batch, beside the maintenance loop
-    (partitions ahead, retention)."""
+    (partitions ahead, retention). `exit_on_memory_error`: in a process of the worker's
+    own, MemoryError ends it (see TicketWorker.run)."""
     if start_when is not None:
         await first_of(start_when, stop)
         if stop.is_set():
@@ -268,5 +303,7 @@ async def run_worker_loops(
         idempotency_key_hours=settings.idempotency_key_hours,
     )
     await asyncio.gather(
-        *(worker.run(stop) for worker in workers_for(repository, metrics, settings)), maintenance.run(stop)
+        *(worker.run(stop) for worker in workers_for(repository, metrics, settings,
+                                                     exit_on_memory_error=exit_on_memory_error)),
+        maintenance.run(stop),
     )

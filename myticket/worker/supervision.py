@@ -70,7 +70,7 @@ async def run_worker_process(
     reporter = asyncio.create_task(_send_reports(metrics, reports, stop)) if reports is not None else None
     try:
         log.info("worker started (%d loops, process %d)", settings.workers, os.getpid())
-        await run_worker_loops(repository, metrics, settings, stop)
+        await run_worker_loops(repository, metrics, settings, stop, exit_on_memory_error=True)
         log.info("worker stopped")
     finally:
         stop.set()

@@ -16,7 +16,7 @@ from myticket.cli.arguments import ArgumentProblem, build_parser
 from myticket.cli.commands import CommandError, archive_failures_in_one_line
 from myticket.cli.main import main
 from myticket.cli.send import SendError
-from myticket.config import ENVIRONMENT_VARIABLES, ConfigError
+from myticket.config import ENVIRONMENT_VARIABLES, MAX_HTTP_PROCESSES, ConfigError
 from myticket.core.database_errors import DatabaseConflict, DatabaseUnavailable, DataRejected
 from myticket.db.embedded import EmbeddedPostgresError
 from myticket.db.migrate import MigrationLockTimeout
@@ -67,11 +67,19 @@ def test_since_is_an_iso_date_or_time_in_utc_unless_it_says_otherwise():
         arguments.iso_datetime("last week")
 
 
-def test_processes_is_a_whole_number_of_at_least_1():
-    assert arguments.positive_count("4") == 4
-    for text in ("0", "-1", "1.5", "two", ""):
-        with pytest.raises(argparse.ArgumentTypeError, match="is not a whole number of at least 1"):
-            arguments.positive_count(text)
+def test_processes_is_a_whole_number_from_1_to_its_bound():
+    assert arguments.process_count("4") == 4
+    assert arguments.process_count(str(MAX_HTTP_PROCESSES)) == MAX_HTTP_PROCESSES
+    for text in ("0", "-1", "1.5", "two", "", str(MAX_HTTP_PROCESSES + 1), "100000"):
+        with pytest.raises(ValueError, match=f"must be a whole number from 1 to {MAX_HTTP_PROCESSES}"):
+            arguments.process_count(text)
+
+
+def test_serve_processes_past_the_bound_is_one_line_and_exit_1(capsys):
+    assert main(["serve", "--processes", "100000"]) == 1
+    assert capsys.readouterr().err == (
+        f"myticket: serve: --processes: must be a whole number from 1 to {MAX_HTTP_PROCESSES}, got '100000'\n"
+    )
 
 
 def test_a_checked_type_names_the_command_and_the_option_and_escapes_argparse():

@@ -17,6 +17,8 @@ from myticket.config import ConfigError, load_settings
 from myticket.telemetry.metrics import Metrics
 from myticket.core.database_errors import DataRejected, FailureKind, failure_kind
 from myticket.core.domain import IncomingTicket
+from myticket.core.parser import parse_ticket
+from myticket.core.processing import CLAIM_COST_PER_LINE, body_lines
 from myticket.db.errors import database_error
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker.loop import TicketWorker
@@ -156,7 +158,8 @@ async def test_a_claim_of_one_mebibyte_tickets_holds_no_more_than_its_byte_budge
     for ticket in tickets:
         await repository.store_tickets(tickets=[ticket])
     claims = spy_on_claims(repository, monkeypatch)
-    budget = 3 * mebibyte
+    # The budget counts each ticket's lines too (a handful here): three tickets' worth.
+    budget = 3 * claim_cost(tickets[0].body)
 
     handled = await TicketWorker(repository, Metrics(), batch_size=200, batch_max_bytes=budget).drain()
 
@@ -164,6 +167,34 @@ async def test_a_claim_of_one_mebibyte_tickets_holds_no_more_than_its_byte_budge
     assert "pending" not in dict(db.rows("status_counts"))
     assert [len(claim) for claim in claims if claim] == [3, 3, 3, 1]
     assert max(sum(claim) for claim in claims) <= budget
+
+
+def claim_cost(body: bytes) -> int:
+    return len(body) + body_lines(body) * CLAIM_COST_PER_LINE
+
+
+def many_lines_ticket(number: int, lines: int) -> IncomingTicket:
+    """A distinct ticket of `lines` short product lines: small in bytes, large parsed."""
+    rows = "".join(f"p{i},P{number}-{i},1.00\n" for i in range(lines))
+    body = f"Order: {number}\nTotal: {lines}.00\n\nproduct,product_id,price\n{rows}".encode()
+    return IncomingTicket(str(uuid.uuid4()), datetime.now(timezone.utc), "text/plain", body)
+
+
+async def test_a_claim_counts_the_lines_parsing_will_hold_not_only_the_bytes(quiet_app, db, monkeypatch):
+    """Six tickets of 2,000 lines are 6 x 40 kB of bodies, far inside a 1 MiB byte budget,
+    but about 4 MiB each once parsed: the claim takes them one by one."""
+    repository = quiet_app.server.app[REPOSITORY]
+    tickets = [many_lines_ticket(n, 2000) for n in range(6)]
+    await repository.store_tickets(tickets=tickets)
+    assert sum(len(ticket.body) for ticket in tickets) < 1024 * 1024
+    claims = spy_on_claims(repository, monkeypatch)
+    budget = 1024 * 1024 + 2 * claim_cost(tickets[0].body)
+
+    handled = await TicketWorker(repository, Metrics(), batch_size=200, batch_max_bytes=budget).drain()
+
+    assert handled == 6
+    assert dict(db.rows("status_counts")) == {"processed": 6}
+    assert [len(claim) for claim in claims if claim] == [2, 2, 2]
 
 
 async def test_a_ticket_larger_than_the_byte_budget_is_still_claimed_alone(quiet_app, db, monkeypatch):
@@ -184,3 +215,55 @@ def test_the_worker_byte_budget_is_a_setting_of_at_least_one_byte():
     with pytest.raises(ConfigError) as raised:
         load_settings({"MYTICKET_WORKER_BATCH_MAX_BYTES": "0"})
     assert str(raised.value) == "MYTICKET_WORKER_BATCH_MAX_BYTES: must be at least 1, got 0"
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"one line", b"a\nb\nc\n", b"a\r\nb\r\n", b"a\rb\rc\rd", b"\x00\n\xff\r\n\\\n", "x\ny".encode("utf-16"),
+])
+def test_sql_counts_the_lines_of_a_body_as_ingest_does(db, body):
+    """Requeue, restore and migration 0006 count in SQL what ingest counts in Python."""
+    assert db.value("body_lines_in_sql", {"body": body}) == body_lines(body)
+
+
+async def test_every_way_into_the_queue_stores_the_lines_of_the_body(quiet_app, db):
+    """Ingest (and the spool's replay, which stores through it), restore and requeue."""
+    repository = quiet_app.server.app[REPOSITORY]
+    ticket = many_lines_ticket(1, 30)
+    await repository.store_tickets(tickets=[ticket])
+    assert db.rows("pending_body_lines") == [(ticket.id, body_lines(ticket.body))]
+    await TicketWorker(repository, Metrics()).drain()
+    assert await repository.requeue(statuses=["processed"], since=None) == 1
+    assert db.rows("pending_body_lines") == [(ticket.id, body_lines(ticket.body))]
+
+
+async def test_inline_a_ticket_that_runs_the_worker_out_of_memory_is_rejected_after_its_deaths(quiet_app, db):
+    """Inline (MYTICKET_WORKER=inline) the worker shares the HTTP process, which must live
+    on: MemoryError ends the claim like a death (its journal row stays), the loop goes on,
+    the claim's other tickets are retried alone, and the killer is rejected after its
+    deaths. (A worker process of its own exits instead: tests/processes/test_worker_deaths.)"""
+    repository = quiet_app.server.app[REPOSITORY]
+    before = many_lines_ticket(1, 3)
+    killer = many_lines_ticket(0, 3)
+    after = [many_lines_ticket(n, 3) for n in range(2, 6)]
+    await repository.store_tickets(tickets=[before, killer, *after])
+
+    def parse_or_run_out(body: bytes):
+        if body.startswith(b"Order: 0\n"):
+            raise MemoryError
+        return parse_ticket(body)
+
+    worker = TicketWorker(repository, Metrics(), max_attempts=3, parse=parse_or_run_out, idle_poll_seconds=0.05)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+
+    async def none_pending() -> bool:
+        return "pending" not in dict(db.rows("status_counts"))
+
+    try:
+        await wait_until(none_pending, timeout=30, what="every ticket to be processed or rejected")
+    finally:
+        stop.set()
+        await running
+    assert db.rows("rejections") == [(killer.id, "worker died 3 times while processing this ticket")]
+    assert dict(db.rows("status_counts")) == {"processed": 5, "rejected": 1}
+    assert db.value("worker_claims_left") == 0

@@ -112,7 +112,7 @@ async def test_a_worker_that_dies_mid_batch_leaves_its_tickets_pending(quiet_app
     )
 
     with pytest.raises(RuntimeError):
-        async with repository.claim_pending(limit=10, max_bytes=1024 * 1024) as batch:
+        async with repository.claim_pending(limit=10, max_bytes=1024 * 1024, line_cost=0) as batch:
             assert len(batch.tickets) == 1
             raise RuntimeError("worker died")
 
@@ -150,6 +150,8 @@ async def test_failing_ticket_is_rejected_after_bounded_retries_then_reprocessed
     assert rejected.attempts == 3
     assert rejected.error == "processing failed 3 times: RuntimeError: parser bug"
     assert (await repository.ticket(ticket_id=good.id)).status == "processed"
+    # Failures of a living worker are not deaths: no claim of theirs is left in the journal.
+    assert db.value("worker_claims_left") == 0
     # Rejected after its retries, it is counted like any outcome, with its lag.
     report = metrics.take_report()
     assert report.counts[("myticket_tickets_processed_total", (("outcome", "rejected"),))] == 1

@@ -7,6 +7,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +21,7 @@ from myticket.archive.format import DayEntry, day_file_name, encode_manifest, en
 from myticket.core.domain import ArchivedTicket
 from myticket.db.repository import Repository
 
+from ..paths import PROJECT_ROOT
 from ..helpers import ticket_with
 
 DAY = date(2026, 3, 14)
@@ -110,3 +114,29 @@ async def test_archive_never_replaces_a_day_file_its_manifest_does_not_list(oper
 
     assert day.refused is not None and "does not list it" in day.refused
     assert path.read_bytes() == before
+
+
+async def test_a_restore_stopped_by_a_refused_line_says_what_it_stored_before_it(operator, db, tmp_path):
+    """1,200 good lines, then one of another day: the first 1,000 (whole batches) are
+    stored, and the refusal says so, so that the operator knows where restore stands."""
+    good = [encode_ticket(pending(str(uuid.uuid4()), NOON, b"ticket %d" % n)) for n in range(1200)]
+    other_day = encode_ticket(pending(str(uuid.uuid4()), NOON + timedelta(days=2), b"elsewhere"))
+    path = crafted_archive(tmp_path / "a", DAY, [*good, other_day])
+
+    with pytest.raises(ArchiveError, match="line 1201: received_at .* is not in the file's day") as stopped:
+        await restore_paths(operator, [path], batch_tickets=500)
+
+    assert db.value("count_tickets") == 1000
+    message = str(stopped.value)
+    assert "1000 tickets stored before it: the first 1000 tickets of its file (1000 stored" in message
+    # Run again (the command, as an operator would): what was stored is counted as
+    # already present, and the same line stops it, in one line that says so.
+    again = subprocess.run(
+        [sys.executable, "-m", "myticket", "restore", str(path)], cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_URL": db.url, "LOG_LEVEL": "WARNING"}, capture_output=True, text=True, timeout=120,
+    )
+    assert again.returncode == 1
+    [line] = again.stderr.strip().splitlines()
+    assert line.startswith("myticket: restore: ") and "line 1201:" in line, line
+    assert "0 tickets stored before it: the first 1000 tickets of its file (0 stored, the others already present)" in line
+    assert db.value("count_tickets") == 1000

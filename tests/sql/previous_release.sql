@@ -80,7 +80,7 @@ ORDER BY 1, 2;
 SELECT relname FROM pg_class
 WHERE relkind IN ('r', 'p')
   AND relname IN ('tickets', 'deliveries', 'pending_tickets', 'ticket_outcomes', 'ticket_lines', 'processed_bodies',
-                  'products', 'archived_days', 'idempotency_keys')
+                  'products', 'archived_days', 'idempotency_keys', 'worker_claims')
 ORDER BY 1;
 
 -- name: previous_deliveries

@@ -1,7 +1,7 @@
 -- name: reset_tables
 -- Empties every table the service writes, between tests.
 TRUNCATE deliveries, pending_tickets, ticket_outcomes, ticket_lines, products, processed_bodies, archived_days,
-         idempotency_keys;
+         idempotency_keys, worker_claims;
 
 -- name: count_tickets
 -- How many deliveries are stored.
@@ -63,3 +63,19 @@ SELECT myticket_purge_day(%(day)s::date, false);
 -- name: count_idempotency_keys
 -- How many idempotency keys are noted.
 SELECT count(*) FROM idempotency_keys;
+
+-- name: rejections
+-- Each rejected ticket and why.
+SELECT ticket_id::text, error FROM ticket_outcomes WHERE status = 'rejected' ORDER BY ticket_id;
+
+-- name: body_lines_in_sql
+-- The line count of a body as SQL counts it (requeue, restore, migration 0006).
+SELECT myticket_body_lines(%(body)s::bytea);
+
+-- name: pending_body_lines
+-- The line count stored with each queue row.
+SELECT id::text, body_lines FROM pending_tickets ORDER BY id;
+
+-- name: worker_claims_left
+-- Journal rows of claims left behind (by a dead worker, or not yet committed).
+SELECT count(*) FROM worker_claims;

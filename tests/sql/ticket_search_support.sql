@@ -18,8 +18,8 @@ WITH days AS (
     INSERT INTO deliveries (id, received_at, content_type, body)
     SELECT id, received_at, 'text/plain', convert_to('ticket ' || n, 'UTF8') FROM tickets
 ), queued AS (
-    INSERT INTO pending_tickets (received_at, id, body_bytes)
-    SELECT received_at, id, 10 FROM tickets WHERE n %% 10 = 0
+    INSERT INTO pending_tickets (received_at, id, body_bytes, body_lines)
+    SELECT received_at, id, 10, 1 FROM tickets WHERE n %% 10 = 0
 ), decided AS (
     INSERT INTO ticket_outcomes (ticket_id, received_at, status, order_ref, error, warnings)
     SELECT id, received_at,

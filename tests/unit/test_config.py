@@ -63,6 +63,8 @@ def test_values_are_read():
         ("HTTP_PORT", "80.5", "HTTP_PORT: must be a whole number, got '80.5'"),
         ("HTTP_PORT", "70000", "HTTP_PORT: must be at most 65535, got 70000"),
         ("HTTP_PORT", "0", "HTTP_PORT: must be at least 1, got 0"),
+        ("HTTP_PROCESSES", "100000", "HTTP_PROCESSES: must be at most 64, got 100000"),
+        ("MYTICKET_WORKERS", "65", "MYTICKET_WORKERS: must be at most 64, got 65"),
         ("MYTICKET_MAX_BODY_BYTES", "0", "MYTICKET_MAX_BODY_BYTES: must be at least 1, got 0"),
         ("MYTICKET_SPOOL_MAX_BYTES", "-1", "MYTICKET_SPOOL_MAX_BYTES: must be at least 0, got -1"),
         ("MYTICKET_READ_TIMEOUT_SECONDS", "soon", "MYTICKET_READ_TIMEOUT_SECONDS: must be a number of seconds, got 'soon'"),

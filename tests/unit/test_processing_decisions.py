@@ -12,6 +12,8 @@ from myticket.core.parser import TicketParseError, parse_ticket
 from myticket.core.processing import (
     RetryAction,
     body_digest,
+    body_lines,
+    crash_rejection,
     merge_sighting,
     plan_batch,
     retry_decision,
@@ -176,3 +178,33 @@ def test_the_parser_error_type_is_what_plan_batch_treats_as_a_rejection():
     ticket = claimed(1, b"x")
     plan = plan_batch([ticket], {ticket.id: body_digest(b"x")}, {}, parse_raising)
     assert (plan.outcomes["t1"].status, plan.outcomes["t1"].error) == ("rejected", "line 1: nope")
+
+
+def test_lines_are_counted_as_the_parser_breaks_them_whatever_the_line_ending():
+    """A body of bare carriage returns must cost its lines too: counting only \n would
+    let a 50,000-line ticket pass as one line."""
+    rows = [f"p{i},P{i},1.00" for i in range(7)]
+    for ending in ("\n", "\r\n", "\r"):
+        body = ending.join(["Order: 1", "", "product,product_id,price", *rows]).encode()
+        assert body_lines(body) == len(rows) + 3
+    assert body_lines(b"") == 1
+    assert body_lines("a\nb\n".encode("utf-16")) == 3
+
+
+def test_a_ticket_that_killed_the_worker_enough_times_is_rejected_without_being_parsed():
+    body = ticket_body("1", ("Tea", "T1", "1.50"))
+    killer = ClaimedTicket(id="t1", received_at=NOW, body=body, crashes=3)
+    survivor = ClaimedTicket(id="t2", received_at=NOW, body=ticket_body("2", ("Tea", "T1", "1.50")), crashes=2)
+
+    def parse_only_the_survivor(data: bytes):
+        assert data == survivor.body
+        return parse_ticket(data)
+
+    digests = {ticket.id: body_digest(ticket.body) for ticket in (killer, survivor)}
+    plan = plan_batch([killer, survivor], digests, {}, parse_only_the_survivor, max_crashes=3)
+
+    assert plan.outcomes["t1"].status == "rejected"
+    assert plan.outcomes["t1"].error == "worker died 3 times while processing this ticket"
+    assert [ticket.id for ticket, _, _ in plan.parsed] == ["t2"]
+    assert crash_rejection(2, 3) is None
+    assert crash_rejection(4, 3) == "worker died 4 times while processing this ticket"
