@@ -72,6 +72,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _raise_if_out_of_descriptors() -> None:
+    """Raise the OSError (EMFILE, ENFILE) of a process that cannot open a file now: the
+    user database lookup then fails as "no such user", which is not an answer."""
+    os.close(os.open(os.devnull, os.O_RDONLY))
+
+
 class EmbeddedPostgres:
     """One PostgreSQL cluster in `pgdata`, listening on 127.0.0.1 only, password required."""
 
@@ -162,6 +168,7 @@ class EmbeddedPostgres:
         try:
             status = self._run("pg_ctl", "status", "-D", str(self.pgdata))
         except KeyError:  # the server's OS user does not exist yet: no server of ours runs
+            _raise_if_out_of_descriptors()  # or /etc/passwd could not be opened: no answer
             return None
         if status.returncode != 0:
             return None

@@ -112,3 +112,37 @@ def test_the_fair_queue_keeps_one_senders_order_and_takes_an_oversized_item_alon
     assert queue.take_batch(max_items=10, max_bytes=20) == [0]
     assert queue.take_batch(max_items=10, max_bytes=20) == [1]  # over max_bytes: alone
     assert queue.take_batch(max_items=10, max_bytes=20) == [2]
+
+
+async def test_group_commit_puts_a_polite_ticket_in_the_next_batch_whatever_a_greedy_sender_queued():
+    import asyncio
+    from datetime import datetime, timezone
+
+    from myticket.core.domain import IncomingTicket
+    from myticket.intake.group_commit import GroupCommitIngest
+
+    gate = asyncio.Event()
+    batches: list[list[str]] = []
+
+    async def held_store(tickets):
+        batches.append([ticket.id for ticket in tickets])
+        await gate.wait()
+
+    ingest = GroupCommitIngest(held_store, batch_max_size=4, max_waiting=100, fair_quantum_bytes=10)
+    now = datetime.now(timezone.utc)
+
+    def ticket(name: str) -> IncomingTicket:
+        return IncomingTicket(name, now, None, b"x" * 10)
+
+    # The tasks submit in this order: g0 leaves at once, alone (nothing was in flight);
+    # the others queue behind its flush, which the set gate lets finish.
+    first = asyncio.create_task(ingest.submit(ticket("g0"), sender="greedy"))
+    greedy = [asyncio.create_task(ingest.submit(ticket(f"g{n}"), sender="greedy")) for n in range(1, 9)]
+    polite = asyncio.create_task(ingest.submit(ticket("p0"), sender="polite"))
+    gate.set()
+    await asyncio.gather(first, *greedy, polite)
+
+    assert batches[0] == ["g0"]
+    # FIFO would have made p0 wait behind g1..g8 (two batches); in turns it is in the next.
+    assert batches[1] == ["g1", "p0", "g2", "g3"]
+    assert [name for batch in batches for name in batch].count("p0") == 1
