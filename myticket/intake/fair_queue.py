@@ -4,8 +4,10 @@ A FIFO queue makes a ticket wait behind every ticket that arrived before it, so 
 sender that keeps hundreds of large tickets waiting makes every other sender wait as
 long. Here each sender has its own queue, and a batch is filled by visiting the senders
 in turn: each visit adds `quantum` bytes to the sender's allowance (its deficit), and the
-sender's tickets are taken while they fit in it. A sender with one small ticket waiting
-gets it into the next batch whatever another sender has queued. No I/O here.
+sender's tickets are taken while they fit in it. A batch is one round: each sender is
+visited once, so it adds at most about one quantum of bytes to a batch, and a batch
+stays short (quick to commit) whatever one sender has queued. A sender with one small
+ticket waiting gets it into the next batch, and that batch is not long. No I/O here.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class FairQueue(Generic[Item]):
 
     def take_batch(self, *, max_items: int, max_bytes: float) -> list[Item]:
         """The next batch: at most `max_items` and `max_bytes` of sizes (but always one
-        item when any is queued), taken across senders in turn.
+        item when any is queued), taken across senders in turn, one round: each sender
+        queued now is visited once (more only while the batch is still empty).
 
         A sender whose next item does not fit its deficit passes its turn (keeping the
         deficit); a sender that empties its queue loses its deficit and its place. When
@@ -57,7 +60,9 @@ class FairQueue(Generic[Item]):
         """
         batch: list[Item] = []
         total = 0
-        while self._turns and len(batch) < max_items:
+        visits_left = len(self._turns)
+        while self._turns and len(batch) < max_items and (visits_left > 0 or not batch):
+            visits_left -= 1
             sender = self._turns[0]
             queue = self._queues[sender]
             deficit = self._deficits[sender] + self.quantum

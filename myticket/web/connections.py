@@ -31,6 +31,12 @@ from .typedefs import METRICS
 log = logging.getLogger(__name__)
 
 
+# The most one read from a connection takes (asyncio's default: 256 KiB). Each read is a
+# new bytes object, and hundreds of connections flooding request heads that will be
+# refused made the process's memory grow by their reads, not by the heads it keeps.
+READ_CHUNK_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
 class ConnectionLimits:
     total: int
@@ -104,6 +110,8 @@ class _GatedConnection(asyncio.Protocol):
             transport.close()
             return
         self._sender = sender
+        if hasattr(transport, "max_size"):
+            transport.max_size = READ_CHUNK_BYTES
         self._handler = self._server()
         self._handler.connection_made(transport)
 

@@ -95,13 +95,17 @@ def test_the_fair_queue_serves_senders_in_turn_not_in_arrival_order():
     queue.push("polite", "p1", 10)
     queue.push("third", "t0", 100)
 
-    # One quantum per turn: greedy's first, then polite's two small ones, then third's.
-    assert queue.take_batch(max_items=4, max_bytes=10_000) == ["g0", "p0", "p1", "t0"]
-    assert queue.take_batch(max_items=10, max_bytes=250) == ["g1", "g2"]
+    # One round, one quantum per sender: greedy's first, polite's two small ones, third's.
+    assert queue.take_batch(max_items=10, max_bytes=10_000) == ["g0", "p0", "p1", "t0"]
+    # Alone, a sender still adds one quantum per batch: batches stay short.
+    assert queue.take_batch(max_items=10, max_bytes=10_000) == ["g1"]
     queue.push("polite", "p2", 10)
-    # A sender arriving later is visited after the one whose round was cut, not after its backlog.
-    assert queue.take_batch(max_items=10, max_bytes=10_000) == ["g3", "p2", "g4", "g5"]
-    assert len(queue) == 0 and queue.take_batch(max_items=10, max_bytes=10) == []
+    queue.push("polite", "p3", 10)
+    assert queue.take_batch(max_items=2, max_bytes=10_000) == ["g2", "p2"]
+    # The round resumes with the sender whose turn the full batch cut.
+    assert queue.take_batch(max_items=10, max_bytes=10_000) == ["p3", "g3"]
+    assert queue.take_batch(max_items=10, max_bytes=150) == ["g4"]
+    assert len(queue) == 1 and queue.queued("greedy") == 1
 
 
 def test_the_fair_queue_keeps_one_senders_order_and_takes_an_oversized_item_alone():
@@ -110,7 +114,7 @@ def test_the_fair_queue_keeps_one_senders_order_and_takes_an_oversized_item_alon
         queue.push("only", number, size)
 
     assert queue.take_batch(max_items=10, max_bytes=20) == [0]
-    assert queue.take_batch(max_items=10, max_bytes=20) == [1]  # over max_bytes: alone
+    assert queue.take_batch(max_items=10, max_bytes=20) == [1]  # larger than a quantum and max_bytes: alone
     assert queue.take_batch(max_items=10, max_bytes=20) == [2]
 
 
@@ -143,6 +147,7 @@ async def test_group_commit_puts_a_polite_ticket_in_the_next_batch_whatever_a_gr
     await asyncio.gather(first, *greedy, polite)
 
     assert batches[0] == ["g0"]
-    # FIFO would have made p0 wait behind g1..g8 (two batches); in turns it is in the next.
-    assert batches[1] == ["g1", "p0", "g2", "g3"]
+    # FIFO would have made p0 wait behind g1..g8 (two batches); in turns it is in the
+    # next, and that batch holds one quantum of greedy's tickets, not four tickets.
+    assert batches[1] == ["g1", "p0"]
     assert [name for batch in batches for name in batch].count("p0") == 1
