@@ -8,9 +8,9 @@ accumulate and leave together as the next batch. The number of tickets waiting i
 bounded: past it, `submit()` refuses with `Overloaded` instead of queueing without limit,
 and one sender may have at most its share of them waiting (past it, `SenderOverShare`
 for that sender only). A batch is bounded in tickets and in body bytes (always at least
-one ticket), and filled fairly: each sender has its own queue, and batches take from
-them in deficit round robin (`fair_queue`), so a sender's ticket does not wait behind
-another sender's backlog.
+one ticket), and filled fairly: each sender has its own queue, and each batch is one
+round of deficit round robin over them (`fair_queue`), so a sender's ticket neither
+waits behind another sender's backlog nor behind a long batch of it.
 A batch that fails for another reason than unavailability is split in halves, down to
 single tickets, so that only the ticket that causes the failure gets the error.
 `store.DurableStore` decides where a batch goes: PostgreSQL, or the local spool.
@@ -44,8 +44,11 @@ class SenderOverShare(Exception):
 
 # The sender of tickets submitted without one (tools and tests that do not care).
 ANY_SENDER = ""
-# Bytes a sender's queue may add to a batch per turn: one ticket of the default body
-# limit, so a batch of 16 MiB visits a sender of 1 MiB tickets at least 16 times apart.
+# Bytes a sender's queue may add to a batch (a batch is one round of the senders): one
+# ticket of the default body limit. A batch then holds about this much of a greedy
+# sender's tickets and commits quickly, so a polite ticket behind it waits little; a
+# lone sender of small tickets still fills batch_max_size tickets per batch. The app
+# passes MYTICKET_MAX_BODY_BYTES.
 DEFAULT_FAIR_QUANTUM_BYTES = 1024 * 1024
 
 

@@ -1,0 +1,50 @@
+"""The connection caps of a real `myticket serve` (its own runner, not aiohttp's
+run_app), set from the environment: one sender's extra connection is refused at accept,
+another sender is served, and refusals are summarised in the log, not a line each."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+
+from ..conftest import REFERENCE_TICKET
+from ..service_process import Service
+from ..waiting import wait_until
+
+
+async def test_the_per_sender_connection_cap_set_in_the_environment_refuses_only_that_sender(
+    database_url: str, tmp_path: Path
+):
+    service = Service(
+        database_url, tmp_path / "data", MYTICKET_MAX_CONNECTIONS_PER_SENDER="2", LOG_LEVEL="INFO"
+    )
+    await service.start()
+    held: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(2):
+            _, writer = await asyncio.open_connection("127.0.0.1", service.port, local_addr=("127.0.0.3", 0))
+            held.append(writer)
+        answers = []
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", service.port, local_addr=("127.0.0.3", 0))
+            answers.append(await asyncio.wait_for(reader.read(), timeout=30))
+            writer.close()
+        assert all(answer.startswith(b"HTTP/1.1 429 ") for answer in answers), answers[0][:200]
+
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.post(f"{service.base}/ticket", data=REFERENCE_TICKET) as polite:
+                assert polite.status == 202
+
+        async def summarised() -> bool:
+            return "more in the last 1 s" in service.log.read_text()
+
+        await wait_until(summarised, timeout=15, what="the repeated refusals to be summarised in one line")
+        log = service.log.read_text()
+        assert log.count("refused (sender_connections): connection from 127.0.0.3") == 1
+    finally:
+        for writer in held:
+            writer.close()
+        service.stop()
