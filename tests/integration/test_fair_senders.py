@@ -265,3 +265,45 @@ async def test_an_oversized_request_head_is_refused(aiohttp_client, settings, db
     assert (await accepted.answer())[0] == 202
     accepted.close()
     assert db.value("count_tickets") == 1
+
+
+async def test_behind_a_trusted_proxy_the_sender_is_the_forwarded_address_and_never_from_others(
+    aiohttp_client, settings, db
+):
+    from myticket.core.senders import parse_networks
+
+    # 127.0.0.1 (the test client) is the trusted proxy; 127.0.0.3 is not.
+    client = await served(
+        aiohttp_client, settings, max_waiting_tickets=4, sender_share_percent=25,
+        trusted_proxies=parse_networks(["127.0.0.1"]),
+    )
+    gate = gate_database_writes(client.server.app[REPOSITORY])
+    ingest = client.server.app[INGEST]
+    first = asyncio.create_task(client.post("/ticket", data=REFERENCE_TICKET, headers={"X-Forwarded-For": "192.0.2.1"}))
+
+    async def waiting_for_the_forwarded_sender() -> bool:
+        return ingest.waiting_for("192.0.2.1") == 1
+
+    await wait_until(waiting_for_the_forwarded_sender, timeout=10, what="the first proxied ticket to wait")
+    again = await client.post("/ticket", data=REFERENCE_TICKET, headers={"X-Forwarded-For": "10.9.9.9, 192.0.2.1"})
+    assert again.status == 429  # the same sender: the last hop, not what its client wrote
+    other = asyncio.create_task(client.post("/ticket", data=REFERENCE_TICKET, headers={"X-Forwarded-For": "192.0.2.2"}))
+
+    async def waiting_for_the_other() -> bool:
+        return ingest.waiting_for("192.0.2.2") == 1
+
+    await wait_until(waiting_for_the_other, timeout=10, what="another proxied sender's ticket to wait")
+    # From an untrusted peer the header is ignored: the sender is the peer address.
+    async with session_from(ATTACKER) as untrusted:
+        forged = asyncio.create_task(
+            untrusted.post(client.make_url("/ticket"), data=REFERENCE_TICKET, headers={"X-Forwarded-For": "192.0.2.1"})
+        )
+
+        async def waiting_for_the_peer() -> bool:
+            return ingest.waiting_for(ATTACKER) == 1
+
+        await wait_until(waiting_for_the_peer, timeout=10, what="the forged header to be ignored")
+        gate.set()
+        assert (await forged).status == 202
+    assert [(await first).status, (await other).status] == [202, 202]
+    assert db.value("count_tickets") == 3
