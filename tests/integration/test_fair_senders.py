@@ -23,7 +23,7 @@ from myticket.web.connections import ConnectionLimits, GatedAppRunner
 from myticket.web.server import HTTP_SERVER_OPTIONS, MAX_HEADERS
 from myticket.web.typedefs import BODY_BUDGET, INGEST, REPOSITORY
 
-from ..conftest import REFERENCE_TICKET
+from ..paths import REFERENCE_TICKET
 from ..helpers import gate_database_writes, sample
 from ..waiting import wait_until
 
