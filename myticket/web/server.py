@@ -157,7 +157,9 @@ def serve(
                 sites = [web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=reuse_port)]
             for site in sites:
                 await site.start()
-            log.info("process %d: serving on %s", process_index, ", ".join(sorted(str(site.name) for site in sites)))
+            # The line aiohttp's run_app prints, as before this runner of our own.
+            names = ", ".join(sorted(str(site.name) for site in runner.sites))
+            log.info("process %d: ======== Running on %s ========\n(Press CTRL+C to quit)", process_index, names)
             await asyncio.Event().wait()  # until SIGTERM or SIGINT raise GracefulExit
         finally:
             await runner.cleanup()
