@@ -9,7 +9,6 @@ from pathlib import Path
 
 import aiohttp
 
-from ..paths import REFERENCE_TICKET
 from ..service_process import Service
 from ..waiting import wait_until
 
@@ -35,7 +34,10 @@ async def test_the_per_sender_connection_cap_set_in_the_environment_refuses_only
 
         connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
         async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.post(f"{service.base}/ticket", data=REFERENCE_TICKET) as polite:
+            # A body of its own: the shared test database keeps it, and another test's
+            # reference ticket must not become a duplicate of it.
+            body = b"Order: connection-caps\n\nproduct,product_id,price\nCap,CAP1,1.00\n"
+            async with session.post(f"{service.base}/ticket", data=body) as polite:
                 assert polite.status == 202
 
         async def summarised() -> bool:
