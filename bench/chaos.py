@@ -13,6 +13,12 @@ rejected. One table says what was injected and what was lost.
 Everything runs on this machine: a private embedded PostgreSQL, the spool on a small
 tmpfs (root only; without root the disk-full fault is left out and the table says so).
 `tests/test_chaos.py` runs a short version of the same ledger check in `make test`.
+
+Before the faults, misbehaving senders (bench/senders.py: slow senders, a greedy sender,
+a header flood, idle connections), one at a time, each from its own address and process,
+while a polite sender posts from another address: a second table gives, per attack, the
+polite sender's share of 2xx and p99, and the service's peak RSS (`--attack-seconds`).
+The polite sender's acknowledged tickets join the ledger.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import psycopg2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import senders as misbehaving  # noqa: E402
 from bench.loadgen import make_tickets  # noqa: E402
 from myticket.db.embedded import EmbeddedPostgres  # noqa: E402
 from myticket.db.resources import named_queries  # noqa: E402
@@ -54,6 +61,7 @@ EXPECTED_OUTCOME = {
     "slow": "processed",
     "poison header": "processed",
     "poison ticket": "rejected",
+    "polite": "processed",
 }
 
 
@@ -101,6 +109,23 @@ class Ledger:
     connection_errors: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
     faults_left_out: list[str] = field(default_factory=list)
+    attacks: dict[str, misbehaving.PoliteResult] = field(default_factory=dict)
+
+    def record_attack(self, name: str, result: misbehaving.PoliteResult) -> None:
+        """The polite sender's requests under attack `name`: its acknowledged tickets must be stored."""
+        self.attacks[name] = result
+        self.sent["polite"] += len(result.statuses)
+        for status in result.statuses:
+            if status is None:
+                self.connection_errors["polite"] += 1
+            elif 200 <= status < 300:
+                self.answered_2xx["polite"] += 1
+            else:
+                self.answered_other["polite"] += 1
+                if status >= 500 and status != 503:
+                    self.five_hundreds["polite"] += 1
+        for ticket_id, body in result.acked.items():
+            self.acked[ticket_id] = ("polite", body)
 
     def record(self, kind: str, body: bytes, status: int | None, answer: bytes) -> None:
         self.sent[kind] += 1
@@ -312,8 +337,11 @@ def verdict(ledger: Ledger, checked: dict[str, Counter], settled: bool) -> list[
         problems.append(f"{lost} acknowledged tickets lost or altered")
     if wrong := sum(checked["wrong outcome"].values()):
         problems.append(f"{wrong} acknowledged tickets with the wrong outcome")
-    if harmed := sum(ledger.five_hundreds[kind] for kind in ("good", "large", "slow")):
+    if harmed := sum(ledger.five_hundreds[kind] for kind in ("good", "large", "slow", "polite")):
         problems.append(f"{harmed} good requests answered 5xx other than 503 (a neighbour's poison cost them)")
+    for name, result in ledger.attacks.items():
+        if result.share_2xx < 0.99:
+            problems.append(f"under '{name}' the polite sender got {100 * result.share_2xx:.1f} % 2xx (target 99 %)")
     return problems
 
 
@@ -356,10 +384,14 @@ def table(ledger: Ledger, checked: dict[str, Counter]) -> str:
     rows += ["", "| fault injected | times |", "| --- | ---: |"]
     rows += [f"| {fault} | {count} |" for fault, count in ledger.faults.items()]
     rows += [f"| {fault} | left out |" for fault in ledger.faults_left_out]
+    if ledger.attacks:
+        rows += ["", misbehaving.table(ledger.attacks)]
     return "\n".join(rows)
 
 
-async def chaos(seconds: float, workdir: Path, *, clients: int, seed: int) -> tuple[Ledger, dict[str, Counter], bool]:
+async def chaos(
+    seconds: float, workdir: Path, *, clients: int, seed: int, attack_seconds: float = 0.0
+) -> tuple[Ledger, dict[str, Counter], bool]:
     server = EmbeddedPostgres(workdir / "pgdata")
     database_url = server.start()
     disk = SpoolDisk(workdir / "spool")
@@ -377,6 +409,13 @@ async def chaos(seconds: float, workdir: Path, *, clients: int, seed: int) -> tu
     settled = False
     try:
         await asyncio.to_thread(service.start)
+        if attack_seconds > 0:
+            for number, name in enumerate(misbehaving.ATTACKS):
+                assert service.process is not None
+                result = await misbehaving.measure(
+                    name, port, service.process.pid, attack_seconds, seed=seed * 100 + number
+                )
+                ledger.record_attack(name, result)
         stop = asyncio.Event()
         good = make_tickets(int(min(200_000, seconds * 1500)), seed=seed, malformed_ratio=0.0)
         per_client = [good[index::clients] for index in range(clients)]
@@ -423,10 +462,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=180, help="how long faults are injected (default 180)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients sending good tickets")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--attack-seconds", type=float, default=20,
+                        help="how long the polite sender is measured under each attack, before the faults (0: none)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="myticket-chaos-"))
     try:
-        ledger, checked, settled = asyncio.run(chaos(args.seconds, workdir, clients=args.clients, seed=args.seed))
+        ledger, checked, settled = asyncio.run(
+            chaos(args.seconds, workdir, clients=args.clients, seed=args.seed, attack_seconds=args.attack_seconds)
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(table(ledger, checked))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .core.senders import Network, parse_networks
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -52,6 +53,11 @@ ENVIRONMENT_VARIABLES = (
     "MYTICKET_LOG_FORMAT",
     "MYTICKET_ACCESS_LOG",
     "MYTICKET_READ_DATABASE_URL",
+    "MYTICKET_TRUSTED_PROXIES",
+    "MYTICKET_SENDER_SHARE_PERCENT",
+    "MYTICKET_MAX_CONNECTIONS",
+    "MYTICKET_MAX_CONNECTIONS_PER_SENDER",
+    "MYTICKET_MIN_BODY_BYTES_PER_SECOND",
 )
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
 # Settings that multiply memory, bounded so that a typo cannot take the machine: each
@@ -89,6 +95,21 @@ MAX_RETENTION_DAYS = 36500
 DEFAULT_IDEMPOTENCY_KEY_HOURS = 24
 MIN_IDEMPOTENCY_KEY_HOURS = 24
 MAX_IDEMPOTENCY_KEY_HOURS = 24 * 366
+# What one sender (see myticket.core.senders) may hold of the body bytes in memory and
+# of the tickets waiting for a commit: a quarter, so that three greedy senders at once
+# still leave room for everyone else.
+DEFAULT_SENDER_SHARE_PERCENT = 25
+# File descriptors kept out of the connection cap for everything else a process opens:
+# the PostgreSQL pool (counted apart), the spool's SQLite files, the worker's pipes, the
+# embedded server's pg_ctl pipes, log files and the listening sockets.
+FILE_DESCRIPTOR_RESERVE = 64
+# Open connections from one client address: a shop's registers behind one NAT address
+# stay far below it, and 256 connections' request heads (at most 32 headers of 8 KB,
+# see myticket.web.server) stay near 130 MB even under a header flood.
+DEFAULT_MAX_CONNECTIONS_PER_SENDER = 256
+# The slowest body accepted, after a grace of BODY_GRACE_SECONDS: a ticket trickled
+# slower than this is answered 408 and its connection freed (Apache's MinRate idea).
+DEFAULT_MIN_BODY_BYTES_PER_SECOND = 1000
 
 
 class ConfigError(ValueError):
@@ -174,6 +195,17 @@ class Settings:
     log_format: str = "text"
     # One INFO line per HTTP request on logger myticket.access (off: no cost per request).
     access_log: bool = False
+    # Proxies whose X-Forwarded-For last hop names the sender (see myticket.core.senders);
+    # empty: the sender is always the connection's address.
+    trusted_proxies: tuple[Network, ...] = ()
+    # Percent of the body bytes and of the waiting tickets one sender may hold.
+    sender_share_percent: int = DEFAULT_SENDER_SHARE_PERCENT
+    # Open connections of an HTTP process; None: from RLIMIT_NOFILE at start
+    # (default_max_connections). Per sender: a cap within it.
+    max_connections: int | None = None
+    max_connections_per_sender: int = DEFAULT_MAX_CONNECTIONS_PER_SENDER
+    # Slowest body accepted after the grace (0: only MYTICKET_READ_TIMEOUT_SECONDS applies).
+    min_body_bytes_per_second: int = DEFAULT_MIN_BODY_BYTES_PER_SECOND
 
     @property
     def signing_secret(self) -> str | None:
@@ -358,6 +390,23 @@ def _directory(environ: Mapping[str, str], name: str) -> Path | None:
     return path
 
 
+def default_max_connections(soft_file_limit: int, database_pool_size: int) -> int:
+    """The connection cap of an HTTP process when MYTICKET_MAX_CONNECTIONS is unset: the
+    soft RLIMIT_NOFILE less what the process needs besides connections, so that it never
+    runs out of file descriptors (accept failing, the spool or PostgreSQL unreachable)."""
+    return max(16, soft_file_limit - FILE_DESCRIPTOR_RESERVE - database_pool_size)
+
+
+def _trusted_proxies(environ: Mapping[str, str]) -> tuple[Network, ...]:
+    values = _comma_list(environ, "MYTICKET_TRUSTED_PROXIES")
+    if values is None:
+        return ()
+    try:
+        return parse_networks(values)
+    except ValueError as exc:
+        raise ConfigError(f"MYTICKET_TRUSTED_PROXIES: {exc}") from None
+
+
 def check_retention_has_archive(settings: Settings) -> None:
     """The service (`serve`, `worker`) refuses a retention without an archive directory:
     it would drop days of tickets that exist nowhere else. The one-shot commands do not
@@ -429,6 +478,20 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         log_format=_choice(environ, "MYTICKET_LOG_FORMAT", LOG_FORMATS),
         access_log=_switch(environ, "MYTICKET_ACCESS_LOG"),
+        trusted_proxies=_trusted_proxies(environ),
+        sender_share_percent=_integer(
+            environ, "MYTICKET_SENDER_SHARE_PERCENT", DEFAULT_SENDER_SHARE_PERCENT, maximum=100
+        ),
+        max_connections=(
+            _integer(environ, "MYTICKET_MAX_CONNECTIONS", 1, maximum=1_000_000)
+            if _raw(environ, "MYTICKET_MAX_CONNECTIONS") is not None else None
+        ),
+        max_connections_per_sender=_integer(
+            environ, "MYTICKET_MAX_CONNECTIONS_PER_SENDER", DEFAULT_MAX_CONNECTIONS_PER_SENDER, maximum=1_000_000
+        ),
+        min_body_bytes_per_second=_integer(
+            environ, "MYTICKET_MIN_BODY_BYTES_PER_SECOND", DEFAULT_MIN_BODY_BYTES_PER_SECOND, minimum=0
+        ),
     )
 
 

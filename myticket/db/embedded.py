@@ -21,6 +21,7 @@ commands starting at once never both try to start it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -36,6 +37,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+# This process is out of file descriptors: what it cannot open says nothing of the server.
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 
 # PostgreSQL refuses to run as root; when we are root, the server runs as this user.
 SERVER_OS_USER = "embedded_postgres"
@@ -81,6 +84,12 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _raise_if_out_of_descriptors() -> None:
+    """Raise the OSError (EMFILE, ENFILE) of a process that cannot open a file now: the
+    user database lookup then fails as "no such user", which is not an answer."""
+    os.close(os.open(os.devnull, os.O_RDONLY))
 
 
 class EmbeddedPostgres:
@@ -194,13 +203,18 @@ class EmbeddedPostgres:
         try:
             status = self._run("pg_ctl", "status", "-D", str(self.pgdata))
         except KeyError:  # the server's OS user does not exist yet: no server of ours runs
+            _raise_if_out_of_descriptors()  # or /etc/passwd could not be opened: no answer
             return None
         if status.returncode != 0:
             return None
         try:
             lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
             return int(lines[3])
-        except (OSError, IndexError, ValueError):  # stopping right now: its pid file is going
+        except OSError as exc:
+            if exc.errno in OUT_OF_DESCRIPTORS:  # we cannot look: that says nothing of the server
+                raise
+            return None  # stopping right now: its pid file is going
+        except (IndexError, ValueError):
             return None
 
     def is_running(self) -> bool:
@@ -356,14 +370,29 @@ class EmbeddedPostgres:
         crash, an out-of-memory kill, a `pg_ctl stop` by hand): the service that owns it
         must not stay in spool mode until a person restarts it. Runs in its own thread."""
         while not stop.wait(every_seconds):
+            self.watch_once(every_seconds)
+
+    def watch_once(self, every_seconds: float = 2.0) -> bool | None:
+        """One look of the watchdog: True when the server runs, False when it was found
+        stopped (and started again), None when this process cannot tell, being out of
+        file descriptors itself (EMFILE): a server we cannot see is not a dead one, and
+        starting a second one on its data directory is never right."""
+        try:
             if self.is_running():
-                continue
-            log.warning("embedded PostgreSQL on 127.0.0.1:%s stopped unexpectedly; starting it again", self.port)
-            try:
-                self.start(take_over_orphan=True)
-            except (EmbeddedPostgresError, OSError, subprocess.SubprocessError) as exc:
-                log.error("embedded PostgreSQL did not start again (%s); retrying in %g s",
-                          " ".join(str(exc).split())[:300], every_seconds)
+                return True
+        except OSError as exc:
+            if exc.errno not in OUT_OF_DESCRIPTORS:
+                raise
+            log.warning("cannot check the embedded PostgreSQL on 127.0.0.1:%s: this process is out of file "
+                        "descriptors (%s); not restarting it", self.port, exc.strerror)
+            return None
+        log.warning("embedded PostgreSQL on 127.0.0.1:%s stopped unexpectedly; starting it again", self.port)
+        try:
+            self.start(take_over_orphan=True)
+        except (EmbeddedPostgresError, OSError, subprocess.SubprocessError) as exc:
+            log.error("embedded PostgreSQL did not start again (%s); retrying in %g s",
+                      " ".join(str(exc).split())[:300], every_seconds)
+        return False
 
     @contextlib.contextmanager
     def in_use(self, *, as_service: bool = False) -> Iterator[str]:

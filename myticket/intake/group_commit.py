@@ -5,8 +5,12 @@
 otherwise: nothing is acknowledged from memory. When nothing is in flight a ticket is
 flushed at once (no added latency when idle); while flushes are in flight, arrivals
 accumulate and leave together as the next batch. The number of tickets waiting is
-bounded: past it, `submit()` refuses with `Overloaded` instead of queueing without limit.
-A batch is bounded in tickets and in body bytes (always at least one ticket).
+bounded: past it, `submit()` refuses with `Overloaded` instead of queueing without limit,
+and one sender may have at most its share of them waiting (past it, `SenderOverShare`
+for that sender only). A batch is bounded in tickets and in body bytes (always at least
+one ticket), and filled fairly: each sender has its own queue, and each batch is one
+round of deficit round robin over them (`fair_queue`), so a sender's ticket neither
+waits behind another sender's backlog nor behind a long batch of it.
 A batch that fails for another reason than unavailability is split in halves, down to
 single tickets, so that only the ticket that causes the failure gets the error.
 `store.DurableStore` decides where a batch goes: PostgreSQL, or the local spool.
@@ -16,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from ..core.database_errors import DatabaseUnavailable
 from ..core.domain import IncomingTicket
+from .fair_queue import FairQueue
+from .shares import SenderShares, Shortage
 from .spool import SpoolUnavailable
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,21 @@ StoreBatch = Callable[[Sequence[IncomingTicket]], Awaitable[None]]
 
 class Overloaded(Exception):
     """Too many tickets are waiting for a commit; the sender should retry later."""
+
+
+class SenderOverShare(Exception):
+    """This sender already has its share of the waiting tickets; it should retry later
+    (the other senders are not refused)."""
+
+
+# The sender of tickets submitted without one (tools and tests that do not care).
+ANY_SENDER = ""
+# Bytes a sender's queue may add to a batch (a batch is one round of the senders): one
+# ticket of the default body limit. A batch then holds about this much of a greedy
+# sender's tickets and commits quickly, so a polite ticket behind it waits little; a
+# lone sender of small tickets still fills batch_max_size tickets per batch. The app
+# passes MYTICKET_MAX_BODY_BYTES.
+DEFAULT_FAIR_QUANTUM_BYTES = 1024 * 1024
 
 
 class ShuttingDown(Exception):
@@ -95,10 +115,13 @@ class _Waiting:
     """A ticket admitted for the next batches, the future its handler awaits, and what
     to call once it is settled (stored or failed), whether or not the handler still waits."""
 
-    __slots__ = ("ticket", "stored", "on_settled")
+    __slots__ = ("ticket", "sender", "stored", "on_settled")
 
-    def __init__(self, ticket: IncomingTicket, stored: asyncio.Future[None], on_settled: Callable[[], None] | None):
+    def __init__(
+        self, ticket: IncomingTicket, sender: str, stored: asyncio.Future[None], on_settled: Callable[[], None] | None
+    ):
         self.ticket = ticket
+        self.sender = sender
         self.stored = stored
         self.on_settled = on_settled
 
@@ -113,6 +136,8 @@ class GroupCommitIngest:
         batch_max_bytes: int | None = None,
         max_flushes_in_flight: int = 1,
         on_batch_stored: Callable[[int], None] | None = None,
+        sender_max_waiting: int | None = None,
+        fair_quantum_bytes: int = DEFAULT_FAIR_QUANTUM_BYTES,
     ) -> None:
         self._store_batch = store_batch
         self._batch_max_size = batch_max_size
@@ -120,8 +145,9 @@ class GroupCommitIngest:
         self._max_waiting = max_waiting
         self._max_flushes_in_flight = max_flushes_in_flight
         self._on_batch_stored = on_batch_stored
-        self._queue: deque[_Waiting] = deque()
-        self._waiting = 0
+        self._queue: FairQueue[_Waiting] = FairQueue(fair_quantum_bytes)
+        # Tickets admitted and not yet settled (queued or in a flush), per sender.
+        self._shares = SenderShares(max_waiting, sender_max_waiting if sender_max_waiting is not None else max_waiting)
         self._flushes_in_flight = 0
         self._flush_tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -131,22 +157,33 @@ class GroupCommitIngest:
     @property
     def waiting(self) -> int:
         """Tickets admitted but not yet stored."""
-        return self._waiting
+        return self._shares.total
 
-    async def submit(self, ticket: IncomingTicket, *, on_settled: Callable[[], None] | None = None) -> None:
-        """Wait until `ticket` is stored; raise Overloaded, ShuttingDown or the store's error.
+    def waiting_for(self, sender: str) -> int:
+        """Tickets of `sender` admitted but not yet stored."""
+        return self._shares.held(sender)
+
+    async def submit(
+        self, ticket: IncomingTicket, *, sender: str = ANY_SENDER, on_settled: Callable[[], None] | None = None
+    ) -> None:
+        """Wait until `ticket` is stored; raise Overloaded, SenderOverShare, ShuttingDown
+        or the store's error.
 
         `on_settled` is called exactly once, whatever happens: at once when the ticket is
         refused, else when its batch is stored or failed, even if this wait was cancelled
         meanwhile (the ticket's bytes are held until then).
         """
-        if self._closing or self._waiting >= self._max_waiting:
+        refusal: Exception | None = ShuttingDown() if self._closing else None
+        if refusal is None:
+            shortage = self._shares.take(sender, 1)
+            if shortage is not None:
+                refusal = SenderOverShare() if shortage is Shortage.SENDER_SHARE else Overloaded()
+        if refusal is not None:
             if on_settled is not None:
                 on_settled()
-            raise ShuttingDown() if self._closing else Overloaded()
+            raise refusal
         stored = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiting(ticket, stored, on_settled))
-        self._waiting += 1
+        self._queue.push(sender, _Waiting(ticket, sender, stored, on_settled), len(ticket.body))
         self._idle.clear()
         self._start_flushes()
         # If the client goes away and this wait is cancelled, the ticket stays in its
@@ -155,11 +192,7 @@ class GroupCommitIngest:
 
     def _start_flushes(self) -> None:
         while self._queue and self._flushes_in_flight < self._max_flushes_in_flight:
-            taken = batch_length(
-                (len(waiting.ticket.body) for waiting in self._queue),
-                max_tickets=self._batch_max_size, max_bytes=self._batch_max_bytes,
-            )
-            batch = [self._queue.popleft() for _ in range(taken)]
+            batch = self._queue.take_batch(max_items=self._batch_max_size, max_bytes=self._batch_max_bytes)
             self._flushes_in_flight += 1
             task = asyncio.get_running_loop().create_task(self._flush(batch))
             self._flush_tasks.add(task)
@@ -176,10 +209,11 @@ class GroupCommitIngest:
             raise
         finally:
             self._settle(batch, outcomes)
-            self._waiting -= len(batch)
+            for waiting in batch:
+                self._shares.give_back(waiting.sender, 1)
             self._flushes_in_flight -= 1
             self._start_flushes()
-            if self._waiting == 0:
+            if self._shares.total == 0:
                 self._idle.set()
 
     @staticmethod

@@ -53,6 +53,13 @@ class RefusalReason(enum.StrEnum):
     SHUTTING_DOWN = "shutting_down"
     BAD_HEADER = "bad_header"
     STORE_FAILED = "store_failed"
+    # One sender's abuse, refused for that sender only (issue 18): 429 past its share of
+    # the body bytes or of the waiting tickets; 408 for a body slower than the minimum
+    # rate; a connection closed at accept past the sender's or the process's cap.
+    SENDER_SHARE = "sender_share"
+    BODY_TOO_SLOW = "body_too_slow"
+    SENDER_CONNECTIONS = "sender_connections"
+    CONNECTIONS = "connections"
 
 
 # Why a replay attempt failed: the `cause` label of myticket_spool_replay_failures_total.

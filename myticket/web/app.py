@@ -14,6 +14,7 @@ from ..config import Settings, mask_password
 from ..core.database_errors import DatabaseUnavailable
 from ..core.events import first_of
 from ..intake.group_commit import GroupCommitIngest
+from ..intake.shares import sender_limit
 from ..telemetry.metrics import Metrics
 from ..db.migrate import migration_ids, prepare_database
 from .replica import read_repository_context
@@ -90,6 +91,8 @@ async def ingest_context(app: web.Application) -> AsyncIterator[None]:
         max_waiting=settings.max_waiting_tickets,
         max_flushes_in_flight=settings.flushes_in_flight,
         on_batch_stored=lambda size: metrics.observe(metrics.batch_size, size),
+        sender_max_waiting=sender_limit(settings.max_waiting_tickets, settings.sender_share_percent),
+        fair_quantum_bytes=settings.max_body_bytes,
     )
     app[INGEST] = ingest
     store.start()
@@ -148,7 +151,10 @@ async def init_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
-    app[BODY_BUDGET] = ByteBudget(settings.max_pending_bytes)
+    app[BODY_BUDGET] = ByteBudget(
+        settings.max_pending_bytes,
+        sender_limit(settings.max_pending_bytes, settings.sender_share_percent, at_least=settings.max_body_bytes),
+    )
     app[EXPECTED_MIGRATIONS] = migration_ids()
     app.cleanup_ctx.append(repository_context)
     app.cleanup_ctx.append(read_repository_context)  # MYTICKET_READ_DATABASE_URL (issue 19)

@@ -12,6 +12,7 @@ The ticket worker belongs to HTTP process 0 (see `supervision` for its process).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -23,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..config import Settings
+from ..config import Settings, default_max_connections
 from ..worker.supervision import CHILD_STOP_SECONDS, SHUTDOWN_TIMEOUT_SECONDS, set_process_title, stop_when_parent_dies
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,21 @@ log = logging.getLogger(__name__)
 # middleware refuses it (415) instead of aiohttp decoding it first (a ticket is stored
 # and signed as the bytes received; a body that is not what its header says used to
 # end in a 500, and a small compressed body can decode to a large one).
-HTTP_SERVER_OPTIONS: dict[str, object] = {"auto_decompress": False}
+#
+# The request head is held in memory until it is complete, outside the body budget: its
+# bound is set here on purpose. A line (the request line, or one header) of at most
+# 8 KB, as most proxies allow; at most 32 headers (a ticket POST carries about ten, a
+# proxy adds a few): one connection's head holds at most 32 × 8 KB, twice (raw and
+# decoded), about 0.5 MB, and a sender's connections (MYTICKET_MAX_CONNECTIONS_PER_SENDER,
+# 256) about 130 MB. A head past these is answered 400 and its connection closed.
+MAX_HEAD_LINE_BYTES = 8190
+MAX_HEADERS = 32
+HTTP_SERVER_OPTIONS: dict[str, object] = {
+    "auto_decompress": False,
+    "max_line_size": MAX_HEAD_LINE_BYTES,
+    "max_field_size": MAX_HEAD_LINE_BYTES,
+    "max_headers": MAX_HEADERS,
+}
 
 
 class ListenError(Exception):
@@ -73,6 +88,22 @@ def bind_listeners(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
+def connection_limits(settings: Settings):  # -> connections.ConnectionLimits
+    """The caps on this process's open connections: MYTICKET_MAX_CONNECTIONS, or the soft
+    RLIMIT_NOFILE less a reserve; and per sender, never above the process's cap."""
+    import resource
+
+    from .connections import ConnectionLimits
+
+    total = settings.max_connections
+    if total is None:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        total = default_max_connections(soft, settings.database_pool_size) if soft != resource.RLIM_INFINITY else 65536
+    return ConnectionLimits(
+        total=total, per_sender=min(total, settings.max_connections_per_sender), trusted_proxies=settings.trusted_proxies
+    )
+
+
 def serve(
     settings: Settings,
     *,
@@ -82,36 +113,81 @@ def serve(
     metrics_dir: Path | None = None,
 ) -> None:
     """Serve in this process until SIGTERM or SIGINT, on `sockets` when given (bound
-    beforehand by the caller), else on HTTP_HOST:HTTP_PORT."""
+    beforehand by the caller), else on HTTP_HOST:HTTP_PORT.
+
+    What aiohttp's run_app does, with a runner of our own (GatedAppRunner) so that each
+    connection passes the connection caps before aiohttp sees it."""
     from aiohttp import web
 
     from ..telemetry import loop_errors
     from .access_log import AccessLogger, access_logger
     from .app import init_app
     from .metrics_share import with_shared_metrics
+    from .connections import GatedAppRunner
 
     loop = asyncio.new_event_loop()
     # Out of file descriptors, asyncio reports every failed accept: one line a second.
     loop_errors.install(loop)
-    app = init_app(settings)
-    if metrics_dir is not None:  # several processes: every scrape shows the whole service
-        app = with_shared_metrics(app, metrics_dir, process_index)
-    web.run_app(
-        app,
-        loop=loop,
-        host=None if sockets else settings.http_host,
-        port=None if sockets else settings.http_port,
-        sock=sockets or None,
-        reuse_port=None if sockets else reuse_port,
-        # aiohttp closes a connection that has not sent a complete request head within
-        # keepalive_timeout: this is also the header read timeout for slow senders.
-        keepalive_timeout=settings.read_timeout_seconds,
-        # Off unless MYTICKET_ACCESS_LOG=1: no per-request log line on the hot path; see /metrics.
-        access_log=access_logger() if settings.access_log else None, access_log_class=AccessLogger,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
-        print=lambda message: log.info("process %d: %s", process_index, message.strip()),
-        **HTTP_SERVER_OPTIONS,
+    limits = connection_limits(settings)
+    log.info(
+        "process %d: at most %d connections, %d per sender", process_index, limits.total, limits.per_sender
     )
+
+    async def run() -> None:
+        app = init_app(settings)
+        if metrics_dir is not None:  # several processes: every scrape shows the whole service
+            app = with_shared_metrics(app, metrics_dir, process_index)
+        runner = GatedAppRunner(
+            await app,
+            limits=limits,
+            handle_signals=True,
+            # aiohttp closes a connection that has not sent a complete request head within
+            # keepalive_timeout: this is also the header read timeout for slow senders.
+            keepalive_timeout=settings.read_timeout_seconds,
+            # Off unless MYTICKET_ACCESS_LOG=1: no per-request log line on the hot path; see /metrics.
+            access_log=access_logger() if settings.access_log else None, access_log_class=AccessLogger,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+            **HTTP_SERVER_OPTIONS,
+        )
+        await runner.setup()
+        try:
+            if sockets:
+                sites = [web.SockSite(runner, sock) for sock in sockets]
+            else:
+                sites = [web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=reuse_port)]
+            for site in sites:
+                await site.start()
+            # The line aiohttp's run_app prints, as before this runner of our own.
+            names = ", ".join(sorted(str(site.name) for site in runner.sites))
+            log.info("process %d: ======== Running on %s ========\n(Press CTRL+C to quit)", process_index, names)
+            await asyncio.Event().wait()  # until SIGTERM or SIGINT raise GracefulExit
+        finally:
+            await runner.cleanup()
+
+    main = loop.create_task(run())
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main.done():
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            _cancel_remaining_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+def _cancel_remaining_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
 def _child(settings: Settings, process_index: int, parent_pid: int, metrics_dir: Path | None = None) -> None:

@@ -17,7 +17,9 @@ from ..waiting import wait_until
 
 
 async def test_the_ticket_past_the_configured_bound_is_refused_without_waiting(aiohttp_client, settings, db):
-    client = await aiohttp_client(await init_app(dataclasses.replace(settings, run_worker=False, max_waiting_tickets=2)))
+    client = await aiohttp_client(await init_app(
+        dataclasses.replace(settings, run_worker=False, max_waiting_tickets=2, sender_share_percent=100)
+    ))
     repository = client.server.app[REPOSITORY]
     gate = gate_database_writes(repository)
     ingest = client.server.app[INGEST]

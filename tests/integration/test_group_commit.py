@@ -55,7 +55,7 @@ async def test_a_batch_refused_for_one_ticket_fails_only_that_ticket_and_stores_
 async def gated_app(aiohttp_client, settings, db):
     """An app whose database writes wait for `gate`, with room for two waiting tickets."""
     client = await aiohttp_client(
-        await init_app(dataclasses.replace(settings, run_worker=False, max_waiting_tickets=2))
+        await init_app(dataclasses.replace(settings, run_worker=False, max_waiting_tickets=2, sender_share_percent=100))
     )
     repository = client.server.app[REPOSITORY]
     gate = gate_database_writes(repository)
