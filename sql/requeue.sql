@@ -1,4 +1,4 @@
--- name: requeue_matching
+-- name: requeue_tickets
 -- Puts the chosen tickets back in the queue so that the worker parses them again, and
 -- wakes the workers once: those of the given statuses (rejected, duplicate), received in
 -- [since, until) (either bound may be absent), with the given order reference, or the
@@ -31,8 +31,8 @@ WITH chosen AS (
 )
 SELECT count(*) AS requeued, pg_notify('myticket_tickets', '') FROM requeued;
 
--- name: requeue_candidates_matching
--- What requeue_matching would put back in the queue, with the same filters, oldest
+-- name: requeue_candidates
+-- What requeue_tickets would put back in the queue, with the same filters, oldest
 -- first: for `myticket reprocess --dry-run`.
 SELECT ticket_id::text AS id, status, received_at, error
 FROM ticket_outcomes

@@ -127,10 +127,10 @@ async def _reprocess(
     what = " or ".join(statuses)
     async with _repository(settings) as repository:
         if dry_run:
-            candidates = await repository.requeue_candidates_matching(**chosen)
+            candidates = await repository.requeue_candidates(**chosen)
             count = len(candidates)
         else:
-            count = await repository.requeue_matching(**chosen)
+            count = await repository.requeue(**chosen)
         if ticket_id is not None and count == 0:  # one line saying why, instead of "0 … put back"
             found = await repository.ticket_status(ticket_id=ticket_id)
             reason = "no such ticket" if found is None else f"it is {found}, not {what}"

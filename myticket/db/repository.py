@@ -263,18 +263,6 @@ class Repository:
         row = (await self._connector.fetch("pending_backlog"))[0]
         return row["pending"], row["oldest_received_at"]
 
-    async def requeue(self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None) -> int:
-        """Put the matching tickets back to pending; return how many."""
-        params = {"statuses": list(statuses), "since": since, **_by_id(ticket_id)}
-        return (await self._connector.fetch("requeue_tickets", params))[0]["requeued"]
-
-    async def requeue_candidates(
-        self, *, statuses: Sequence[str], since: datetime | None, ticket_id: str | None = None
-    ) -> list[RequeueCandidate]:
-        """What `requeue` would put back to pending, oldest first; changes nothing."""
-        params = {"statuses": list(statuses), "since": since, **_by_id(ticket_id)}
-        return [from_row(RequeueCandidate, row) for row in await self._connector.fetch("requeue_candidates", params)]
-
     async def ticket_status(self, *, ticket_id: str) -> str | None:
         rows = await self._connector.fetch("ticket_status", _by_id(ticket_id))
         return rows[0]["status"] if rows else None
@@ -435,23 +423,23 @@ class Repository:
         rows = await self._connector.fetch("ticket_body", _by_id(ticket_id))
         return (bytes(rows[0]["body"]), rows[0]["content_type"]) if rows else None
 
-    async def requeue_matching(
+    async def requeue(
         self, *, statuses: Sequence[str], since: datetime | None = None, until: datetime | None = None,
         order_ref: str | None = None, ticket_id: str | None = None,
     ) -> int:
         """Put the matching tickets back to pending, in one statement; return how many."""
         params = {"statuses": list(statuses), "since": since, "until": until, "order_ref": order_ref,
                   **_by_id(ticket_id)}
-        return (await self._connector.fetch("requeue_matching", params))[0]["requeued"]
+        return (await self._connector.fetch("requeue_tickets", params))[0]["requeued"]
 
-    async def requeue_candidates_matching(
+    async def requeue_candidates(
         self, *, statuses: Sequence[str], since: datetime | None = None, until: datetime | None = None,
         order_ref: str | None = None, ticket_id: str | None = None,
     ) -> list[RequeueCandidate]:
-        """What `requeue_matching` would put back to pending, oldest first; changes nothing."""
+        """What `requeue` would put back to pending, oldest first; changes nothing."""
         params = {"statuses": list(statuses), "since": since, "until": until, "order_ref": order_ref,
                   **_by_id(ticket_id)}
-        rows = await self._connector.fetch("requeue_candidates_matching", params)
+        rows = await self._connector.fetch("requeue_candidates", params)
         return [from_row(RequeueCandidate, row) for row in rows]
 
     async def idempotency_key_use(self, *, key: str, since_day: date) -> KeyUse | None:

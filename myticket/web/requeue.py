@@ -22,7 +22,7 @@ async def reprocess_ticket(request: web.Request) -> web.Response:
     pending or processed one is not; 404 for an unknown one."""
     ticket_id = ticket_id_of(request)
     repository = request.app[REPOSITORY]
-    if await repository.requeue_matching(statuses=REQUEUEABLE_STATUSES, ticket_id=ticket_id):
+    if await repository.requeue(statuses=REQUEUEABLE_STATUSES, ticket_id=ticket_id):
         return web.json_response({"id": ticket_id, "status": "pending"}, status=202)
     status = await repository.ticket_status(ticket_id=ticket_id)
     if status is None:
@@ -41,7 +41,7 @@ async def reprocess_tickets(request: web.Request) -> web.Response:
     if request.query.get("product_id"):
         raise ApiError(400, "product_id: only processed tickets have lines, and processed tickets are not requeued")
     search = ticket_search(request, statuses=REQUEUEABLE_STATUSES, default=("rejected",))
-    requeued = await request.app[REPOSITORY].requeue_matching(
+    requeued = await request.app[REPOSITORY].requeue(
         statuses=search.statuses, since=search.since, until=search.until, order_ref=search.order_ref
     )
     return web.json_response(
