@@ -132,7 +132,7 @@ async def test_a_ticket_that_kills_the_worker_is_rejected_after_its_deaths_and_t
                 assert starts < MAX_DEATHS + 3, log.read_text()[-3000:]
                 process = start_worker(env, log, limit)  # as its supervisor would
                 starts += 1
-            await asyncio.sleep(0.2)  # polls: another process's state and its exit
+            await asyncio.sleep(0.2)  # waits for: the worker's exit or an empty queue, both another process's state, polled
     finally:
         if process is not None:
             stop(process)
