@@ -5,7 +5,7 @@ SELECT pg_backend_pid();
 
 -- name: empty_ticket_tables
 -- A fresh start for each variant.
-TRUNCATE deliveries, pending_tickets, ticket_outcomes, ticket_lines, processed_bodies, products, idempotency_keys;
+TRUNCATE deliveries, pending_tickets, ticket_outcomes, ticket_lines, processed_bodies, forgotten_digest_days, products, idempotency_keys;
 
 -- name: drop_search_indexes
 -- Variant: without the three indexes of GET /tickets (migration 0005).

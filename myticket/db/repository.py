@@ -451,6 +451,14 @@ class Repository:
         """Drop the key partitions of the days before `before`; return how many."""
         return (await self._connector.fetch("drop_idempotency_key_partitions", {"before": before}))[0]["dropped"]
 
+    async def forget_purged_digests(self) -> list[datetime]:
+        """Delete the digests of the purged days, one day per statement; the days done.
+        The look-up ignores them from the purge on: this only gives the space back."""
+        days = []
+        while rows := await self._connector.fetch("forget_purged_digests"):
+            days.append(rows[0]["day"])
+        return days
+
     async def applied_migrations(self) -> set[str]:
         rows = await self._connector.fetch("applied_migrations")
         return {row["migration_id"] for row in rows}

@@ -13,6 +13,8 @@ Every round also drops the idempotency keys' day partitions past their lifetime
 (MYTICKET_IDEMPOTENCY_KEY_HOURS; never DELETE), in whichever process runs it: the drop
 is under the partitions' advisory lock, and a day already gone is not found again.
 
+Every round also deletes the digests of purged days from processed_bodies (one
+statement per day; the duplicate look-up ignores them from the purge on).
 A round that fails is logged and counted, and the next round tries again: the loop
 ends only with its process. A database outage is logged when it begins and when it
 ends, not at every round.
@@ -50,6 +52,8 @@ class RoundReport:
 
     partitions_made: int = 0
     idempotency_days_dropped: int = 0
+    # Purged days whose digests this round deleted (the look-up ignored them already).
+    digest_days_forgotten: int = 0
     # None: no retention configured, or another process held the lock (`skipped`).
     cutoff: date | None = None
     skipped: bool = False
@@ -120,6 +124,9 @@ class Maintenance:
                     else:
                         report.skipped = True
                         log.info("retention: another process holds the maintenance lock; skipping this round")
+        report.digest_days_forgotten = len(await self._repository.forget_purged_digests())
+        if report.digest_days_forgotten:
+            log.info("deleted the digests of %d purged days", report.digest_days_forgotten)
         days = await self._repository.day_partitions()
         if days:
             self._metrics.set_oldest_day_kept(midnight_unix_seconds(days[0]))

@@ -12,7 +12,7 @@ from myticket.web.typedefs import REPOSITORY
 
 from ..helpers import post, settled, ticket_with
 
-DAY_TABLES = [("deliveries",), ("idempotency_keys",), ("processed_bodies",), ("ticket_lines",), ("ticket_outcomes",)]
+DAY_TABLES = [("deliveries",), ("idempotency_keys",), ("ticket_lines",), ("ticket_outcomes",)]
 
 
 async def test_a_ticket_for_a_day_with_no_partition_is_stored_and_processed_in_one_made_for_it(quiet_app, db):

@@ -261,7 +261,7 @@ def explained(database_url: str, name: str, search: TicketSearch, after=None) ->
     return list(plan_nodes(plan))
 
 
-PARTITIONED = ("deliveries", "ticket_outcomes", "ticket_lines", "processed_bodies")
+PARTITIONED = ("deliveries", "ticket_outcomes", "ticket_lines")
 # A bitmap heap scan reads the rows its bitmap index scan (below it) found.
 INDEX_SCANS = ("Index Scan", "Index Only Scan", "Bitmap Index Scan", "Bitmap Heap Scan")
 

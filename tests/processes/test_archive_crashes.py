@@ -225,4 +225,4 @@ async def test_a_lock_timeout_longer_than_the_drivers_ends_as_busy_not_as_an_out
     assert result.returncode == 1, result.stdout + result.stderr
     assert "2000-01-07: refused: busy" in result.stdout
     assert "unavailable" not in result.stdout + result.stderr
-    assert len(db.rows("day_tables", {"suffix": "20000107"})) == 4
+    assert len(db.rows("day_tables", {"suffix": "20000107"})) == 3

@@ -37,7 +37,7 @@ def partition_names(db: Db) -> set[str]:
 
 
 def day_partition_names(day: date) -> set[str]:
-    return {f"{parent}_{day:%Y%m%d}" for parent in ("deliveries", "ticket_outcomes", "ticket_lines", "processed_bodies")}
+    return {f"{parent}_{day:%Y%m%d}" for parent in ("deliveries", "ticket_outcomes", "ticket_lines")}
 
 
 async def fill_with_processed_tickets(url: str, days: list[date]) -> None:

@@ -21,18 +21,20 @@ SELECT product_id, name, price, first_seen_at, last_seen_at, last_ticket_id::tex
 FROM products ORDER BY product_id;
 
 -- name: day_tables
--- Which of the four partitions of a day (suffix YYYYMMDD) exist.
+-- Which of the three ticket partitions of a day (suffix YYYYMMDD) exist.
 SELECT relname::text FROM pg_class
 WHERE relname = ANY(ARRAY['deliveries_' || %(suffix)s, 'ticket_outcomes_' || %(suffix)s,
-                          'ticket_lines_' || %(suffix)s, 'processed_bodies_' || %(suffix)s])
+                          'ticket_lines_' || %(suffix)s])
 ORDER BY relname;
 
 -- name: day_row_counts
--- The rows one day holds in each day-partitioned table.
+-- The rows one day holds in each day-partitioned table, and the digests of its tickets
+-- that the duplicate look-up still sees (those of a purged day are forgotten at once).
 SELECT (SELECT count(*) FROM deliveries WHERE received_at >= %(lower)s AND received_at < %(upper)s),
        (SELECT count(*) FROM ticket_outcomes WHERE received_at >= %(lower)s AND received_at < %(upper)s),
        (SELECT count(*) FROM ticket_lines WHERE received_at >= %(lower)s AND received_at < %(upper)s),
-       (SELECT count(*) FROM processed_bodies WHERE received_day = %(lower)s);
+       (SELECT count(*) FROM processed_bodies WHERE received_day = %(lower)s
+          AND NOT EXISTS (SELECT 1 FROM forgotten_digest_days WHERE day = %(lower)s));
 
 -- name: lock_ticket_lines
 -- Held from another session's open transaction: every partition of ticket_lines is

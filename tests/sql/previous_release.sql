@@ -72,7 +72,7 @@ SELECT parent.relname AS parent, child.relname AS partition
 FROM pg_inherits AS i
 JOIN pg_class AS parent ON parent.oid = i.inhparent
 JOIN pg_class AS child ON child.oid = i.inhrelid
-WHERE parent.relname IN ('deliveries', 'ticket_outcomes', 'ticket_lines', 'processed_bodies')
+WHERE parent.relname IN ('deliveries', 'ticket_outcomes', 'ticket_lines')
 ORDER BY 1, 2;
 
 -- name: service_tables
@@ -80,7 +80,7 @@ ORDER BY 1, 2;
 SELECT relname FROM pg_class
 WHERE relkind IN ('r', 'p')
   AND relname IN ('tickets', 'deliveries', 'pending_tickets', 'ticket_outcomes', 'ticket_lines', 'processed_bodies',
-                  'products', 'archived_days', 'idempotency_keys', 'worker_claims')
+                  'products', 'archived_days', 'idempotency_keys', 'worker_claims', 'forgotten_digest_days')
 ORDER BY 1;
 
 -- name: previous_deliveries

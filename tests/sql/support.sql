@@ -1,7 +1,7 @@
 -- name: reset_tables
 -- Empties every table the service writes, between tests.
 TRUNCATE deliveries, pending_tickets, ticket_outcomes, ticket_lines, products, processed_bodies, archived_days,
-         idempotency_keys, worker_claims;
+         idempotency_keys, worker_claims, forgotten_digest_days;
 
 -- name: count_tickets
 -- How many deliveries are stored.
@@ -79,3 +79,15 @@ SELECT id::text, body_lines FROM pending_tickets ORDER BY id;
 -- name: worker_claims_left
 -- Journal rows of claims left behind (by a dead worker, or not yet committed).
 SELECT count(*) FROM worker_claims;
+
+-- name: digest_rows
+-- Every digest processed_bodies holds, with its ticket.
+SELECT encode(body_sha256, 'hex'), ticket_id::text FROM processed_bodies ORDER BY 1, 2;
+
+-- name: fill_digests
+-- As many digests as a day of service leaves, spread over the given days, analysed:
+-- so that the planner chooses as it would on a database in service.
+INSERT INTO processed_bodies (body_sha256, received_day, ticket_id)
+SELECT sha256(n::text::bytea), %(first_day)s::timestamptz + (n %% %(days)s) * interval '1 day', gen_random_uuid()
+FROM generate_series(1, %(digests)s) AS n;
+ANALYZE processed_bodies;

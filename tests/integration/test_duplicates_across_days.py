@@ -1,0 +1,99 @@
+"""A body is a duplicate of the first ticket processed with it among the days kept: one
+row per distinct body (processed_bodies), looked up by its digest whatever the days."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+
+import psycopg2
+
+from myticket.archive.commands import archive_before, purge_before, restore_paths
+from myticket.core.domain import IncomingTicket
+from myticket.core.ids import new_delivery_id
+from myticket.core.processing import body_digest
+from myticket.db.resources import load_queries
+from myticket.telemetry.metrics import Metrics
+from myticket.worker.loop import TicketWorker
+from myticket.web.typedefs import REPOSITORY
+
+BODY = b"Order: 31\nTotal: 1.00\n\nproduct,product_id,price\nTea,T1,1.00\n"
+FIRST_DAY = date(2003, 3, 1)
+LATER_DAY = date(2003, 3, 5)
+
+
+def received_on(day: date, minute: int = 0) -> IncomingTicket:
+    ticket_id, at = new_delivery_id(datetime.combine(day, time(12, minute), tzinfo=timezone.utc))
+    return IncomingTicket(ticket_id, at, "text/plain", BODY)
+
+
+async def processed(repository, ticket: IncomingTicket):
+    """Store one ticket, let a worker drain the queue, and read what became of it."""
+    assert await repository.store_tickets(tickets=[ticket]) == 1
+    await TicketWorker(repository, Metrics()).drain()
+    return await repository.ticket(ticket_id=ticket.id)
+
+
+async def test_a_purged_original_is_forgotten_at_once_and_its_digest_deleted_by_maintenance(quiet_app, db):
+    repository = quiet_app.server.app[REPOSITORY]
+    first = received_on(FIRST_DAY)
+    assert (await processed(repository, first)).status == "processed"
+    later = await processed(repository, received_on(LATER_DAY))
+    assert (later.status, later.duplicate_of) == ("duplicate", first.id)
+
+    [purged, *_] = await purge_before(repository, before=FIRST_DAY + timedelta(days=1), require_archive=False)
+    assert (purged.day, purged.purged) == (FIRST_DAY, True)
+
+    # The first ticket is gone: the same body is new again, though its digest row is still there.
+    taken_over = received_on(LATER_DAY, minute=1)
+    assert (await processed(repository, taken_over)).status == "processed"
+
+    midnight = datetime.combine(FIRST_DAY, time(0), tzinfo=timezone.utc)
+    assert await repository.forget_purged_digests() == [midnight]
+    assert await repository.forget_purged_digests() == []
+    assert db.rows("digest_rows") == [(body_digest(BODY).hex(), taken_over.id)]
+    again = await processed(repository, received_on(LATER_DAY, minute=2))
+    assert (again.status, again.duplicate_of) == ("duplicate", taken_over.id)
+
+
+async def test_a_restored_day_is_first_again_for_the_bodies_it_had_first(quiet_app, db, tmp_path):
+    repository = quiet_app.server.app[REPOSITORY]
+    first = received_on(FIRST_DAY)
+    assert (await processed(repository, first)).status == "processed"
+    [archived] = await archive_before(repository, before=FIRST_DAY + timedelta(days=1), directory=tmp_path)
+    [purged] = await purge_before(repository, before=FIRST_DAY + timedelta(days=1), require_archive=True)
+    assert purged.purged
+    taken_over = received_on(LATER_DAY)
+    assert (await processed(repository, taken_over)).status == "processed"
+
+    await restore_paths(repository, [archived.file])
+
+    assert db.rows("digest_rows") == [(body_digest(BODY).hex(), first.id)]
+    again = await processed(repository, received_on(LATER_DAY, minute=1))
+    assert (again.status, again.duplicate_of) == ("duplicate", first.id)
+
+
+async def test_the_look_up_reads_one_index_however_many_days_are_kept(quiet_app, db, database_url):
+    repository = quiet_app.server.app[REPOSITORY]
+    await repository.create_day_partitions(days=[FIRST_DAY + timedelta(days=n) for n in range(30)])
+    db.rows("fill_digests", {"first_day": datetime.combine(FIRST_DAY, time(0), tzinfo=timezone.utc),
+                                "days": 30, "digests": 20_000})
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("EXPLAIN (FORMAT JSON) " + load_queries()["first_tickets_with_bodies"],
+                        {"digests": [body_digest(str(n).encode()) for n in range(480)]})
+            [[document]] = cur.fetchall()
+    finally:
+        conn.close()
+    relations, indexes = set(), set()
+
+    def walk(node: dict) -> None:
+        relations.update([node["Relation Name"]] if "Relation Name" in node else [])
+        indexes.update([node["Index Name"]] if "Index Name" in node else [])
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(document[0]["Plan"])
+    # No day's partition, and the digests probed in the key's index, not joined.
+    assert relations == {"processed_bodies", "forgotten_digest_days"}
+    assert indexes == {"processed_bodies_pkey"}
