@@ -224,8 +224,17 @@ class Repository:
                 rows = await session.fetch(
                     "claim_pending_tickets", {"limit": limit, "max_bytes": max_bytes, "line_cost": line_cost}
                 )
-                tickets = [claimed_ticket(row) for row in rows]
+                tickets = []
                 if rows:
+                    bodies = {
+                        row["id"]: row["body"]
+                        for row in await session.fetch("claimed_bodies", {
+                            "tickets": rows[0]["journal"], "since": rows[0]["received_at"],
+                            "until": rows[-1]["received_at"],
+                        })
+                    }
+                    # A row without its delivery (none is known) is left, as a join would.
+                    tickets = [claimed_ticket({**row, "body": bodies[row["id"]]}) for row in rows if row["id"] in bodies]
                     journal = {"xact_id": rows[0]["xact_id"], "tickets": rows[0]["journal"]}
                     await self._connector.fetch("journal_claim", journal)
                 yield ClaimedBatch(session, tickets, locked=rows[0]["locked_count"] if rows else 0)
