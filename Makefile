@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test send dev bench bench-scale bench-indexes capacity profile chaos clean
+.PHONY: help install run test send dev bench bench-scale bench-digests bench-indexes capacity profile chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ bench: $(BENCH_STAMP) ## load test with hey and distinct tickets, print one tabl
 
 bench-scale: $(BENCH_STAMP) ## the distinct load on an empty database, then on 90 filled days, side by side
 	$(BIN)/python bench/scale.py $(BENCH_ARGS)
+
+bench-digests: $(BENCH_STAMP) ## the duplicate look-up at 1, 30 and 90 days kept, by day (before 0007) and by digest
+	$(BIN)/python bench/digest_lookup.py $(BENCH_ARGS)
 
 bench-indexes: $(BENCH_STAMP) ## what each index on the ingest path costs PostgreSQL per ticket
 	$(BIN)/python bench/index_cost.py $(BENCH_ARGS)
