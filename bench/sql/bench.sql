@@ -9,8 +9,9 @@ SELECT count(*) FROM deliveries;
 SELECT EXISTS (SELECT 1 FROM pending_tickets);
 
 -- name: stored_deliveries
--- The stored bytes and status of the given delivery ids, for the chaos ledger.
-SELECT d.id::text, d.body, coalesce(o.status, 'pending') AS status
+-- The stored bytes, status and rejection reason of the given delivery ids, for the chaos
+-- ledger.
+SELECT d.id::text, d.body, coalesce(o.status, 'pending') AS status, o.error
 FROM deliveries AS d
 LEFT JOIN ticket_outcomes AS o ON o.ticket_id = d.id AND o.received_at = d.received_at
 WHERE d.id = ANY(%(ids)s::uuid[]);
