@@ -71,9 +71,9 @@ KILLER_ADDRESS = "127.0.0.4"
 # The most product lines the parser accepts (myticket.core.parser.MAX_PRODUCT_LINES).
 KILLER_LINES = 50_000
 # The worker's address-space limit: its VmPeak after small tickets, plus this. Measured
-# without a limit (docs/explanation/chaos.md): ordinary chaos load, large tickets
-# included, took the worker at most some 70 MiB above that peak; a killer, 130 MiB.
-WORKER_HEADROOM = 100 * MIB
+# (docs/explanation/chaos.md): 90 s of ordinary chaos load, large tickets included, took
+# the worker at most 57 MiB above that peak; one killer, 109 MiB. Halfway, or nearly.
+WORKER_HEADROOM = 85 * MIB
 # The supervisor's pause before starting a worker that exited (systemd's RestartSec): a
 # worker started while PostgreSQL is down exits at once (it cannot apply migrations).
 WORKER_RESTART_SECONDS = 1.0
