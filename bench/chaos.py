@@ -146,6 +146,7 @@ class Ledger:
     faults_left_out: list[str] = field(default_factory=list)
     attacks: dict[str, misbehaving.PoliteResult] = field(default_factory=dict)
     worker: str = ""  # the worker's limit, peaks and deaths (Worker.summary)
+    worker_deaths_without_killer: int = 0
 
     def record_attack(self, name: str, result: misbehaving.PoliteResult) -> None:
         """The polite sender's requests under attack `name`: its acknowledged tickets must be stored."""
@@ -245,7 +246,6 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-
     def ready(self) -> dict | None:
         import json
 
@@ -271,19 +271,21 @@ class Worker:
     (`restartPolicy: Always`) would. Nobody touches the database: the worker itself
     rejects a ticket that killed it WORKER_MAX_DEATHS times.
 
-    The limit is the worker's VmPeak after `calibrate` (small tickets and a large one,
-    no limit) plus `headroom`; MALLOC_ARENA_MAX=1 keeps the address space that a given
-    amount of work takes steady."""
+    The limit is the worker's VmPeak after `calibrate` (small tickets, no limit) plus
+    `headroom`; MALLOC_ARENA_MAX=1 keeps the address space that a given amount of work
+    takes steady."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = {**env, "MALLOC_ARENA_MAX": "1"}
+        self.database_url = env["DATABASE_URL"]
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.address_space: int | None = None  # RLIMIT_AS; None until calibrated
         self.calibrated_peak = 0
-        # The highest VmPeak of a worker that did not die of its own (killed by the chaos,
-        # or stopped): what ordinary load took under the limit.
-        self.survivors_peak = 0
+        # The VmPeak of each limited worker that did not die of its own (killed by the
+        # chaos, or stopped at the end): what ordinary load took under the limit, unless
+        # the chaos killed it while it was processing a killer.
+        self.survivors_peaks: list[int] = []
         self._current_peak = 0
         self.starts = 0
         # Exits of its own (not the chaos's SIGKILL) while processing, by how: "MemoryError"
@@ -292,10 +294,16 @@ class Worker:
         # down exits 1: it cannot apply the migrations).
         self.deaths: Counter = Counter()
         self.failed_starts: Counter = Counter()
+        # Deaths of its own by what its dead claims held: "with a killer", "without a
+        # killer" (ordinary load went past the limit: the verdict fails), "unknown"
+        # (PostgreSQL down when asked).
+        self.deaths_by_claims: Counter = Counter()
+        self._dead_claims_seen: set[str] = set()
         self._log_offset = 0
         self.killed_by_chaos = 0
         self._killed_pid: int | None = None
         self._exited_at: float | None = None
+        self._died_of_its_own = False
 
     def start(self) -> None:
         address_space = self.address_space
@@ -347,24 +355,50 @@ class Worker:
             return
         if self._exited_at is None:
             self._exited_at = time.monotonic()
+            self._died_of_its_own = False
             if self.process.pid == self._killed_pid:
                 self.killed_by_chaos += 1
-                self.survivors_peak = max(self.survivors_peak, self._current_peak)
+                self.survivors_peaks.append(self._current_peak)
+            elif self._said_out_of_memory():
+                self.deaths["MemoryError"] += 1
+                self._died_of_its_own = True
+            elif self.process.returncode < 0:
+                self.deaths[f"signal {-self.process.returncode}"] += 1
+                self._died_of_its_own = True
             else:
-                self._count_exit(self.process.returncode)
+                self.failed_starts[self.process.returncode] += 1
         if time.monotonic() - self._exited_at >= WORKER_RESTART_SECONDS:
+            # A second after the exit, PostgreSQL has ended the dead claims' transactions,
+            # and no worker has claimed their tickets again yet.
+            had_killer = self._new_dead_claims_had_killer()
+            if self._died_of_its_own:
+                what = {True: "with a killer", False: "without a killer", None: "unknown"}[had_killer]
+                self.deaths_by_claims[what] += 1
             self.start()
 
-    def _count_exit(self, code: int) -> None:
+    def _new_dead_claims_had_killer(self) -> bool | None:
+        """Whether the dead claims not seen before held a killer; None when PostgreSQL
+        cannot say."""
+        try:
+            conn = psycopg2.connect(self.database_url, connect_timeout=2)
+        except psycopg2.Error:
+            return None
+        try:
+            with conn.cursor() as cur:
+                cur.execute(QUERIES["dead_claims"])
+                claims = {xact_id: most_lines for xact_id, most_lines in cur.fetchall()}
+        except psycopg2.Error:
+            return None
+        finally:
+            conn.close()
+        new = {xact_id: most_lines for xact_id, most_lines in claims.items() if xact_id not in self._dead_claims_seen}
+        self._dead_claims_seen.update(new)
+        return any(most_lines >= KILLER_LINES for most_lines in new.values())
+
+    def _said_out_of_memory(self) -> bool:
         with self.log_path.open("rb") as log:
             log.seek(self._log_offset)
-            said = log.read()
-        if b"worker out of memory" in said:
-            self.deaths["MemoryError"] += 1
-        elif code < 0:
-            self.deaths[f"signal {-code}"] += 1
-        else:
-            self.failed_starts[code] += 1
+            return b"worker out of memory" in log.read()
 
     async def supervise(self, stop: asyncio.Event) -> None:
         """Restart the worker whenever it exits, until `stop`."""
@@ -378,7 +412,7 @@ class Worker:
         if self.process is not None and self.process.poll() is None:
             self.sample()
             if self.address_space is not None:
-                self.survivors_peak = max(self.survivors_peak, self._current_peak)
+                self.survivors_peaks.append(self._current_peak)
             self.process.terminate()
             try:
                 self.process.wait(timeout=30)
@@ -389,11 +423,12 @@ class Worker:
     def summary(self) -> str:
         if self.address_space is None:
             return "worker: not calibrated"
-        deaths = ", ".join(f"{how}: {count}" for how, count in self.deaths.items())
+        deaths = ", ".join(f"{how}: {count}" for how, count in (self.deaths + self.deaths_by_claims).items())
         return (
             f"worker: RLIMIT_AS {self.address_space / MIB:.0f} MiB (VmPeak {self.calibrated_peak / MIB:.0f} MiB "
             f"after small tickets, plus {(self.address_space - self.calibrated_peak) / MIB:.0f} MiB); "
-            f"highest VmPeak of a worker that did not die of its own: {self.survivors_peak / MIB:.0f} MiB; "
+            f"VmPeak of the workers that did not die of their own: "
+            f"{', '.join(f'{peak / MIB:.0f}' for peak in sorted(self.survivors_peaks))} MiB; "
             f"deaths of its own (out of memory): {sum(self.deaths.values())} ({deaths}); "
             f"other exits: {sum(self.failed_starts.values())} (exit codes {dict(self.failed_starts)}); "
             f"killed by the chaos: {self.killed_by_chaos}; started {self.starts} times"
@@ -523,6 +558,9 @@ def verdict(ledger: Ledger, checked: dict[str, Counter], settled: bool) -> list[
         problems.append(f"{lost} acknowledged tickets lost or altered")
     if wrong := sum(checked["wrong outcome"].values()):
         problems.append(f"{wrong} acknowledged tickets with the wrong outcome")
+    if ledger.worker_deaths_without_killer:
+        problems.append(f"the worker died {ledger.worker_deaths_without_killer} times with no killer in its claims: "
+                        "ordinary load went past its address-space limit")
     if ledger.sent["killer"] and not ledger.answered_2xx["killer"]:
         problems.append("no killer ticket was acknowledged: the run shows nothing of them")
     if harmed := sum(ledger.five_hundreds[kind] for kind in ("good", "large", "slow", "polite")):
@@ -536,7 +574,7 @@ def verdict(ledger: Ledger, checked: dict[str, Counter], settled: bool) -> list[
 def check_ledger(ledger: Ledger, database_url: str) -> dict[str, Counter]:
     """Per kind: stored (exact bytes), lost, and acknowledged tickets whose outcome is
     wrong; and the end states ("status: reason") of the acknowledged killers."""
-    found: dict[str, tuple[bytes, str]] = {}
+    found: dict[str, tuple[bytes, str, str | None]] = {}
     ids = list(ledger.acked)
     conn = psycopg2.connect(database_url)
     try:
@@ -577,7 +615,10 @@ def table(ledger: Ledger, checked: dict[str, Counter]) -> str:
     rows += ["", "| fault injected | times |", "| --- | ---: |"]
     rows += [f"| {fault} | {count} |" for fault, count in ledger.faults.items()]
     rows += [f"| {fault} | left out |" for fault in ledger.faults_left_out]
-    rows += [""] + [f"killer end state: {state} ({count} tickets)" for state, count in checked["killer end states"].items()]
+    rows += [""] + [
+        f"killer end state: {state} ({count} {'ticket' if count == 1 else 'tickets'})"
+        for state, count in checked["killer end states"].items()
+    ]
     if ledger.worker:
         rows += [ledger.worker]
     if ledger.attacks:
@@ -666,6 +707,7 @@ async def chaos(
             await supervisor
         worker.stop()
         ledger.worker = worker.summary()
+        ledger.worker_deaths_without_killer = worker.deaths_by_claims["without a killer"]
         service.stop()
         if disk is not None:
             disk.unmount()
