@@ -59,17 +59,19 @@ async def test_a_short_chaos_run_loses_nothing_and_keeps_poison_alone(tmp_path: 
     # The killers: acknowledged, then each rejected for the worker's deaths, as their row
     # of the table says they must be ("rejected: worker died N times ...").
     killers = re.search(
-        r'^\| killer \(must be rejected: "(worker died (\d+) times while processing this ticket)"\) \| \d+ \| (\d+) \|',
+        r'^\| killer \(must be rejected: "(worker died \d+ times while processing this ticket)"\) \| \d+ \| (\d+) \|',
         output, re.MULTILINE,
     )
     assert killers is not None, output
-    reason, max_deaths, acknowledged_killers = killers[1], int(killers[2]), int(killers[3])
+    reason, acknowledged_killers = killers[1], int(killers[2])
     assert acknowledged_killers >= 1, output
     end_states = {
         state: int(count)
         for state, count in re.findall(r"^killer end state: (.+) \((\d+) tickets?\)$", output, re.MULTILINE)
     }
     assert end_states == {f"rejected: {reason}": acknowledged_killers}, output
-    # The worker died of them, for real, at least max_deaths times.
+    # The worker died of them for real (of the N deaths, some may be the chaos's own
+    # SIGKILL, landing while a killer was claimed alone), and never of ordinary tickets.
     deaths = re.search(r"deaths of its own \(out of memory\): (\d+)", output)
-    assert deaths is not None and int(deaths[1]) >= max_deaths, output
+    assert deaths is not None and int(deaths[1]) >= 1, output
+    assert "without a killer" not in output, output
