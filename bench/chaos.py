@@ -428,7 +428,7 @@ class Worker:
             f"worker: RLIMIT_AS {self.address_space / MIB:.0f} MiB (VmPeak {self.calibrated_peak / MIB:.0f} MiB "
             f"after small tickets, plus {(self.address_space - self.calibrated_peak) / MIB:.0f} MiB); "
             f"VmPeak of the workers that did not die of their own: "
-            f"{', '.join(f'{peak / MIB:.0f}' for peak in sorted(self.survivors_peaks))} MiB; "
+            f"{', '.join(f'{peak / MIB:.0f} MiB' for peak in sorted(self.survivors_peaks)) or 'none'}; "
             f"deaths of its own (out of memory): {sum(self.deaths.values())} ({deaths}); "
             f"other exits: {sum(self.failed_starts.values())} (exit codes {dict(self.failed_starts)}); "
             f"killed by the chaos: {self.killed_by_chaos}; started {self.starts} times"
