@@ -13,7 +13,8 @@ The attacks:
 - greedy sender: c=100 posting 200 KB bodies non-stop;
 - header flood: 600 connections, each sending 100 headers of 8 KB and holding;
 - idle connections: 1,500 connections that send nothing at all.
-Worker-killing tickets belong to the worker's own chaos: add an entry to ATTACKS.
+Worker-killing tickets are not an attack on the HTTP process: bench/chaos.py sends them
+from 127.0.0.4 (send_killers), against a worker under an address-space limit.
 """
 
 from __future__ import annotations

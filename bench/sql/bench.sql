@@ -9,8 +9,9 @@ SELECT count(*) FROM deliveries;
 SELECT EXISTS (SELECT 1 FROM pending_tickets);
 
 -- name: stored_deliveries
--- The stored bytes and status of the given delivery ids, for the chaos ledger.
-SELECT d.id::text, d.body, coalesce(o.status, 'pending') AS status
+-- The stored bytes, status and rejection reason of the given delivery ids, for the chaos
+-- ledger.
+SELECT d.id::text, d.body, coalesce(o.status, 'pending') AS status, o.error
 FROM deliveries AS d
 LEFT JOIN ticket_outcomes AS o ON o.ticket_id = d.id AND o.received_at = d.received_at
 WHERE d.id = ANY(%(ids)s::uuid[]);
@@ -43,3 +44,15 @@ SELECT coalesce(sum(n_dead_tup), 0)::bigint AS dead,
 FROM pg_stat_user_tables
 WHERE schemaname = 'public'
   AND relname ~ '^(tickets|deliveries|deliveries_[0-9]{8})$';
+
+-- name: dead_claims
+-- The journal rows of claims whose transaction ended without committing (their worker
+-- died, or PostgreSQL stopped under them), each with the most lines of a ticket of it
+-- still pending: chaos tells by it whether a death of the worker had a killer (50,000
+-- lines) among its claims.
+SELECT w.xact_id::text, coalesce(max(p.body_lines), 0) AS most_lines
+FROM worker_claims AS w
+CROSS JOIN LATERAL unnest(w.ids, w.received_at) AS c (id, received_at)
+LEFT JOIN pending_tickets AS p ON p.received_at = c.received_at AND p.id = c.id
+WHERE pg_xact_status(w.xact_id) IS DISTINCT FROM 'in progress'
+GROUP BY w.xact_id;

@@ -1,8 +1,11 @@
 """The ledger check of `make chaos`, shortened: every fault and poison at once against
 one service for a few seconds, then every acknowledged ticket must be stored once,
 byte for byte, with the outcome its kind must reach, and no neighbour of a poison
-request may have been answered a 5xx other than 503. It runs bench/chaos.py as
-`make chaos` does, as a command: its exit code is its verdict."""
+request may have been answered a 5xx other than 503. Among them one ticket that kills
+the worker (sent at the start of the faults): it must end rejected after the worker's
+deaths, with the other tickets processed, nobody intervening but the worker's
+supervisor. It runs bench/chaos.py as `make chaos` does, as a command: its exit code is
+its verdict."""
 
 from __future__ import annotations
 
@@ -53,3 +56,22 @@ async def test_a_short_chaos_run_loses_nothing_and_keeps_poison_alone(tmp_path: 
     # The table's two-column rows: "| fault injected | times |".
     faults = {fault: int(times) for fault, times in re.findall(r"^\| ([^|]+) \| (\d+) \|$", output, re.MULTILINE)}
     assert sum(faults.values()) >= 3, output
+    # The killers: acknowledged, then each rejected for the worker's deaths, as their row
+    # of the table says they must be ("rejected: worker died N times ...").
+    killers = re.search(
+        r'^\| killer \(must be rejected: "(worker died \d+ times while processing this ticket)"\) \| \d+ \| (\d+) \|',
+        output, re.MULTILINE,
+    )
+    assert killers is not None, output
+    reason, acknowledged_killers = killers[1], int(killers[2])
+    assert acknowledged_killers >= 1, output
+    end_states = {
+        state: int(count)
+        for state, count in re.findall(r"^killer end state: (.+) \((\d+) tickets?\)$", output, re.MULTILINE)
+    }
+    assert end_states == {f"rejected: {reason}": acknowledged_killers}, output
+    # The worker died of them for real (of the N deaths, some may be the chaos's own
+    # SIGKILL, landing while a killer was claimed alone), and never of ordinary tickets.
+    deaths = re.search(r"deaths of its own \(out of memory\): (\d+)", output)
+    assert deaths is not None and int(deaths[1]) >= 1, output
+    assert "without a killer" not in output, output
