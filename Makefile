@@ -49,7 +49,7 @@ bench: $(BENCH_STAMP) ## load test with hey and distinct tickets, print one tabl
 bench-scale: $(BENCH_STAMP) ## the distinct load on an empty database, then on 90 filled days, side by side
 	$(BIN)/python bench/scale.py $(BENCH_ARGS)
 
-bench-digests: $(BENCH_STAMP) ## the duplicate look-up at 1, 30 and 90 days kept, by day (before 0007) and by digest
+bench-digests: $(BENCH_STAMP) ## the duplicate look-up at 1, 30 and 90 days kept, partitioned by day (before 0007) and in one table
 	$(BIN)/python bench/digest_lookup.py $(BENCH_ARGS)
 
 bench-indexes: $(BENCH_STAMP) ## what each index on the ingest path costs PostgreSQL per ticket

@@ -3,7 +3,7 @@
 Why: with digests partitioned by day, each batch's look-up probed every kept day's
 partition, and PostgreSQL's CPU per ticket grew with the retention (`make bench-scale`).
 This fills a scratch PostgreSQL with `--per-day` digests a day, in the day-partitioned
-table as it was and in the shipped one (keyed by digest), and times the worker's
+table as it was and in the shipped one (one table, same key), and times the worker's
 look-up of a batch (`--batch` digests: new ones, as distinct tickets bring, and known
 ones, as duplicates do) in both, and the maintenance statement that deletes a purged
 day's digests. Times are the server's (EXPLAIN ANALYZE: planning + execution), medians
@@ -59,7 +59,7 @@ def measure(cursor, days: int, args: argparse.Namespace, rng: random.Random) -> 
     cursor.execute(BENCH_QUERIES["vacuum_processed_bodies"])
     cursor.execute(BENCH_QUERIES["vacuum_bodies_by_day"])
     queries = {"by day (before)": BENCH_QUERIES["first_tickets_by_day"],
-               "by digest (shipped)": SERVICE_QUERIES["first_tickets_with_bodies"]}
+               "one table (shipped)": SERVICE_QUERIES["first_tickets_with_bodies"]}
     results = {}
     for kind, digests in (("new", lambda: new_digests(args.batch, rng)),
                           ("known", lambda: known_digests(days, args.per_day, args.batch, rng))):

@@ -4,31 +4,29 @@
 -- Why: processed_bodies was partitioned by day, so looking a batch's digests up probed
 -- every kept day's partition: on 90 days of 20,000 tickets, a batch of 480 digests was
 -- sequential scans of all 91 partitions (412 ms), and PostgreSQL's CPU per processed
--- ticket grew eightfold. Now one row per distinct body, keyed by its digest alone: one
--- index probe per digest, at 1 day as at 90.
+-- ticket grew eightfold. Now one table, keyed as before by (digest, day): a digest's
+-- rows are one range of one index, probed once per digest, at 1 day as at 90.
 --
 -- A purged day can no longer take its digests with it by dropping a partition, and
--- deleting them in the purge would scan the whole table while the day's partitions are
+-- deleting them in the purge would read the table while the day's partitions are
 -- locked. Instead the purge notes the day in forgotten_digest_days (one row): from then
--- on the look-up ignores that day's digests and a new ticket with the same body takes
--- the row over, as if the original had never been; the maintenance loop then deletes
--- the day's rows off the hot path (sql/maintenance.sql: forget_purged_digests) and the
--- note with them.
+-- on the look-up ignores that day's digests, and the maintenance loop deletes them off
+-- the hot path (sql/maintenance.sql: forget_purged_digests), and the note with them.
 
 ALTER TABLE processed_bodies RENAME TO processed_bodies_by_day;
 ALTER INDEX processed_bodies_pkey RENAME TO processed_bodies_by_day_pkey;
 
--- The first ticket processed with each body among the days kept, and its day (midnight
--- UTC): a ticket of an earlier day processed later (requeued, restored) takes it over.
+-- The first ticket processed with each body on each day kept (midnight UTC).
 CREATE TABLE processed_bodies (
-    body_sha256   bytea PRIMARY KEY,
+    body_sha256   bytea NOT NULL,
     received_day  timestamptz NOT NULL,
-    ticket_id     uuid NOT NULL
+    ticket_id     uuid NOT NULL,
+    PRIMARY KEY (body_sha256, received_day)
 );
 
--- Rows arrive in day order (a take-over is rare): a block-range index finds a purged
--- day's rows without reading the whole table, and costs the inserts next to nothing
--- (a B-tree on the day would be one more index entry per ticket).
+-- Rows arrive in day order: a block-range index finds a purged day's rows without
+-- reading the whole table, and costs the inserts next to nothing (a B-tree on the day
+-- would be one more index entry per ticket).
 CREATE INDEX processed_bodies_day_ranges ON processed_bodies USING brin (received_day) WITH (autosummarize = on);
 
 CREATE TABLE forgotten_digest_days (
@@ -36,9 +34,9 @@ CREATE TABLE forgotten_digest_days (
 );
 
 INSERT INTO processed_bodies (body_sha256, received_day, ticket_id)
-SELECT DISTINCT ON (body_sha256) body_sha256, received_day, ticket_id
+SELECT body_sha256, received_day, ticket_id
 FROM processed_bodies_by_day
-ORDER BY body_sha256, received_day;
+ORDER BY received_day, body_sha256;
 
 DROP TABLE processed_bodies_by_day;
 

@@ -135,16 +135,12 @@ WITH incoming AS (
     CROSS JOIN jsonb_to_recordset(s.record->'lines')
         AS l (line_number integer, product_id text, name text, price numeric)
 ), digests AS (
-    -- The earliest of the restored tickets with each body, taking the row over as
-    -- register_processed_bodies does (from a later or a forgotten day).
-    INSERT INTO processed_bodies AS b (body_sha256, received_day, ticket_id)
-    SELECT DISTINCT ON (1) decode(record->>'body_sha256', 'hex'), date_trunc('day', received_at, 'UTC'), id
+    INSERT INTO processed_bodies (body_sha256, received_day, ticket_id)
+    SELECT decode(record->>'body_sha256', 'hex'), date_trunc('day', received_at, 'UTC'), id
     FROM stored
     WHERE record->>'status' = 'processed' AND record->>'body_sha256' IS NOT NULL
     ORDER BY 1, 2
-    ON CONFLICT (body_sha256) DO UPDATE SET received_day = excluded.received_day, ticket_id = excluded.ticket_id
-        WHERE excluded.received_day < b.received_day
-           OR EXISTS (SELECT 1 FROM forgotten_digest_days AS f WHERE f.day = b.received_day)
+    ON CONFLICT (body_sha256, received_day) DO NOTHING
 )
 -- Pending tickets restored are work for the workers: wake them.
 SELECT count(*) AS stored, pg_notify('myticket_tickets', '') FROM stored;

@@ -84,32 +84,31 @@ FROM unnest(string_to_array(%(tickets)s, ',')) AS t;
 DELETE FROM worker_claims WHERE xact_id = ANY(%(xact_ids)s::xid8[]);
 
 -- name: register_processed_bodies
--- Records each body about to be processed as first seen with its candidate ticket, and
--- returns the digests it recorded: their tickets came first. A digest already there
--- belongs to an earlier ticket (another worker's, committed meanwhile), of which this
--- one is a duplicate; only those are looked up again. Unless that earlier ticket's day
--- was purged (forgotten) or is later than this ticket's (this one was requeued or
--- restored): then this ticket takes the row over. Sorted, so two workers inserting the
--- same digests wait for each other instead of deadlocking.
-INSERT INTO processed_bodies AS b (body_sha256, received_day, ticket_id)
+-- Records the digest of each body about to be processed, in its ticket's day, and
+-- returns the digests it recorded: their tickets came first. A digest already there for
+-- that day belongs to an earlier ticket (another worker's, committed meanwhile), of
+-- which this one is a duplicate; only those are looked up again. A row of a purged
+-- (forgotten) day is not there: create_day_partitions deleted it when the day came
+-- back. Sorted, so two workers inserting the same digests wait for each other instead
+-- of deadlocking.
+INSERT INTO processed_bodies (body_sha256, received_day, ticket_id)
 SELECT digest, date_trunc('day', received_at, 'UTC'), ticket_id
 FROM unnest(%(digests)s::bytea[], %(received_at)s::timestamptz[], %(ticket_ids)s::uuid[])
     AS r (digest, received_at, ticket_id)
-ORDER BY 1
-ON CONFLICT (body_sha256) DO UPDATE SET received_day = excluded.received_day, ticket_id = excluded.ticket_id
-    WHERE excluded.received_day < b.received_day
-       OR EXISTS (SELECT 1 FROM forgotten_digest_days AS f WHERE f.day = b.received_day)
+ORDER BY 1, 2
+ON CONFLICT (body_sha256, received_day) DO NOTHING
 RETURNING body_sha256;
 
 -- name: first_tickets_with_bodies
--- Which ticket each digest was first processed as, among the days kept: one index probe
--- per digest, whatever the number of days.
--- The days forgotten are read once (a handful of rows), not joined: no estimate of
--- theirs can turn the probes into a join of every digest with every row.
-SELECT body_sha256, ticket_id::text AS ticket_id
+-- Which ticket each digest was first processed as: the one of the earliest day kept.
+-- One index range per digest, whatever the number of days. The days forgotten are read
+-- once (a handful of rows), not joined: no estimate of theirs can turn the probes into
+-- a join of every digest with every row.
+SELECT DISTINCT ON (body_sha256) body_sha256, ticket_id::text AS ticket_id
 FROM processed_bodies
 WHERE body_sha256 = ANY(%(digests)s::bytea[])
-  AND received_day <> ALL (ARRAY(SELECT day FROM forgotten_digest_days));
+  AND received_day <> ALL (ARRAY(SELECT day FROM forgotten_digest_days))
+ORDER BY body_sha256, received_day;
 
 -- name: insert_ticket_lines
 -- The lines of processed tickets, in their ticket's day, with the price each product

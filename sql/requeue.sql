@@ -20,7 +20,8 @@ WITH chosen AS (
 ), digests_gone AS (
     DELETE FROM processed_bodies AS b
     USING chosen AS c
-    WHERE b.body_sha256 = c.body_sha256 AND b.ticket_id = c.ticket_id
+    WHERE b.body_sha256 = c.body_sha256 AND b.received_day = date_trunc('day', c.received_at, 'UTC')
+      AND b.ticket_id = c.ticket_id
 ), requeued AS (
     INSERT INTO pending_tickets (received_at, id, body_bytes, body_lines)
     SELECT c.received_at, c.ticket_id, octet_length(d.body), myticket_body_lines(d.body)

@@ -26,7 +26,7 @@ $$;
 SELECT pg_temp.bench_day_partitions(%(first_day)s::date, %(days)s);
 
 -- name: fill_days
--- days x per_day digests, day by day, into both tables (the shipped one keyed by digest).
+-- days x per_day digests, day by day, into both tables (the shipped one unpartitioned).
 INSERT INTO processed_bodies (body_sha256, received_day, ticket_id)
 SELECT sha256(('digest ' || n)::bytea), %(first_day)s::timestamptz + (n / %(per_day)s) * interval '1 day',
        gen_random_uuid()

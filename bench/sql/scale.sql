@@ -92,7 +92,6 @@ WITH tickets AS MATERIALIZED (
     FROM tickets AS t
     JOIN bodies AS b ON b.n = t.n
     WHERE t.kind = 'processed'
-    ON CONFLICT (body_sha256) DO NOTHING  -- days are filled oldest first: the first stays
     RETURNING 1
 ), catalogued AS (
     INSERT INTO products AS p (product_id, name, price, first_seen_at, last_seen_at, last_ticket_id, times_seen)

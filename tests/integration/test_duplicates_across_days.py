@@ -1,5 +1,6 @@
-"""A body is a duplicate of the first ticket processed with it among the days kept: one
-row per distinct body (processed_bodies), looked up by its digest whatever the days."""
+"""A body is a duplicate of the first ticket processed with it on the earliest day kept:
+one row per body and day in one table (processed_bodies), looked up by digest whatever
+the number of days."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ async def test_a_purged_original_is_forgotten_at_once_and_its_digest_deleted_by_
     [purged, *_] = await purge_before(repository, before=FIRST_DAY + timedelta(days=1), require_archive=False)
     assert (purged.day, purged.purged) == (FIRST_DAY, True)
 
-    # The first ticket is gone: the same body is new again, though its digest row is still there.
+    # The first ticket is gone: the same body is new again, though its digest row is still there
+    # (the look-up ignores it).
     taken_over = received_on(LATER_DAY, minute=1)
     assert (await processed(repository, taken_over)).status == "processed"
 
@@ -55,21 +57,32 @@ async def test_a_purged_original_is_forgotten_at_once_and_its_digest_deleted_by_
     assert (again.status, again.duplicate_of) == ("duplicate", taken_over.id)
 
 
-async def test_a_restored_day_is_first_again_for_the_bodies_it_had_first(quiet_app, db, tmp_path):
+async def test_a_restored_day_is_first_again_and_its_second_purge_leaves_the_later_day_first(
+    quiet_app, db, tmp_path
+):
+    """A trial found the body forgotten altogether once a restored day was purged again,
+    when one row per body was kept: the later day's processed ticket had lost its row."""
     repository = quiet_app.server.app[REPOSITORY]
     first = received_on(FIRST_DAY)
     assert (await processed(repository, first)).status == "processed"
     [archived] = await archive_before(repository, before=FIRST_DAY + timedelta(days=1), directory=tmp_path)
     [purged] = await purge_before(repository, before=FIRST_DAY + timedelta(days=1), require_archive=True)
     assert purged.purged
-    taken_over = received_on(LATER_DAY)
+    taken_over = received_on(LATER_DAY)  # the first of its body among the days kept now
     assert (await processed(repository, taken_over)).status == "processed"
 
     await restore_paths(repository, [archived.file])
 
-    assert db.rows("digest_rows") == [(body_digest(BODY).hex(), first.id)]
+    assert sorted(db.rows("digest_rows")) == sorted([(body_digest(BODY).hex(), first.id),
+                                                     (body_digest(BODY).hex(), taken_over.id)])
     again = await processed(repository, received_on(LATER_DAY, minute=1))
     assert (again.status, again.duplicate_of) == ("duplicate", first.id)
+
+    [purged_again] = await purge_before(repository, before=FIRST_DAY + timedelta(days=1), require_archive=False)
+    assert purged_again.purged
+    assert len(await repository.forget_purged_digests()) == 1
+    last = await processed(repository, received_on(LATER_DAY, minute=2))
+    assert (last.status, last.duplicate_of) == ("duplicate", taken_over.id)
 
 
 async def test_the_look_up_reads_one_index_however_many_days_are_kept(quiet_app, db, database_url):
