@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from ..archive.commands import ArchiveError, archive_before, purge_before, restore_paths
 from ..archive.format import max_line_bytes_for
 from ..config import Settings, check_retention_has_archive, mask_password
-from ..core.database_errors import DatabaseConflict, DataRejected
+from ..core.database_errors import DatabaseConflict, DatabaseUnavailable, DataRejected
 from ..db.embedded import EmbeddedPostgres
 from ..db.migrate import apply_migrations
 from ..db.repository import Repository
@@ -30,6 +31,9 @@ from ..worker.supervision import run_worker_process, set_process_title
 from .send import send_ticket
 
 log = logging.getLogger("myticket")
+
+# How often a worker started while PostgreSQL is down tries again to reach it.
+WORKER_START_RETRY_SECONDS = 2.0
 
 # Processed tickets are not requeued: their lines are already counted in the catalogue.
 REQUEUEABLE_STATUSES = ("rejected", "duplicate")
@@ -52,12 +56,29 @@ def resolved_database(settings: Settings, *, as_service: bool = False) -> Iterat
 
 
 @contextlib.contextmanager
-def _migrated(settings: Settings) -> Iterator[Settings]:
-    """The resolved database, with every migration applied."""
+def _migrated(settings: Settings, *, wait_for_database: bool = False) -> Iterator[Settings]:
+    """The resolved database, with every migration applied. With wait_for_database (a
+    worker, started by a supervisor that may start it before PostgreSQL answers, or
+    while a standby is being promoted), an unreachable database is waited for, logged
+    when the wait begins and when it ends, instead of ending the process."""
     with resolved_database(settings) as settings:
         assert settings.database_url is not None
         log.info("database %s", mask_password(settings.database_url))
-        apply_migrations(settings.database_url)
+        waited_since = None
+        while True:
+            try:
+                apply_migrations(settings.database_url)
+                break
+            except DatabaseUnavailable as exc:
+                if not wait_for_database:
+                    raise
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                    log.warning("database unavailable, waiting for it (every %.0fs): %s",
+                                WORKER_START_RETRY_SECONDS, exc)
+                time.sleep(WORKER_START_RETRY_SECONDS)
+        if waited_since is not None:
+            log.info("database available after %.1fs; migrations applied", time.monotonic() - waited_since)
         yield settings
 
 
@@ -96,7 +117,7 @@ def migrate(settings: Settings) -> int:
 
 def worker(settings: Settings) -> int:
     check_retention_has_archive(settings)
-    with _migrated(settings) as settings:
+    with _migrated(settings, wait_for_database=True) as settings:
         set_process_title("worker")
         asyncio.run(run_worker_process(settings))
     return 0

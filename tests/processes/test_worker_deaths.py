@@ -145,3 +145,31 @@ async def test_a_ticket_that_kills_the_worker_is_rejected_after_its_deaths_and_t
     # One death with the small tickets beside it, then MAX_DEATHS alone: none was charged to them.
     assert starts == MAX_DEATHS + 1 + 1, output[-3000:]  # the deaths, and the start that rejected it
     assert db.value("worker_claims_left") == 0
+
+
+async def test_a_worker_started_while_postgres_is_down_waits_for_it_then_processes(
+    own_server, own_db: Db, tmp_path: Path
+):
+    """A chaos run found a standalone worker started during an outage exiting 1 ("cannot
+    apply migrations"): without a supervisor to start it again, nobody processed."""
+    db = own_db
+    await store(db.url, [small_ticket(n, datetime.now(timezone.utc)) for n in range(5)])
+    log = tmp_path / "worker.log"
+    await asyncio.to_thread(own_server.stop, "immediate")
+    worker = start_worker({**worker_env(db.url, tmp_path), "LOG_LEVEL": "INFO"}, log, address_space=None)
+    try:
+        async def waiting() -> bool:
+            return "database unavailable, waiting for it" in log.read_text()
+
+        await wait_until(waiting, timeout=60, what="the worker to say it waits for the database")
+        assert worker.poll() is None
+        await asyncio.to_thread(own_server.start)
+
+        async def all_processed() -> bool:
+            return pending(db) == 0
+
+        await wait_until(all_processed, timeout=60, what="the waiting worker to process the stored tickets")
+        assert dict(db.rows("status_counts")) == {"processed": 5}
+        assert "database available after" in log.read_text()
+    finally:
+        stop(worker)
