@@ -74,8 +74,7 @@ KILLER_LINES = 50_000
 # (docs/explanation/chaos.md): 90 s of ordinary chaos load, large tickets included, took
 # the worker at most 57 MiB above that peak; one killer, 109 MiB. Halfway, or nearly.
 WORKER_HEADROOM = 85 * MIB
-# The supervisor's pause before starting a worker that exited (systemd's RestartSec): a
-# worker started while PostgreSQL is down exits at once (it cannot apply migrations).
+# The supervisor's pause before starting a worker that exited (systemd's RestartSec).
 WORKER_RESTART_SECONDS = 1.0
 
 # Kinds of request, and the outcome each must reach once acknowledged.
@@ -290,8 +289,8 @@ class Worker:
         self.starts = 0
         # Exits of its own (not the chaos's SIGKILL) while processing, by how: "MemoryError"
         # (it says so in its log) or "signal N" (a C extension's failed allocation can end
-        # in SIGSEGV); and the other exits, by exit code (one started while PostgreSQL is
-        # down exits 1: it cannot apply the migrations).
+        # in SIGSEGV); and the other exits, by exit code (none expected: one started while
+        # PostgreSQL is down waits for it).
         self.deaths: Counter = Counter()
         self.failed_starts: Counter = Counter()
         # Deaths of its own by what its dead claims held: "with a killer", "without a
