@@ -254,6 +254,28 @@ def statement_growth(empty: dict, filled: dict, limit: int) -> list[tuple]:
     return rows[:limit]
 
 
+# The statements of the read routes, whose cost per call (not per ticket) is reported.
+READ_STATEMENTS = ("ticket_by_id", "lines_of_ticket", "tickets_page", "tickets_page_by_order_ref",
+                   "tickets_page_by_product", "tickets_page_walked", "tickets_page_by_order_ref_walked",
+                   "tickets_page_by_product_walked")
+
+
+def read_statement_costs(result: dict) -> dict[str, tuple[int, float, float]]:
+    """Per read statement: calls, and mean planning and execution ms per call. PostgreSQL's
+    own time, apart from the service's queueing, which the reads' latencies include."""
+    names = statement_names()
+    totals: dict[str, list[float]] = {}
+    for query, calls, exec_ms, plan_ms, _blocks, _rows in result["statements"]:
+        name = names.get(_normalised(query))
+        if name in READ_STATEMENTS:
+            entry = totals.setdefault(name, [0, 0.0, 0.0])
+            entry[0] += calls
+            entry[1] += plan_ms
+            entry[2] += exec_ms
+    return {name: (int(calls), plan / max(calls, 1), execution / max(calls, 1))
+            for name, (calls, plan, execution) in totals.items()}
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
@@ -306,6 +328,16 @@ def report(args: argparse.Namespace, empty: dict, filled: dict, bursts: dict, fi
          + ("" if b["stored"] == b["ok"] else " (MISMATCH)")),
     ):
         print(f"| {label} | {cell(bursts['empty'])} | {cell(bursts['filled'])} |")
+    print("\nread statements over each distinct load (pg_stat_statements): calls, mean planning / execution ms "
+          "per call\n")
+    print("| statement | empty | filled |")
+    print("| --- | ---: | ---: |")
+    costs = (read_statement_costs(empty), read_statement_costs(filled))
+    for name in READ_STATEMENTS:
+        cells = [f"{cost[name][0]}, {cost[name][1]:.2f} / {cost[name][2]:.2f}" if name in cost else "-"
+                 for cost in costs]
+        if any(cell != "-" for cell in cells):
+            print(f"| {name} | {cells[0]} | {cells[1]} |")
     print("\npg_stat_statements over each distinct load, per acknowledged ticket: execution and planning µs, "
           "shared blocks; largest growth (execution + planning) first\n")
     print("| statement | calls empty | calls filled | execution µs empty | filled | planning µs empty | filled "

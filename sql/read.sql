@@ -143,6 +143,29 @@ CROSS JOIN LATERAL (
 ORDER BY l.received_at DESC, l.ticket_id DESC
 LIMIT %(limit)s;
 
+-- name: tickets_page_walked
+-- tickets_page's rows for a window of many days: migration 0008's function walks it
+-- newest day first with one cached generic plan, rather than planning every day's
+-- partitions on each call.
+SELECT id, received_at, status, error, warning_count, order_ref, duplicate_of
+FROM myticket_tickets_page(%(statuses)s::text[], %(since)s::timestamptz, %(until)s::timestamptz,
+                           %(after_received_at)s::timestamptz, %(after_id)s::uuid, %(limit)s, %(error_chars)s);
+
+-- name: tickets_page_by_order_ref_walked
+-- tickets_page_by_order_ref's rows for a window of many days (see tickets_page_walked).
+SELECT id, received_at, status, error, warning_count, order_ref, duplicate_of
+FROM myticket_tickets_page_by_order_ref(%(order_ref)s::text, %(statuses)s::text[], %(since)s::timestamptz,
+                                        %(until)s::timestamptz, %(after_received_at)s::timestamptz,
+                                        %(after_id)s::uuid, %(limit)s, %(error_chars)s);
+
+-- name: tickets_page_by_product_walked
+-- tickets_page_by_product's rows for a window of many days (see tickets_page_walked).
+SELECT id, received_at, status, error, warning_count, order_ref, duplicate_of
+FROM myticket_tickets_page_by_product(%(product_id)s::text, %(order_ref)s::text, %(statuses)s::text[],
+                                      %(since)s::timestamptz, %(until)s::timestamptz,
+                                      %(after_received_at)s::timestamptz, %(after_id)s::uuid, %(limit)s,
+                                      %(error_chars)s);
+
 -- name: ticket_body
 -- The exact stored bytes of one ticket and their Content-Type, for GET
 -- /tickets/{id}/body; in the ticket's day partition when its id says which.

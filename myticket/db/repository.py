@@ -33,7 +33,7 @@ from ..core.domain import (
 from ..core.idempotency import KeyUse
 from ..core.ids import day_start, utc_day
 from ..core.processing import body_lines
-from ..core.ticket_search import ERROR_CHARS, TicketSearch, TicketSummary, shortened
+from ..core.ticket_search import ERROR_CHARS, TicketSearch, TicketSummary, shortened, walks_by_day
 from ..core.parser import TicketLine
 from .connector import Connector, Session
 from .errors import CHECK_VIOLATION, domain_errors
@@ -408,7 +408,8 @@ class Repository:
     ) -> tuple[list[TicketSummary], tuple[datetime, str] | None]:
         """One page of the tickets `search` chooses, newest first, after the key `after`
         (received_at, id); and the key of the next page, None on the last. The query
-        is the one whose index serves the most selective filter given."""
+        is the one whose index serves the most selective filter given; over a window of
+        many days, its walk newest day first (the same rows, without planning every day)."""
         after_received_at, after_id = after if after is not None else (None, None)
         params = {
             "statuses": list(search.statuses), "since": search.since, "until": search.until,
@@ -422,6 +423,8 @@ class Repository:
             name = "tickets_page_by_order_ref"
         else:
             name = "tickets_page"
+        if walks_by_day(search.since, search.until):
+            name += "_walked"
         rows = await self._connector.fetch(name, params)
         page = [from_row(TicketSummary, {**row, "error": shortened(row["error"])}) for row in rows[:limit]]
         next_after = (page[-1].received_at, page[-1].id) if len(rows) > limit else None

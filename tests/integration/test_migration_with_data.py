@@ -29,8 +29,10 @@ WRITE_ONCE = "0004_write_once_day_partitions"
 OPERATOR = "0005_operator_indexes_and_idempotency_keys"
 # Lines in the claim budget, the journal of claims: on top of OPERATOR, rolled back first.
 CLAIM_JOURNAL = "0006_claim_lines_and_journal"
-# Digests keyed by body alone, no longer by day: on top of CLAIM_JOURNAL.
+# Digests in one table keyed by (body, day), no longer partitioned: on top of CLAIM_JOURNAL.
 DIGESTS = "0007_digests_by_body"
+# GET /tickets walking a wide window by day: functions only, rolled back first.
+PAGE_WALK = "0008_ticket_pages_by_day_walk"
 PARENTS = ("deliveries", "ticket_outcomes", "ticket_lines")
 
 
@@ -165,7 +167,7 @@ async def test_previous_release_data_migrates_the_service_goes_on_and_rolls_back
         replayed = "0a6c9d1e-4b1f-4f5e-9a51-4f3ad0c1e007"
         assert before["tickets"][-1][0] == replayed  # inserted last, received before others
 
-        assert apply_migrations(url) == [WRITE_ONCE, OPERATOR, CLAIM_JOURNAL, DIGESTS]
+        assert apply_migrations(url) == [WRITE_ONCE, OPERATOR, CLAIM_JOURNAL, DIGESTS, PAGE_WALK]
 
         migrated = snapshot(db, "migrated")
         assert sorted(migrated["tickets"]) == sorted(before["tickets"])  # ids, bytes, times, status, results
@@ -196,6 +198,7 @@ async def test_previous_release_data_migrates_the_service_goes_on_and_rolls_back
         went_on = snapshot(db, "migrated")
         assert len(went_on["tickets"]) == len(tickets) + 1
 
+        roll_back(url, PAGE_WALK)
         roll_back(url, DIGESTS)
         roll_back(url, CLAIM_JOURNAL)
         roll_back(url, OPERATOR)
@@ -204,7 +207,7 @@ async def test_previous_release_data_migrates_the_service_goes_on_and_rolls_back
         assert rolled_back == went_on  # and seq in reception order: the lists are in the same order
         assert db.rows("service_tables") == [("processed_bodies",), ("products",), ("ticket_lines",), ("tickets",)]
 
-        assert apply_migrations(url) == [WRITE_ONCE, OPERATOR, CLAIM_JOURNAL, DIGESTS]
+        assert apply_migrations(url) == [WRITE_ONCE, OPERATOR, CLAIM_JOURNAL, DIGESTS, PAGE_WALK]
         assert snapshot(db, "migrated") == went_on
         assert missing_partitions(db, days) == []
     finally:
@@ -220,6 +223,7 @@ def test_every_migration_rolls_back_with_data_present_and_applies_again(pg_serve
         before = snapshot(db, "previous")
         apply_migrations(url)
 
+        roll_back(url, PAGE_WALK)
         roll_back(url, DIGESTS)
         digests_by_body = snapshot(db, "migrated")
         roll_back(url, CLAIM_JOURNAL)

@@ -19,6 +19,7 @@ from myticket.core.ticket_search import (
     parse_statuses,
     search_window,
     shortened,
+    walks_by_day,
 )
 
 NOW = datetime(2026, 12, 6, 9, 30, tzinfo=timezone.utc)
@@ -66,3 +67,20 @@ def test_an_error_is_cut_with_an_ellipsis_only_when_over_the_limit():
     assert shortened(None) is None
     assert shortened("x" * 200) == "x" * 200
     assert shortened("x" * 201) == "x" * 199 + "…"
+
+
+def test_a_window_of_more_than_two_utc_days_is_walked_by_day():
+    midnight = datetime(2026, 12, 6, tzinfo=timezone.utc)
+    # The default window (24 hours before now) touches two days: one planned statement.
+    assert not walks_by_day(NOW - DEFAULT_WINDOW, NOW)
+    assert not walks_by_day(midnight - timedelta(days=2), midnight)  # ends at midnight: two days
+    assert walks_by_day(midnight - timedelta(days=2), midnight + timedelta(microseconds=1))
+    assert walks_by_day(midnight - timedelta(days=1, microseconds=1), midnight + timedelta(hours=1))
+    assert walks_by_day(datetime(2026, 9, 7, tzinfo=timezone.utc), NOW)
+    # Days are UTC days, whatever the offset the instants were given with.
+    paris = timezone(timedelta(hours=1))
+    assert not walks_by_day(datetime(2026, 12, 5, 1, 30, tzinfo=paris), datetime(2026, 12, 7, 0, 30, tzinfo=paris))
+    assert walks_by_day(datetime(2026, 12, 5, 0, 30, tzinfo=paris), datetime(2026, 12, 7, 0, 30, tzinfo=paris))
+    # An empty window is answered by the planned statement, which finds nothing.
+    assert not walks_by_day(NOW, NOW)
+    assert not walks_by_day(NOW, NOW - timedelta(days=30))
