@@ -12,8 +12,8 @@ One embedded PostgreSQL with pg_stat_statements preloaded, one `myticket serve`:
    started at once, from idle);
 2. fill: `--filled-days` past days of `--tickets-per-day` tickets each, with set-based SQL
    (bench/sql/scale.sql: each day's partitions, then deliveries, outcomes, lines, digests
-   and catalogue in one statement per day, oldest first), then VACUUM ANALYZE, as months
-   of service with autovacuum would have left them;
+   and catalogue in one statement per day, oldest first), then VACUUM ANALYZE and a
+   CHECKPOINT, as months of service with autovacuum would have left them;
 3. filled: the same load and burst (other tickets of the same kind).
 
 While each distinct load runs, `--reads-per-second` paced reads of each route measure the
@@ -194,6 +194,7 @@ def fill(db: Database, args: argparse.Namespace) -> dict:
                 print(f"filled {number}/{len(days)} days in {time.monotonic() - started:.0f} s", file=sys.stderr)
         filled_at = time.monotonic()
         cur.execute(QUERIES["vacuum_analyze"])
+        cur.execute(QUERIES["checkpoint"])
     vacuumed_at = time.monotonic()
     return {
         **totals, "days": len(days), "first_day": first_filled_day(args),
