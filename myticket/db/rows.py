@@ -29,7 +29,9 @@ NIL_ID = "00000000-0000-0000-0000-000000000000"
 
 def json_text(rows: list[Row]) -> str:
     """Rows as one JSON text parameter. orjson, because the standard encoder was a sixth
-    of the worker's CPU; decoded to str, as psycopg2 would send bytes as bytea."""
+    of the worker's CPU; decoded to str, as psycopg2 would send bytes as bytea. orjson
+    writes a datetime itself, in RFC 3339 with its offset (what timestamptz reads): rows
+    carry datetimes as they are, not isoformat() strings made one by one in Python."""
     return orjson.dumps(rows).decode()
 
 
@@ -66,7 +68,7 @@ def line_rows(lines: Sequence[tuple[str, TicketLine]], received_at: dict[str, da
     return [
         {
             "ticket_id": ticket_id,
-            "received_at": received_at[ticket_id].isoformat(),
+            "received_at": received_at[ticket_id],
             "line_number": line.line_number,
             "product_id": line.product_id,
             "name": line.name,
@@ -83,8 +85,8 @@ def product_rows(products: Sequence[ProductSighting]) -> list[Row]:
             "product_id": product.product_id,
             "name": product.name,
             "price": str(product.price),
-            "first_seen_at": product.first_seen_at.isoformat(),
-            "last_seen_at": product.last_seen_at.isoformat(),
+            "first_seen_at": product.first_seen_at,
+            "last_seen_at": product.last_seen_at,
             "last_ticket_id": product.last_ticket_id,
             "times_seen": product.times_seen,
         }
@@ -97,7 +99,7 @@ def outcome_row(outcome: TicketOutcome, received_at: datetime) -> Row:
     with its ticket's reception time (its partition), money as strings (never a float),
     the digest in hex, warnings as a list."""
     row = {name: getattr(outcome, name) for name in _OUTCOME_FIELDS}
-    row["received_at"] = received_at.isoformat()
+    row["received_at"] = received_at
     row["vat"] = money(outcome.vat)
     row["total"] = money(outcome.total)
     row["warnings"] = list(outcome.warnings)
