@@ -8,16 +8,19 @@ made bytes here.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from ..core.domain import ArchivedTicket, ClaimedTicket, ProductSighting, TicketOutcome, field_names, from_row
+from ..core.domain import (
+    ArchivedTicket, ClaimedTicket, IncomingTicket, ProductSighting, TicketOutcome, field_names, from_row,
+)
 from ..core.ids import day_start, received_at_of
 from ..core.parser import TicketLine
+from ..core.processing import body_lines
 
 Row = dict[str, Any]
 
@@ -33,6 +36,36 @@ def json_text(rows: list[Row]) -> str:
     writes a datetime itself, in RFC 3339 with its offset (what timestamptz reads): rows
     carry datetimes as they are, not isoformat() strings made one by one in Python."""
     return orjson.dumps(rows).decode()
+
+
+def array_literal(values: Iterable[str | None]) -> str:
+    """Text values as one PostgreSQL array literal (`{"a","b",NULL}`), which the
+    statement casts to its array type: psycopg2 then adapts one string instead of an
+    ARRAY[...] of one literal per value, cheaper for the driver and for the server's
+    parser. Every element is quoted, with backslash and double quote escaped."""
+    return "{" + ",".join(
+        "NULL" if value is None else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values
+    ) + "}"
+
+
+def plain_array_literal(values: Iterable[str]) -> str:
+    """Values that need no quoting in an array literal (uuids, timestamps in ISO 8601
+    without spaces, integers) as one: `{a,b}`."""
+    return "{" + ",".join(values) + "}"
+
+
+def ticket_batch(tickets: Sequence[IncomingTicket]) -> dict[str, str]:
+    """A batch's columns as `insert_tickets` reads them, each one array literal: the
+    bodies as hex (what psycopg2 would have sent for each), the reception times in ISO
+    8601, and each body's line count (`body_lines`)."""
+    return {
+        "ids": plain_array_literal(ticket.id for ticket in tickets),
+        "received_at": plain_array_literal(ticket.received_at.isoformat() for ticket in tickets),
+        "content_types": array_literal(ticket.content_type for ticket in tickets),
+        # In the literal a bytea element is "\\x<hex>": array quoting takes one backslash.
+        "bodies": "{" + ",".join('"\\\\x' + ticket.body.hex() + '"' for ticket in tickets) + "}",
+        "body_lines": plain_array_literal(str(body_lines(ticket.body)) for ticket in tickets),
+    }
 
 
 def money(amount: Decimal | None) -> str | None:
