@@ -59,7 +59,7 @@ capacity: $(BENCH_STAMP) ## bytes per stored ticket by table, and a day and a ye
 	$(BIN)/python bench/capacity.py $(BENCH_ARGS)
 
 profile: $(BENCH_STAMP) ## py-spy profile of POST /ticket under hey: where the CPU goes
-	$(BIN)/python bench/profile.py
+	$(BIN)/python bench/profile.py $(BENCH_ARGS)
 
 chaos: $(RUN_STAMP) ## faults and poison against one service for 3 minutes, then the ledger (root for the disk-full fault)
 	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
