@@ -129,7 +129,7 @@ def main() -> int:
         total += int(count)
         # With --subprocesses the outer frames name the process, then its child if any.
         process = [frame for frame in frames[:2] if frame.startswith("process ")][-1]
-        processes["worker process" if "spawn_main" in process else "HTTP process"] += int(count)
+        processes["worker process" if "spawn_main" in process or "myticket: worker" in process else "HTTP process"] += int(count)
         areas[area_of(list(reversed(frames)))] += int(count)
         functions[frames[-1]] += int(count)
         for frame in {frame for frame in frames if "myticket/" in frame}:
