@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test send dev bench bench-scale bench-digests bench-indexes capacity profile chaos clean
+.PHONY: help install run test send dev bench bench-pair bench-scale bench-digests bench-indexes capacity profile chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) ## load test with hey and distinct tickets, print one table (needs: apt-get install -y hey)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+bench-pair: $(BENCH_STAMP) ## CPU per distinct ticket of /work/wt/base (before) and this tree (after), alternating rounds
+	$(BIN)/python bench/pair.py $(BENCH_ARGS)
+
 bench-scale: $(BENCH_STAMP) ## the distinct load on an empty database, then on 90 filled days, side by side
 	$(BIN)/python bench/scale.py $(BENCH_ARGS)
 
@@ -59,7 +62,7 @@ capacity: $(BENCH_STAMP) ## bytes per stored ticket by table, and a day and a ye
 	$(BIN)/python bench/capacity.py $(BENCH_ARGS)
 
 profile: $(BENCH_STAMP) ## py-spy profile of POST /ticket under hey: where the CPU goes
-	$(BIN)/python bench/profile.py
+	$(BIN)/python bench/profile.py $(BENCH_ARGS)
 
 chaos: $(RUN_STAMP) ## faults and poison against one service for 3 minutes, then the ledger (root for the disk-full fault)
 	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)

@@ -5,11 +5,17 @@ worker process with py-spy while `hey -n 20000 -c 50` posts the reference ticket
 prints the share of samples per process and per area (HTTP machinery, our handler, group
 commit, the worker, metrics) and the hottest functions. "Where the time goes" in
 docs/explanation/performance.md comes from this script.
+
+With `--distinct N` the load is N distinct tickets of bench/loadgen.py from `--clients`
+clients instead (every ticket parsed and written by the worker, not only the first),
+and PostgreSQL's side is listed too: pg_stat_statements' execution time per ticket of
+each statement, from a server started with the library preloaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import subprocess
@@ -21,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import TICKET, Database, hey, wait_ready  # noqa: E402
-from myticket.db.embedded import EmbeddedPostgres  # noqa: E402
+from bench.loadgen import make_tickets, send_tickets  # noqa: E402
+from bench.run import QUERIES, TICKET, Database, hey, wait_ready  # noqa: E402
+from bench.pair import start_database  # noqa: E402
 from myticket.db.migrate import apply_migrations  # noqa: E402
 
 # First match wins, from the innermost frame outwards.
@@ -52,6 +59,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=9098)
     parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--distinct", type=int, default=0, help="distinct tickets instead of hey's repeated body")
+    parser.add_argument("--clients", type=int, default=100, help="clients of the distinct load")
+    parser.add_argument("--tree", type=Path, default=ROOT,
+                        help="the checkout whose service is profiled, run by its own .venv (default: this one)")
+    parser.add_argument("--samples", type=Path, help="also keep py-spy's raw samples in this file")
+    parser.add_argument("--functions", type=int, default=12, help="hottest functions (and statements) listed")
     args = parser.parse_args()
     for tool in ("hey", "py-spy"):
         if shutil.which(tool) is None and not (Path(sys.executable).parent / tool).exists():
@@ -61,25 +74,42 @@ def main() -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
     workdir = Path(tempfile.mkdtemp(prefix="myticket-profile-"))
-    server = EmbeddedPostgres(workdir / "pgdata")
-    database_url = server.start()
+    server, database_url = start_database(workdir, statements=bool(args.distinct))
     apply_migrations(database_url)
     env = {**os.environ, "DATABASE_URL": database_url, "HTTP_PORT": str(args.port), "LOG_LEVEL": "WARNING",
            "MYTICKET_DATA_DIR": str(workdir / "data")}
-    service = subprocess.Popen([sys.executable, "-m", "myticket", "serve"], cwd=ROOT, env=env)
+    tree = args.tree.resolve()
+    python = str(tree / ".venv" / "bin" / "python") if tree != ROOT else sys.executable
+    service = subprocess.Popen([python, "-m", "myticket", "serve"], cwd=tree, env=env)
     samples = workdir / "samples.txt"
+    statements: list[tuple] = []
     try:
         wait_ready(f"http://127.0.0.1:{args.port}")
+        db = Database(database_url)
+        if args.distinct:
+            with db.conn.cursor() as cur:
+                cur.execute(QUERIES["enable_statement_statistics"])
+            db.value("reset_statement_statistics")
         recorder = subprocess.Popen(
             [py_spy, "record", "--subprocesses", "--format", "raw", "--rate", "200", "--output", str(samples),
              "--pid", str(service.pid)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        result = hey(f"http://127.0.0.1:{args.port}/ticket", "-n", str(args.requests), "-c", "50",
-                     "-m", "POST", "-D", str(TICKET))
-        Database(database_url).wait_for_empty_backlog(600)
+        if args.distinct:
+            sent = asyncio.run(send_tickets("127.0.0.1", args.port, make_tickets(args.distinct, seed=1),
+                                            concurrency=args.clients))
+            ok = sum(count for code, count in sent.statuses.items() if 200 <= code < 300)
+            load = f"{args.distinct} distinct tickets, {args.clients} clients: {ok / sent.elapsed:.0f} acked/s"
+        else:
+            result = hey(f"http://127.0.0.1:{args.port}/ticket", "-n", str(args.requests), "-c", "50",
+                         "-m", "POST", "-D", str(TICKET))
+            load = f"POST /ticket, hey -n {args.requests} -c 50: {result['rps']:.0f} req/s"
+        db.wait_for_empty_backlog(600)
         recorder.send_signal(2)
         recorder.wait(timeout=60)
+        if args.distinct:
+            statements = db.rows("statement_statistics")
+        db.conn.close()
     finally:
         service.terminate()
         service.wait(timeout=30)
@@ -88,6 +118,8 @@ def main() -> int:
     processes: Counter[str] = Counter()
     areas: Counter[str] = Counter()
     functions: Counter[str] = Counter()
+    # Samples under each of our functions (callees included), each counted once per sample.
+    inclusive: Counter[str] = Counter()
     total = 0
     for line in samples.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -97,12 +129,16 @@ def main() -> int:
         total += int(count)
         # With --subprocesses the outer frames name the process, then its child if any.
         process = [frame for frame in frames[:2] if frame.startswith("process ")][-1]
-        processes["worker process" if "spawn_main" in process else "HTTP process"] += int(count)
+        processes["worker process" if "spawn_main" in process or "myticket: worker" in process else "HTTP process"] += int(count)
         areas[area_of(list(reversed(frames)))] += int(count)
         functions[frames[-1]] += int(count)
+        for frame in {frame for frame in frames if "myticket/" in frame}:
+            inclusive[frame] += int(count)
+    if args.samples is not None:
+        shutil.copyfile(samples, args.samples)
     shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"POST /ticket, hey -n {args.requests} -c 50: {result['rps']:.0f} req/s; {total} busy samples of the service\n")
+    print(f"{load}; {total} busy samples of the service\n")
     print("| process | share of samples |\n| --- | ---: |")
     for name, count in processes.most_common():
         print(f"| {name} | {count / total:.0%} |")
@@ -110,8 +146,16 @@ def main() -> int:
     for name, count in areas.most_common():
         print(f"| {name} | {count / total:.0%} |")
     print("\nhottest functions (self time):")
-    for name, count in functions.most_common(12):
+    for name, count in functions.most_common(args.functions):
         print(f"  {count / total:5.1%}  {name}")
+    print("\nour functions, callees included:")
+    for name, count in inclusive.most_common(args.functions):
+        print(f"  {count / total:5.1%}  {name}")
+    if statements:
+        print("\nPostgreSQL execution µs per ticket, by statement (pg_stat_statements):")
+        for query, calls, exec_ms, plan_ms, *_ in sorted(statements, key=lambda row: -row[2])[:args.functions]:
+            text = " ".join(" ".join(line for line in query.splitlines() if not line.strip().startswith("--")).split())
+            print(f"  {exec_ms * 1000 / args.distinct:7.1f}  {calls:6d} calls  {text[:100]}")
     return 0
 
 

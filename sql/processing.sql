@@ -146,11 +146,12 @@ ON CONFLICT (product_id) DO UPDATE SET
 -- Writes each ticket's outcome (processed, rejected or duplicate) in one statement,
 -- from one JSON array of outcome records, and takes the tickets off the queue (their
 -- queue rows are locked by this transaction's claim), and the claim's journal row.
--- Attempts already charged to a ticket stay on its outcome.
+-- Attempts already charged to a ticket stay on its outcome. The warnings' JSON array is
+-- read straight into text[] by the record type, not by a subquery per row.
 WITH outcomes AS (
     SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
         AS u (id uuid, received_at timestamptz, status text, order_ref text, vat numeric, total numeric,
-              headers jsonb, warnings jsonb, error text, text_encoding text, body_sha256 text,
+              headers jsonb, warnings text[], error text, text_encoding text, body_sha256 text,
               duplicate_of uuid)
 ), dequeued AS (
     DELETE FROM pending_tickets AS p
@@ -174,7 +175,7 @@ WITH outcomes AS (
 INSERT INTO ticket_outcomes (ticket_id, received_at, status, attempts, order_ref, vat, total, headers, warnings,
                              error, text_encoding, body_sha256, duplicate_of)
 SELECT u.id, u.received_at, u.status, q.attempts, u.order_ref, u.vat, u.total, u.headers,
-       ARRAY(SELECT jsonb_array_elements_text(u.warnings)), u.error, u.text_encoding,
+       u.warnings, u.error, u.text_encoding,
        decode(u.body_sha256, 'hex'), u.duplicate_of
 FROM outcomes AS u
 JOIN dequeued AS q ON q.id = u.id AND q.received_at = u.received_at;

@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import os
 import uuid
+from time import time_ns
 from datetime import date, datetime, time, timedelta, timezone
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLISECOND = timedelta(milliseconds=1)
 _VERSION_7 = 7
 
 
 def new_delivery_id(now: datetime | None = None) -> tuple[str, datetime]:
     """A new UUIDv7 and the reception time it carries (the given or current instant,
     truncated to the millisecond): the two are stored together."""
-    instant = now if now is not None else datetime.now(timezone.utc)
-    milliseconds = (instant - _EPOCH) // timedelta(milliseconds=1)
+    # Integers and one format, not datetime arithmetic and uuid.UUID: this runs once per
+    # request, and was a twentieth of its CPU.
+    milliseconds = time_ns() // 1_000_000 if now is None else (now - _EPOCH) // _MILLISECOND
     random_bits = int.from_bytes(os.urandom(10), "big")
     rand_a = random_bits >> 68  # 12 bits
     rand_b = random_bits & ((1 << 62) - 1)  # 62 bits
     value = (milliseconds << 80) | (_VERSION_7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    return str(uuid.UUID(int=value)), _EPOCH + timedelta(milliseconds=milliseconds)
+    digits = f"{value:032x}"
+    text = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+    return text, _EPOCH + timedelta(milliseconds=milliseconds)
 
 
 def received_at_of(delivery_id: uuid.UUID) -> datetime | None:

@@ -79,8 +79,26 @@ class ParsedTicket:
     encoding: str
 
 
+# Amounts already read, by their exact text: prices repeat from ticket to ticket, and
+# reading one (a pattern, a Decimal, a rounding) was a tenth of a ticket's parse. Only
+# amounts that were accepted are kept, at most MAX_KNOWN_AMOUNTS (then forgotten at once).
+MAX_KNOWN_AMOUNTS = 10_000
+_known_amounts: dict[str, Decimal] = {}
+
+
 def parse_amount(raw: str, *, what: str) -> Decimal:
     """A non-negative amount with at most two decimals: `2`, `14.90`, ` 4 `, `14,90`."""
+    known = _known_amounts.get(raw)
+    if known is not None:
+        return known
+    amount = _read_amount(raw, what)
+    if len(_known_amounts) >= MAX_KNOWN_AMOUNTS:
+        _known_amounts.clear()
+    _known_amounts[raw] = amount
+    return amount
+
+
+def _read_amount(raw: str, what: str) -> Decimal:
     text = raw.strip()
     if not text:
         raise TicketParseError(f"{what} is empty")
@@ -318,9 +336,10 @@ def parse_ticket(body: bytes) -> ParsedTicket:
     index += 1
 
     ticket_lines: list[TicketLine] = []
+    name_at, product_id_at, price_at = (columns[column] for column in REQUIRED_COLUMNS)
     for offset, raw_line in enumerate(lines[index:]):
         line_number = index + offset + 1
-        row_text = _strip_row(raw_line, delimiter)
+        row_text = raw_line.strip() if delimiter != "\t" else _strip_row(raw_line, delimiter)
         if not row_text:
             continue
         fields = _csv_fields(row_text, line_number, delimiter)
@@ -332,19 +351,21 @@ def parse_ticket(body: bytes) -> ParsedTicket:
                     f"line {line_number}: field {position + 1} {quoted(fields[position].strip())}"
                     " is under a column the header leaves unnamed"
                 )
-        row = {column: fields[position].strip() for column, position in columns.items()}
-        for column in REQUIRED_COLUMNS:
-            if column != "price" and not row[column]:
-                raise TicketParseError(f"line {line_number}: missing {column}")
-        if len(row["product_id"]) > MAX_PRODUCT_ID_CHARACTERS or len(row["product"]) > MAX_PRODUCT_NAME_CHARACTERS:
-            raise TicketParseError(_too_long(line_number, row))
+        # The required columns by position, not through a dict per row (a tenth of a parse).
+        name, product_id = fields[name_at].strip(), fields[product_id_at].strip()
+        if not name:
+            raise TicketParseError(f"line {line_number}: missing product")
+        if not product_id:
+            raise TicketParseError(f"line {line_number}: missing product_id")
+        if len(product_id) > MAX_PRODUCT_ID_CHARACTERS or len(name) > MAX_PRODUCT_NAME_CHARACTERS:
+            raise TicketParseError(_too_long(line_number, {"product_id": product_id, "product": name}))
         if len(ticket_lines) == MAX_PRODUCT_LINES:
             raise TicketParseError(f"line {line_number}: more than {MAX_PRODUCT_LINES} product lines")
         try:
-            price = parse_amount(row["price"], what="price")
+            price = parse_amount(fields[price_at], what="price")
         except TicketParseError as exc:  # the line is named here: no f-string per row on the happy path
             raise TicketParseError(f"line {line_number}: {exc}") from None
-        ticket_lines.append(TicketLine(line_number, row["product_id"], row["product"], price))
+        ticket_lines.append(TicketLine(line_number, product_id, name, price))
     if not ticket_lines:
         raise TicketParseError(f"line {csv_header_line}: the product section has no product lines")
 

@@ -32,7 +32,6 @@ from ..core.domain import (
 )
 from ..core.idempotency import KeyUse
 from ..core.ids import day_start, utc_day
-from ..core.processing import body_lines
 from ..core.ticket_search import ERROR_CHARS, TicketSearch, TicketSummary, shortened, walks_by_day
 from ..core.parser import TicketLine
 from .connector import Connector, Session
@@ -49,6 +48,7 @@ from .rows import (
     product_rows,
     received_at_hint,
     restore_record,
+    ticket_batch,
 )
 
 log = logging.getLogger(__name__)
@@ -186,14 +186,7 @@ class Repository:
         days = {utc_day(ticket.received_at) for ticket in tickets}
         if not days <= self._days_with_partitions:
             await self.create_day_partitions(days=days - self._days_with_partitions)
-        params = {
-            "ids": [ticket.id for ticket in tickets],
-            "received_at": [ticket.received_at for ticket in tickets],
-            "content_types": [ticket.content_type for ticket in tickets],
-            "bodies": [ticket.body for ticket in tickets],
-            "body_lines": [body_lines(ticket.body) for ticket in tickets],
-            **_idempotency_keys(tickets),
-        }
+        params = {**ticket_batch(tickets), **_idempotency_keys(tickets)}
         try:
             rows = await self._connector.fetch("insert_tickets", params)
         except DataRejected as exc:

@@ -146,15 +146,17 @@ async def refuse_malformed_requests(request: web.Request, handler: Handler) -> w
     handler reads the body or takes a value to the database. (A path that matches no
     route is a 404 whatever it contains.)"""
     if request.match_info.route.resource is not None:
-        where = nul_character_in(request.path, request.query.items())
+        # Only a query string can hold a query parameter: none is parsed for a request without one.
+        where = nul_character_in(request.path, request.query.items() if request.query_string else ())
         if where is not None:
             raise ApiError(400, f"NUL character in {where}")
-    transfer_coding = unsupported_transfer_coding(request.headers.getall("Transfer-Encoding", []))
+    transfer_encodings = request.headers.getall("Transfer-Encoding", ())
+    transfer_coding = unsupported_transfer_coding(transfer_encodings) if transfer_encodings else None
     if transfer_coding is not None:
         raise ApiError(
             501, f"Transfer-Encoding {printable(transfer_coding, 40)!r} is not supported: send the body plain or chunked"
         )
-    if request.body_exists:
+    if request.body_exists and "Content-Encoding" in request.headers:
         # Every Content-Encoding header counts: a second one must not slip an encoding past.
         coding = unsupported_content_encoding(", ".join(request.headers.getall("Content-Encoding", [])) or None)
         if coding is not None:

@@ -504,3 +504,19 @@ def test_warnings_are_capped_and_the_rest_counted():
     assert len(ticket.warnings) == MAX_WARNINGS
     # 200 decimal commas, no VAT, no Total: 202 warnings, of which MAX_WARNINGS - 1 are kept.
     assert ticket.warnings[-1] == f"and {202 - (MAX_WARNINGS - 1)} more warnings"
+
+
+def test_amounts_read_before_come_from_a_bounded_memory_and_refusals_are_never_remembered(monkeypatch):
+    from myticket.core import parser
+
+    monkeypatch.setattr(parser, "_known_amounts", {})
+    monkeypatch.setattr(parser, "MAX_KNOWN_AMOUNTS", 3)
+    assert parser.parse_amount(" 14,9 ", what="price") == Decimal("14.90")
+    assert parser.parse_amount(" 14,9 ", what="price") == Decimal("14.90")
+    for _ in range(2):
+        with pytest.raises(TicketParseError, match="has more than 2 decimals"):
+            parser.parse_amount("1.999", what="price")
+    assert "1.999" not in parser._known_amounts
+    for cents in range(10):
+        assert parser.parse_amount(f"1.{cents}", what="price") == Decimal(f"1.{cents}0")
+        assert len(parser._known_amounts) <= 3
