@@ -101,7 +101,7 @@ async def read_while(done: asyncio.Event, port: int, rate: float, ids: list[str]
     """Paced reads (`rate` a second per route, one connection each) until `done`: GET
     /tickets/{id} of a random id (from a list, or from what a running load has acked so
     far), and each GET /tickets search."""
-    routes = [("GET /tickets/{id}", None), *searches]
+    routes = [("GET /tickets/{id}", None), *searches] if rate > 0 else []  # 0: no reads
 
     async def reader_of(label: str, fixed_path: str | None) -> None:
         connection = None
@@ -376,7 +376,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=200, help="clients of the distinct load")
     parser.add_argument("--burst", type=int, default=20_000, help="tickets of each burst")
     parser.add_argument("--burst-clients", type=int, default=500, help="clients of a burst, all started at once")
-    parser.add_argument("--reads-per-second", type=float, default=5.0,
+    parser.add_argument("--reads-per-second", type=float, default=5.0,  # 0: no reads
                         help="paced reads of each read route beside the distinct load")
     parser.add_argument("--read-sample", type=int, default=2000, help="filled tickets the reads pick from")
     parser.add_argument("--statements", type=int, default=15, help="statements listed")
