@@ -512,8 +512,12 @@ async def inject_faults(service: Service, worker: Worker, server: EmbeddedPostgr
                 await pause(2, 4)
                 await asyncio.to_thread(server.start)
             elif fault == "worker killed":
-                if not worker.kill():
-                    continue
+                # A worker that just died of a killer is started again within a second:
+                # wait for it, so that this fault is not skipped for the whole cycle.
+                while not worker.kill():
+                    await pause(0.2, 0.5)
+                    if stop.is_set():
+                        return
             elif fault == "spool disk full":
                 if disk is None:
                     continue
