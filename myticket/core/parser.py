@@ -339,7 +339,7 @@ def parse_ticket(body: bytes) -> ParsedTicket:
     name_at, product_id_at, price_at = (columns[column] for column in REQUIRED_COLUMNS)
     for offset, raw_line in enumerate(lines[index:]):
         line_number = index + offset + 1
-        row_text = raw_line.strip() if delimiter != "\t" else _strip_row(raw_line, delimiter)
+        row_text = _strip_row(raw_line, delimiter)
         if not row_text:
             continue
         fields = _csv_fields(row_text, line_number, delimiter)
