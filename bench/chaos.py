@@ -254,15 +254,6 @@ class Service:
         return None
 
 
-def address_space_peak(pid: int) -> int:
-    """VmPeak of a process, in bytes (0 when it is gone): the most address space it held."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmPeak:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 class Worker:
     """The standalone `myticket worker` under an address-space limit (RLIMIT_AS), which a
     killer ticket exceeds and ordinary tickets do not, started again whenever it exits:
@@ -323,7 +314,7 @@ class Worker:
 
     def sample(self) -> None:
         if (pid := self.pid()) is not None:
-            self._current_peak = max(self._current_peak, address_space_peak(pid))
+            self._current_peak = max(self._current_peak, misbehaving.status_bytes(pid, "VmPeak"))
 
     async def calibrate(self, headroom: int, warm_up: Callable[[], Awaitable[None]]) -> None:
         """Run the worker without a limit through `warm_up` (ordinary tickets, awaited
@@ -331,7 +322,7 @@ class Worker:
         self.start()
         await warm_up()
         assert self.process is not None and self.process.poll() is None, f"the worker exited; see {self.log_path}"
-        self.calibrated_peak = address_space_peak(self.process.pid)
+        self.calibrated_peak = misbehaving.status_bytes(self.process.pid, "VmPeak")
         self.stop()
         self.address_space = self.calibrated_peak + headroom
         self.start()

@@ -175,10 +175,11 @@ async def _polite(port: int, bodies: list[bytes], result: PoliteResult, stop: as
     await asyncio.gather(*(one_client(bodies[index::POLITE_CONCURRENCY]) for index in range(POLITE_CONCURRENCY)))
 
 
-def _rss(pid: int) -> int:
+def status_bytes(pid: int, field: str) -> int:
+    """A size of /proc/<pid>/status (VmRSS, VmPeak, ...) in bytes; 0 when the process is gone."""
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -195,7 +196,7 @@ async def measure(name: str, port: int, service_pid: int | None, seconds: float,
     async def sample_rss() -> None:
         while not stop.is_set():
             if service_pid is not None:
-                result.peak_rss_bytes = max(result.peak_rss_bytes, _rss(service_pid))
+                result.peak_rss_bytes = max(result.peak_rss_bytes, status_bytes(service_pid, "VmRSS"))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.2)  # the sampling period
 
