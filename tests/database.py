@@ -5,6 +5,7 @@ assertions through the named queries of tests/sql."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ from psycopg2 import sql as pgsql
 
 from myticket.db.embedded import EmbeddedPostgres
 from myticket.db.migrate import apply_migrations
-from myticket.db.resources import named_queries
+from myticket.db.resources import load_queries, named_queries
 
 from .paths import TESTS_DIR
 
@@ -75,6 +76,26 @@ class Db:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def planned_nodes(database_url: str, name: str, params: dict) -> list[dict]:
+    """Every node of the plan of the shipped query `name` with `params`, as psycopg2 sends
+    them (literals, as the service does); EXPLAIN before the shipped text, not a rebuilt one."""
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("EXPLAIN (FORMAT JSON) " + load_queries()[name], params)
+            [[document]] = cur.fetchall()
+    finally:
+        conn.close()
+    plan = (document if isinstance(document, list) else json.loads(document))[0]["Plan"]
+    return list(_depth_first(plan))
+
+
+def _depth_first(node: dict) -> Iterator[dict]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _depth_first(child)
 
 
 def emptied(url: str) -> Iterator[Db]:

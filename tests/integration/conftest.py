@@ -4,6 +4,7 @@ migrated test database, emptied before each test), through an aiohttp test clien
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,16 @@ from myticket.config import Settings
 from myticket.web.app import init_app
 
 from ..database import Db, database_url, db, pg_server_url  # noqa: F401 (fixtures of this tier)
+
+
+@pytest.fixture
+def days_to_drop(db: Db) -> Iterator[list]:
+    """Days a test makes partitions for: dropped after it. The session's database must not
+    keep them, as a later test archiving every day before a date would find them."""
+    days: list = []
+    yield days
+    for day in days:
+        db.value("drop_day", {"day": day})
 
 
 @pytest.fixture

@@ -4,22 +4,20 @@ ticket or many over HTTP; each filter's plan read from its index in the window's
 from __future__ import annotations
 
 import dataclasses
-import json
 import uuid
 from datetime import date, datetime, time, timedelta, timezone
 
-import psycopg2
 import pytest
 
 from myticket.core.domain import IncomingTicket
 from myticket.core.ids import new_delivery_id
 from myticket.core.ticket_search import TicketSearch
-from myticket.db.resources import load_queries
 from myticket.telemetry.metrics import Metrics
 from myticket.web.app import init_app
 from myticket.web.typedefs import REPOSITORY
 from myticket.worker.loop import TicketWorker
 
+from ..database import planned_nodes
 from ..paths import REFERENCE_TICKET
 
 MALFORMED = b"this is not a ticket"
@@ -234,31 +232,15 @@ def filled_days(db) -> date:
     return last_day
 
 
-def plan_nodes(node: dict):
-    yield node
-    for child in node.get("Plans", []):
-        yield from plan_nodes(child)
-
-
 def explained(database_url: str, name: str, search: TicketSearch, after=None) -> list[dict]:
     """The nodes of the plan of the shipped query `name`, with the parameters
-    Repository.find_tickets gives it (psycopg2 sends them as literals, as the service does)."""
+    Repository.find_tickets gives it."""
     after_received_at, after_id = after if after is not None else (None, None)
-    params = {
+    return planned_nodes(database_url, name, {
         "statuses": list(search.statuses), "since": search.since, "until": search.until,
         "order_ref": search.order_ref, "product_id": search.product_id,
         "after_received_at": after_received_at, "after_id": after_id, "limit": 101, "error_chars": 201,
-    }
-    conn = psycopg2.connect(database_url)
-    try:
-        with conn.cursor() as cur:
-            # EXPLAIN before the shipped text: the query itself is not rebuilt.
-            cur.execute("EXPLAIN (FORMAT JSON) " + load_queries()[name], params)
-            [[document]] = cur.fetchall()
-    finally:
-        conn.close()
-    plan = document[0]["Plan"] if isinstance(document, list) else json.loads(document)[0]["Plan"]
-    return list(plan_nodes(plan))
+    })
 
 
 PARTITIONED = ("deliveries", "ticket_outcomes", "ticket_lines")
